@@ -1,0 +1,49 @@
+# Two commands do all set-up on a fresh machine: `make train` and `make test`.
+# Each creates .venv, installs the package with its dev extra, gets the data, then runs.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEBIAN_DATA := /usr/share/datasets/fashion-mnist
+
+EPOCHS   ?=
+FRACTION ?=
+ARGS     ?=
+RUN      ?=
+
+.PHONY: all install data train resume test test-fast clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# The data: Debian's package when we are root on a machine with apt-get and no other source,
+# then `fmnist-yolo prepare`, which resolves the source (or downloads) and skips when up to date.
+data: $(STAMP)
+	@if [ -z "$$FMNIST_SOURCE" ] && [ ! -d $(DEBIAN_DATA) ] && [ ! -d datasets/raw/fashion-mnist ] \
+	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's dataset-fashion-mnist (the offline copy of the data)..."; \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null) \
+	  || echo "apt-get could not install it; prepare will try the official mirrors."; \
+	fi
+	$(PY) -m fmnist_yolo prepare
+
+train: data
+	$(PY) -m fmnist_yolo train $(if $(EPOCHS),epochs=$(EPOCHS)) $(if $(FRACTION),fraction=$(FRACTION)) $(ARGS)
+
+test: data
+	$(PY) -m pytest $(ARGS)
+
+test-fast: data
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+clean:
+	rm -rf runs .pytest_cache
