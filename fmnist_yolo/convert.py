@@ -95,34 +95,57 @@ def _write_chunk(root: str, names: list[str], images: np.ndarray) -> list[str]:
 
 def write_tree(root: Path, arrays: Arrays, layout: dict, workers: int, progress: bool = True) -> dict[str, str]:
     """Write every PNG of `layout` under an empty `root`; return {relative path: sha256}."""
-    from ultralytics.utils import TQDM
-
     jobs = []
     for split, (source, indices) in layout.items():
         images, labels = getattr(arrays, f"{source}_images"), getattr(arrays, f"{source}_labels")
-        for class_dir in CLASS_DIRS:
+        for c, class_dir in enumerate(CLASS_DIRS):
             (root / split / class_dir).mkdir(parents=True)
-        names = file_names(split, source, indices, labels)
-        for s in range(0, len(indices), CHUNK):
-            jobs.append((names[s : s + CHUNK], images[indices[s : s + CHUNK]]))
-    total = sum(len(n) for n, _ in jobs)
+            # One directory per job: workers then rarely create files in the same directory at once,
+            # which the kernel serialises.
+            members = indices[labels[indices] == c]
+            names = file_names(split, source, members, labels)
+            for s in range(0, len(members), CHUNK):
+                jobs.append((names[s : s + CHUNK], images[members[s : s + CHUNK]]))
+    bar = Progress(sum(len(n) for n, _ in jobs), "Writing PNGs", enabled=progress)
     digests: dict[str, str] = {}
-    with TQDM(total=total, desc="Writing PNGs", unit="img", disable=not progress) as bar:
-        if workers <= 1:
-            for names, images in jobs:
-                digests.update(zip(names, _write_chunk(str(root), names, images)))
-                bar.update(len(names))
-        else:
-            with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
-                futures = [(names, pool.submit(_write_chunk, str(root), names, images)) for names, images in jobs]
-                try:
-                    for names, future in futures:
-                        digests.update(zip(names, future.result()))
-                        bar.update(len(names))
-                except BaseException:
-                    pool.shutdown(cancel_futures=True)  # don't keep writing a tree that will be discarded
-                    raise
+    if workers <= 1:
+        for names, images in jobs:
+            digests.update(zip(names, _write_chunk(str(root), names, images)))
+            bar.update(len(names))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
+            futures = [(names, pool.submit(_write_chunk, str(root), names, images)) for names, images in jobs]
+            try:
+                for names, future in futures:
+                    digests.update(zip(names, future.result()))
+                    bar.update(len(names))
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # don't keep writing a tree that will be discarded
+                raise
+    bar.close()
     return digests
+
+
+class Progress:
+    """A one-line progress counter on stderr (Ultralytics' TQDM would import torch: +2 s, +500 MB)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        self.total, self.desc, self.done, self.t0, self.last = total, desc, 0, time.perf_counter(), 0.0
+        self.enabled = enabled and total > 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and (now - self.last > 0.25 or self.done == self.total):
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            end = "\n" if self.done == self.total else ""
+            print(f"\r{self.desc}: {self.done}/{self.total} ({100 * self.done // self.total}%) {rate:,.0f} img/s",
+                  end=end, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.done != self.total:
+            print(file=sys.stderr)
 
 
 def _mp_context():

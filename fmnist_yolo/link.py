@@ -6,27 +6,38 @@ link there to the prepared tree, and never replace anything a user already has a
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 from pathlib import Path
 
 
 def ensure_link(tree: Path) -> Path | None:
-    """`link_for_ultralytics`, remembered beside the tree so that re-runs skip importing Ultralytics."""
+    """`link_for_ultralytics`, remembered beside the tree so that re-runs skip importing Ultralytics.
+
+    The memo holds the settings file Ultralytics used and its mtime: a changed `YOLO_CONFIG_DIR` or
+    `yolo settings datasets_dir=...` makes us look again.
+    """
     tree = Path(tree).resolve()
-    marker = tree.parent / f".{tree.name}.ultralytics"
-    try:
-        known = Path(marker.read_text().strip())
-        if known.resolve() == tree:
-            return known
-    except OSError:
-        pass
-    found = link_for_ultralytics(tree)
+    marker = tree.parent / f".{tree.name}.ultralytics.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        memo = json.loads(marker.read_text())
+        settings = Path(memo["settings"])
+        if (
+            memo["config_dir"] == os.environ.get("YOLO_CONFIG_DIR")
+            and settings.stat().st_mtime_ns == memo["mtime_ns"]
+            and Path(memo["link"]).resolve() == tree
+        ):
+            return Path(memo["link"])
+    from ultralytics.utils import SETTINGS
+
+    found = link_for_ultralytics(tree, Path(SETTINGS["datasets_dir"]))
     if found is not None:
-        try:
-            marker.write_text(f"{found}\n")
-        except OSError:
-            pass  # only a speed-up
+        memo = {"config_dir": os.environ.get("YOLO_CONFIG_DIR"), "settings": str(SETTINGS.file),
+                "mtime_ns": SETTINGS.file.stat().st_mtime_ns, "link": str(found)}  # fmt: skip
+        with contextlib.suppress(OSError):  # only a speed-up
+            marker.write_text(json.dumps(memo) + "\n")
     return found
 
 

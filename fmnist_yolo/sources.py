@@ -107,12 +107,22 @@ def verify(key: str, path: Path, raw: bytes, payload: bytes) -> str:
 
 
 def load(source: Source, verify_checksums: bool = True) -> Arrays:
-    """Read, parse and (optionally) verify all four files; nothing is written."""
-    arrays, fingerprints = {}, {}
+    """Read, parse and (optionally) verify all four files; nothing is written.
+
+    Structure is checked before checksums so that a damaged file gets the specific error.
+    """
+    arrays, fingerprints, read = {}, {}, {}
     for key, path in source.files.items():
-        raw, payload = idx.read_bytes(path)
+        raw, payload = read[key] = idx.read_bytes(path)
         parse = idx.parse_images if key.endswith("images") else idx.parse_labels
         arrays[key] = parse(payload, str(path))
+    for split in ("train", "test"):
+        idx.check_pair(
+            arrays[f"{split}_images"], arrays[f"{split}_labels"],
+            str(source.files[f"{split}_images"]), str(source.files[f"{split}_labels"]),
+        )  # fmt: skip
+    for key, path in source.files.items():
+        raw, payload = read.pop(key)
         sha = verify(key, path, raw, payload) if verify_checksums else hashlib.sha256(payload).hexdigest()
         st = path.stat()
         fingerprints[key] = {
@@ -122,15 +132,10 @@ def load(source: Source, verify_checksums: bool = True) -> Arrays:
             "payload_sha256": sha,
             "verified": verify_checksums,
         }
-    for split in ("train", "test"):
-        idx.check_pair(
-            arrays[f"{split}_images"], arrays[f"{split}_labels"],
-            str(source.files[f"{split}_images"]), str(source.files[f"{split}_labels"]),
-        )  # fmt: skip
     return Arrays(**arrays, fingerprints=fingerprints)
 
 
-def download_official(raw_dir: Path, mirrors: tuple[str, ...] = MIRRORS) -> None:
+def download_official(raw_dir: Path, mirrors: tuple[str, ...] | None = None) -> None:
     """Download the four files into `raw_dir`, publishing each only after its checksum passed.
 
     Each file goes to a private temporary directory first, so an interrupted or corrupt download
@@ -138,7 +143,7 @@ def download_official(raw_dir: Path, mirrors: tuple[str, ...] = MIRRORS) -> None
     """
     from ultralytics.utils.downloads import safe_download
 
-    raw_dir = Path(raw_dir)
+    raw_dir, mirrors = Path(raw_dir), mirrors or MIRRORS
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,0 +1,134 @@
+"""Shared fixtures: tiny synthetic IDX sources (like torchvision's MNISTTestCase) and the real tree."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Keep Ultralytics' settings (and the dataset link prepare makes) out of the user's real config.
+# Must happen before anything imports ultralytics.
+_YOLO_CFG = Path(tempfile.mkdtemp(prefix="fmnist-yolo-tests-"))
+os.environ["YOLO_CONFIG_DIR"] = str(_YOLO_CFG)
+os.environ["YOLO_OFFLINE"] = "true"  # no network here; keeps Ultralytics from trying
+
+from fmnist_yolo import config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = {key: name for key, (name, _, _) in config.SOURCE_FILES.items()}
+
+
+def images_idx(images: np.ndarray, magic: int = 0x803) -> bytes:
+    """IDX3 bytes for an (N, H, W) uint8 array."""
+    n, h, w = images.shape
+    return struct.pack(">IIII", magic, n, h, w) + images.astype(np.uint8).tobytes()
+
+
+def labels_idx(labels: np.ndarray, magic: int = 0x801) -> bytes:
+    """IDX1 bytes for an (N,) uint8 array."""
+    return struct.pack(">II", magic, len(labels)) + labels.astype(np.uint8).tobytes()
+
+
+def synthetic_arrays(per_class_train: int = 8, per_class_test: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random images with shuffled, balanced labels."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, per in (("train", per_class_train), ("test", per_class_test)):
+        labels = rng.permutation(np.repeat(np.arange(10), per)).astype(np.uint8)
+        out[f"{split}_images"] = rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8)
+        out[f"{split}_labels"] = labels
+    return out
+
+
+def write_source(directory: Path, arrays: dict[str, np.ndarray], gz: bool = True) -> dict[str, Path]:
+    """Write the four IDX files under their official names; return key -> path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, array in arrays.items():
+        data = images_idx(array) if key.endswith("images") else labels_idx(array)
+        path = directory / (NAMES[key] + (".gz" if gz else ""))
+        # mtime=0 keeps the gzip bytes, and so their MD5, deterministic
+        path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+        paths[key] = path
+    return paths
+
+
+def tree_digest(tree: Path) -> str:
+    """One hash over every file's relative path and bytes."""
+    h = hashlib.sha256()
+    for p in sorted(Path(tree).rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(tree)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def arrays():
+    return synthetic_arrays()
+
+
+@pytest.fixture
+def source(tmp_path, arrays):
+    """A directory with four synthetic .gz IDX files."""
+    d = tmp_path / "src"
+    write_source(d, arrays)
+    return d
+
+
+@pytest.fixture
+def trusted(monkeypatch, source, arrays):
+    """Make the synthetic source's checksums the 'official' ones (as if it were the real release)."""
+    table = {}
+    for key, (name, _, _) in config.SOURCE_FILES.items():
+        raw = (source / f"{name}.gz").read_bytes()
+        table[key] = (name, hashlib.md5(raw).hexdigest(), hashlib.sha256(gzip.decompress(raw)).hexdigest())
+    monkeypatch.setattr("fmnist_yolo.sources.SOURCE_FILES", table)
+    return table
+
+
+@pytest.fixture(scope="session")
+def ultralytics_datasets_dir():
+    """Point the (test-private) Ultralytics settings' datasets_dir at a temp dir."""
+    from ultralytics.utils import SETTINGS
+
+    d = _YOLO_CFG / "datasets"
+    SETTINGS.update(datasets_dir=str(d))
+    return d
+
+
+@pytest.fixture(scope="session")
+def real_tree(ultralytics_datasets_dir):
+    """The project's prepared tree from the real data (what `make test` prepares)."""
+    from fmnist_yolo import prepare
+    from fmnist_yolo.errors import FmnistError
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        return prepare(progress=False)
+    except FmnistError as e:
+        pytest.skip(f"real Fashion-MNIST not available: {e}")
+    finally:
+        os.chdir(cwd)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run `fmnist-yolo ARGV` in-process; return (exit code, stdout, stderr)."""
+    from fmnist_yolo.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's --help and usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+PY = sys.executable
