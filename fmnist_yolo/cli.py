@@ -7,7 +7,7 @@ import sys
 
 from . import __version__
 from .config import DEFAULTS
-from .errors import FmnistError
+from .errors import ConfigError, FmnistError
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -17,6 +17,51 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         source=args.source, out=args.out, val=args.val, seed=args.seed,
         force=args.force, verify=not args.no_verify, workers=args.workers,
     )  # fmt: skip
+    return 0
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`key=value` words into a dict, values typed the way Ultralytics' CLI types them."""
+    from ultralytics.cfg import smart_value
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, found {item!r}")
+        out[key.strip()] = smart_value(value.strip())
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    train(**parse_overrides(args.overrides))
+    return 0
+
+
+def cmd_val(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    kw = parse_overrides(args.overrides)
+    if "model" not in kw:
+        raise ConfigError("val needs model=RUN_DIR_OR_WEIGHTS")
+    result = evaluate(kw.pop("model"), kw.pop("split", "test"), kw.pop("data", None), **kw)
+    print(f"{result.split}: top-1 {result.top1:.4f}, top-5 {result.top5:.4f}, macro-F1 {result.macro_f1:.4f} "
+          f"({len(result.predictions)} images, {result.weights})")  # fmt: skip
+    print(result.per_class.to_string(float_format="%.4f"))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .evaluate import predict
+
+    kw = parse_overrides(args.overrides)
+    missing = [k for k in ("model", "source") if k not in kw]
+    if missing:
+        raise ConfigError(f"predict needs {' and '.join(f'{k}=...' for k in missing)}")
+    table = predict(kw.pop("model"), kw.pop("source"), **kw)
+    print(table.to_string(index=False, float_format="%.4f"))
     return 0
 
 
@@ -38,6 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the official checksums (for your own IDX files)")
     p.add_argument("--workers", type=int, default=None, help="writer processes (default: all cores)")
     p.set_defaults(func=cmd_prepare)
+
+    kv = "Ultralytics-style key=value arguments"
+    p = sub.add_parser("train", help="train (default: yolo11n-cls.pt, epochs=100, imgsz=28), then evaluate on test",
+                       description="Train on the prepared tree with Ultralytics, select best.pt on val, evaluate it "
+                       "once on test and write fmnist_yolo.json into the run directory. Any Ultralytics train "
+                       "argument passes through, e.g. `fmnist-yolo train epochs=5 batch=64 device=cpu`; cfg=FILE.yaml "
+                       "reads arguments from a file; strict_weights=True refuses the offline from-scratch fallback.")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("val", help="evaluate weights on a split: model=RUN_DIR_OR_WEIGHTS split=test|val",
+                       description="Evaluate with Ultralytics' validator; prints top-1/top-5, macro-F1 and per-class "
+                       "metrics. Example: fmnist-yolo val model=runs/classify/train split=test")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
+    p.set_defaults(func=cmd_val)
+
+    p = sub.add_parser("predict", help="classify images: model=... source=IMAGE_OR_DIR",
+                       description="Classify an image or a directory; prints file, class and confidence.")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-SUBCOMMANDS = ["prepare"]
+SUBCOMMANDS = ["prepare", "train", "val", "predict"]
 
 
 @pytest.mark.parametrize("sub", SUBCOMMANDS)

@@ -1,0 +1,71 @@
+"""Classification metrics as pandas tables, computed from arrays of true and predicted labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def confusion(true: np.ndarray, pred: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Counts of true (rows) x predicted (columns) classes, labelled with class names."""
+    n = len(names)
+    counts = np.bincount(np.asarray(true) * n + np.asarray(pred), minlength=n * n).reshape(n, n)
+    index = pd.Index(names, name="true")
+    return pd.DataFrame(counts, index=index, columns=pd.Index(names, name="predicted"))
+
+
+def normalize(matrix: pd.DataFrame) -> pd.DataFrame:
+    """Each row divided by its total: the share of each true class given each prediction."""
+    return matrix.div(matrix.sum(axis=1).replace(0, np.nan), axis=0)
+
+
+def per_class(matrix: pd.DataFrame) -> pd.DataFrame:
+    """Precision, recall, F1, support, one-vs-rest accuracy and the most confused class, per true class."""
+    m = matrix.to_numpy().astype(float)
+    tp, support, predicted, total = np.diag(m), m.sum(axis=1), m.sum(axis=0), m.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    accuracy = (total - predicted - support + 2 * tp) / total  # (TP + TN) / N, this class against the rest
+    off = m.copy()
+    np.fill_diagonal(off, -1)
+    confused = [matrix.columns[j] if off[i, j] > 0 else None for i, j in enumerate(off.argmax(axis=1))]
+    return pd.DataFrame(
+        {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support.astype(int),
+            "accuracy": accuracy,
+            "most_confused_with": confused,
+            "confused_count": off.max(axis=1).clip(min=0).astype(int),
+        },
+        index=pd.Index(matrix.index, name="class"),
+    )
+
+
+HISTORY_COLUMNS = {
+    "train/loss": "train_loss",
+    "metrics/accuracy_top1": "val_top1",
+    "metrics/accuracy_top5": "val_top5",
+    "val/loss": "val_loss",
+    "lr/pg0": "lr_pg0",
+    "lr/pg1": "lr_pg1",
+    "lr/pg2": "lr_pg2",
+}
+
+
+def load_history(run: str | Path) -> pd.DataFrame:
+    """A run's `results.csv` as a tidy DataFrame: one row per epoch, numeric columns.
+
+    Columns: epoch, time (cumulative seconds), train_loss, val_loss, val_top1, val_top5, lr_pg0..2.
+    """
+    path = Path(run)
+    path = path / "results.csv" if path.is_dir() else path
+    df = pd.read_csv(path)
+    df.columns = [c.strip() for c in df.columns]
+    df = df.rename(columns=HISTORY_COLUMNS)
+    return df.apply(pd.to_numeric, errors="coerce").astype({"epoch": int}).set_index("epoch", drop=False)

@@ -1,0 +1,225 @@
+"""Train with Ultralytics on the prepared tree, then evaluate best.pt once on test and record provenance."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .config import DEFAULTS, OWN_TRAIN_KEYS, TRAIN_KEYS
+from .errors import ConfigError, FmnistError
+
+PROVENANCE = "fmnist_yolo.json"
+WEIGHTS_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0/{}"
+
+
+def valid_keys() -> set[str]:
+    """Every key `train` accepts: Ultralytics' own arguments plus ours."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return set(DEFAULT_CFG_DICT) | OWN_TRAIN_KEYS
+
+
+def check_keys(args: dict[str, Any], allowed: set[str], where: str = "argument") -> None:
+    """Raise ConfigError for the first unknown key, suggesting the closest valid one."""
+    for key in args:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else " (see `yolo cfg` for Ultralytics' arguments)"
+            raise ConfigError(f"unknown {where} '{key}'{hint}")
+
+
+def resolve_args(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Defaults < cfg= YAML < explicit overrides, validated by key and by Ultralytics' type checks."""
+    from ultralytics.cfg import check_cfg
+
+    overrides = dict(overrides)
+    allowed = valid_keys()
+    check_keys(overrides, allowed)
+    from_file: dict[str, Any] = {}
+    if cfg := overrides.pop("cfg", None):
+        try:
+            from_file = yaml.safe_load(Path(cfg).read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"{cfg}: cannot read config: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{cfg}: invalid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(from_file, dict):
+            raise ConfigError(f"{cfg}: expected a mapping of arguments, found {type(from_file).__name__}")
+        check_keys(from_file, allowed - {"cfg"}, where=f"argument in {cfg}")
+    args = {**{k: getattr(DEFAULTS, k) for k in TRAIN_KEYS}, "data": None, **from_file, **overrides}
+    try:
+        check_cfg({k: v for k, v in args.items() if k not in OWN_TRAIN_KEYS and v is not None})
+    except (TypeError, ValueError, SyntaxError) as e:
+        raise ConfigError(str(e).splitlines()[0].strip()) from None
+    return args
+
+
+def ensure_tree(data: str | Path | None) -> Path:
+    """The dataset tree: the default one is prepared when missing; others must exist."""
+    from .convert import prepare, read_manifest
+
+    if data is None or Path(data).absolute() == DEFAULTS.out.absolute():
+        tree = DEFAULTS.out.absolute()
+        return tree if read_manifest(tree) else prepare()
+    tree = Path(data)
+    if not tree.is_dir():
+        from ultralytics.utils import DATASETS_DIR
+
+        if (DATASETS_DIR / tree).is_dir():  # a name, resolved the way Ultralytics does
+            return (DATASETS_DIR / tree).resolve()
+        raise ConfigError(f"{data}: dataset directory not found (run `fmnist-yolo prepare` or pass data=DIR)")
+    return tree.absolute()
+
+
+@dataclass
+class Weights:
+    """Where the model comes from."""
+
+    model: str  # what YOLO() is given
+    pretrained: bool
+    source: str  # a sentence for the provenance
+    tried: list[str] = field(default_factory=list)
+
+
+def resolve_weights(model: str, strict: bool = False) -> Weights:
+    """A path, a name found locally (./weights, Ultralytics' weights_dir) or downloaded; else the YAML.
+
+    Offline without the file, warn once and train the same architecture from scratch, unless `strict`.
+    """
+    from ultralytics.utils import SETTINGS
+
+    p = Path(str(model))
+    if p.suffix in (".yaml", ".yml"):
+        return Weights(str(model), False, f"architecture {p.name}, random initialisation")
+    if p.is_file():
+        return Weights(str(p), True, f"weights file {p.resolve()}")
+    if p.suffix != ".pt":
+        raise ConfigError(f"{model}: model must be a .pt weights file or a .yaml architecture")
+    if len(p.parts) > 1:
+        raise ConfigError(f"{model}: model file not found")
+    tried = []
+    for d in (Path("weights"), Path(SETTINGS["weights_dir"])):
+        candidate = d / p.name
+        tried.append(str(candidate.absolute()))
+        if candidate.is_file():
+            return Weights(str(candidate), True, f"weights file {candidate.resolve()}", tried)
+    url = WEIGHTS_URL.format(p.name)
+    try:
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        got = Path(attempt_download_asset(Path("weights") / p.name))
+        if got.is_file():
+            return Weights(str(got), True, f"downloaded {url}", tried)
+        tried.append(f"download of {url} (no such asset)")
+    except Exception as e:  # offline, DNS, HTTP: Ultralytics raises ConnectionError and others
+        tried.append(f"download of {url} ({type(e).__name__})")
+    if strict:
+        raise FmnistError(f"{model}: pretrained weights not available (tried {'; '.join(tried)})")
+    arch = p.with_suffix(".yaml").name
+    print(
+        f"WARNING: pretrained {p.name} is not available (tried {'; '.join(tried)}). Training {arch} from scratch "
+        f"(recorded as pretrained: false). To fine-tune instead, put {p.name} in weights/ (from {url}) or pass "
+        f"model=/path/to/{p.name}; strict_weights=True makes this an error.",
+        file=sys.stderr,
+    )
+    return Weights(arch, False, f"{arch} from scratch: {p.name} unavailable", tried)
+
+
+@dataclass
+class Run:
+    """A finished training run."""
+
+    dir: Path
+    provenance: dict
+    test: Any = None  # evaluate.Evaluation of best.pt on test
+
+    @property
+    def val(self) -> dict:
+        return self.provenance["metrics"]["val"]
+
+    @property
+    def weights(self) -> Path:
+        return self.dir / "weights" / "best.pt"
+
+    @property
+    def history(self):
+        from .metrics import load_history
+
+        return load_history(self.dir)
+
+
+def versions() -> dict[str, str]:
+    import pandas
+    import torch
+    import ultralytics
+
+    return {"fmnist_yolo": __version__, "ultralytics": ultralytics.__version__, "torch": torch.__version__,
+            "pandas": pandas.__version__, "python": platform.python_version()}  # fmt: skip
+
+
+def train(**overrides: Any) -> Run:
+    """Train the Fashion-MNIST recipe; any Ultralytics train argument can be overridden.
+
+    Defaults: model=yolo11n-cls.pt, data=the prepared tree, epochs=100, imgsz=28. Also accepts
+    cfg=FILE.yaml (arguments from a file) and strict_weights=True (no from-scratch fallback).
+
+    Returns:
+        A Run: its directory, val metrics of best.pt (chosen on val), and its one evaluation on test.
+    """
+    from ultralytics import YOLO
+
+    from .convert import manifest_checksum
+    from .evaluate import evaluate
+
+    args = resolve_args(overrides)
+    strict = bool(args.pop("strict_weights"))
+    tree = ensure_tree(args.pop("data"))
+    has_val = any((tree / d).is_dir() for d in ("val", "validation", "valid"))
+    if not has_val:
+        print(f"WARNING: {tree} has no val/ split, so Ultralytics selects best.pt on test/: the test score is then "
+              "not an unbiased estimate. Prepare with the default --val to keep test for the final evaluation.",
+              file=sys.stderr)  # fmt: skip
+    weights = resolve_weights(args.pop("model"), strict)
+    t0 = time.time()
+    model = YOLO(weights.model)
+    try:
+        model.train(data=str(tree), **args)
+    except (FileNotFoundError, ValueError, TypeError, SyntaxError) as e:
+        raise FmnistError(f"training failed: {str(e).splitlines()[0]}") from None
+    wall = time.time() - t0
+    trainer = model.trainer
+    run_dir = Path(trainer.save_dir)
+    val = {"top1": float(trainer.metrics.get("metrics/accuracy_top1", float("nan"))),
+           "top5": float(trainer.metrics.get("metrics/accuracy_top5", float("nan")))}  # fmt: skip
+    test = evaluate(run_dir / "weights" / "best.pt", "test", tree, device=args.get("device"), batch=args.get("batch", 16))
+    provenance = {
+        "fmnist_yolo_version": __version__,
+        "args": {**args, "model": weights.model, "data": str(tree), "strict_weights": strict},
+        "requested": {k: overrides.get(k) for k in overrides},
+        "imgsz": {"requested": args["imgsz"], "effective": int(trainer.args.imgsz),
+                  "note": "Ultralytics rounds imgsz up to a multiple of the model stride (32)"},
+        "model": {"requested": overrides.get("model", DEFAULTS.model), "used": weights.model,
+                  "pretrained": weights.pretrained, "source": weights.source, "tried": weights.tried,
+                  "parameters": sum(p.numel() for p in trainer.model.parameters())},
+        "data": {"tree": str(tree), "manifest_sha256": manifest_checksum(tree), "has_val": has_val,
+                 "model_selection_split": "val" if has_val else "test"},
+        "versions": versions(),
+        "device": str(trainer.device),
+        "world_size": int(getattr(trainer, "world_size", 1)),
+        "epochs_completed": int(trainer.epoch) + 1,
+        "wall_time_s": round(wall, 2),
+        "metrics": {"val": val, "test": test.summary()},
+    }  # fmt: skip
+    (run_dir / PROVENANCE).write_text(json.dumps(provenance, indent=1, default=str) + "\n")
+    print(f"Run {run_dir}: val top-1 {val['top1']:.4f}, test top-1 {test.top1:.4f} (best.pt chosen on "
+          f"{'val' if has_val else 'TEST'}), {wall:.0f}s")  # fmt: skip
+    return Run(run_dir, provenance, test)

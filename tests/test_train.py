@@ -1,0 +1,148 @@
+"""Training, evaluation and prediction wrappers: arguments, weights, provenance, honest evaluation."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fmnist_yolo
+from fmnist_yolo import config, prepare
+from fmnist_yolo.convert import manifest_checksum
+from fmnist_yolo.errors import ConfigError, FmnistError
+from fmnist_yolo.train import resolve_args, resolve_weights
+from tests.conftest import run_cli
+
+FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "batch": 32, "plots": False, "workers": 0}
+
+
+# --- arguments ---------------------------------------------------------------------------
+
+def test_defaults_and_precedence(tmp_path):
+    args = resolve_args({})
+    assert (args["model"], args["epochs"], args["imgsz"]) == ("yolo11n-cls.pt", 100, 28)
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text("epochs: 7\nbatch: 64\n")
+    args = resolve_args({"cfg": str(cfg), "batch": 8})
+    assert (args["epochs"], args["batch"]) == (7, 8)  # file over defaults, explicit over file
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "epocs=3"], "unknown argument 'epocs'; did you mean 'epochs'?"),
+        (["train", "model=nope/missing.pt"], "nope/missing.pt: model file not found"),
+        (["train", "epochs=abc"], "'epochs' must be an int"),
+        (["train", "justaword"], "expected key=value, found 'justaword'"),
+        (["train", "cfg=/does/not/exist.yaml"], "/does/not/exist.yaml: cannot read config"),
+        (["val"], "val needs model=RUN_DIR_OR_WEIGHTS"),
+        (["val", "model=/no/such/run"], "/no/such/run: model file not found"),
+        (["predict", "model=x.pt"], "predict needs source=..."),
+    ],
+)
+def test_cli_argument_errors(argv, message, capsys):
+    code, _, err = run_cli(argv, capsys)
+    assert code == 1 and err.startswith("Error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_unknown_key_in_cfg_file(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("lr0: 0.01\nwarmup_epoch: 2\n")
+    with pytest.raises(ConfigError, match=f"unknown argument in {cfg} 'warmup_epoch'; did you mean 'warmup_epochs'"):
+        resolve_args({"cfg": str(cfg)})
+
+
+# --- weights -----------------------------------------------------------------------------
+
+def test_offline_fallback_and_strict(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    w = resolve_weights("yolo11n-cls.pt")
+    err = capsys.readouterr().err
+    assert (w.model, w.pretrained) == ("yolo11n-cls.yaml", False)
+    assert err.count("WARNING") == 1 and "tried" in err and "weights/" in err
+    assert any("download" in t for t in w.tried) and str(tmp_path / "weights" / "yolo11n-cls.pt") in w.tried
+    with pytest.raises(FmnistError, match="pretrained weights not available"):
+        resolve_weights("yolo11n-cls.pt", strict=True)
+
+
+def test_weights_found_in_project_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "yolo11n-cls.pt").write_bytes(b"stand-in")
+    w = resolve_weights("yolo11n-cls.pt", strict=True)
+    assert w.pretrained and Path(w.model).resolve() == (tmp_path / "weights" / "yolo11n-cls.pt").resolve()
+
+
+def test_yaml_is_not_pretrained():
+    w = resolve_weights("yolo11n-cls.yaml", strict=True)
+    assert (w.model, w.pretrained) == ("yolo11n-cls.yaml", False)
+
+
+# --- real runs ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def api_run(real_tree, tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    return fmnist_yolo.train(**FAST, data=str(real_tree), fraction=0.01, project=str(project), name="api")
+
+
+@pytest.mark.slow
+def test_api_run_provenance(api_run, real_tree):
+    p = json.loads((api_run.dir / "fmnist_yolo.json").read_text())
+    assert p["imgsz"] == {"requested": 28, "effective": 32, "note": p["imgsz"]["note"]}
+    assert p["model"]["pretrained"] is False and p["model"]["used"] == "yolo11n-cls.yaml"
+    assert p["data"]["manifest_sha256"] == manifest_checksum(real_tree)
+    assert p["data"]["model_selection_split"] == "val"
+    assert set(p["versions"]) == {"fmnist_yolo", "ultralytics", "torch", "pandas", "python"}
+    assert p["device"] == "cpu" and p["wall_time_s"] > 0 and p["epochs_completed"] == 1
+    assert p["metrics"]["test"]["images"] == 10000
+    assert 0 <= p["metrics"]["val"]["top1"] <= 1 and p["metrics"]["test"]["top1"] == api_run.test.top1
+    assert (api_run.dir / "weights" / "best.pt").is_file() and (api_run.dir / "results.csv").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_agrees_with_ultralytics(api_run, real_tree):
+    from ultralytics import YOLO
+
+    ours = api_run.test
+    stock = YOLO(str(api_run.weights)).val(data=str(real_tree), split="test", plots=False, batch=32)
+    assert abs(ours.top1 - stock.top1) < 1e-6 and abs(ours.top5 - stock.top5) < 1e-6
+    assert abs(ours.predictions["correct"].mean() - stock.top1) < 1e-3
+    assert ours.confusion.to_numpy().sum() == 10000
+    assert ours.per_class["support"].sum() == 10000
+    m = ours.confusion.to_numpy()
+    np.testing.assert_allclose(ours.per_class["recall"], np.diag(m) / m.sum(axis=1))
+    assert list(ours.per_class.index) == list(config.CLASS_DIRS)
+    files = ours.predictions["file"]
+    assert files.is_unique and all(Path(f).parent.name == t for f, t in zip(files, ours.predictions["true"]))
+
+
+@pytest.mark.slow
+def test_val_command_and_predict(api_run, real_tree, capsys):
+    code, out, _ = run_cli(["val", f"model={api_run.dir}", "split=val", "batch=64"], capsys)
+    assert code == 0 and "val: top-1" in out and "5000 images" in out
+    table = fmnist_yolo.predict(api_run.dir, real_tree / "test" / "8_bag")
+    assert len(table) == 1000 and set(table["class"]) <= set(config.CLASS_DIRS)
+    assert table["confidence"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_cli_train_default_model_falls_back(real_tree, tmp_path, monkeypatch, capsys):
+    """`fmnist-yolo train epochs=1 fraction=...` with the default yolo11n-cls.pt, offline."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["train", "epochs=1", "fraction=0.005", f"data={real_tree}", "batch=32", "plots=False",
+                            f"project={tmp_path}", "name=cli"], capsys)
+    assert code == 0
+    assert "WARNING: pretrained yolo11n-cls.pt is not available" in err
+    assert out.startswith(f"Run {tmp_path / 'cli'}: val top-1 ") and "test top-1" in out
+    p = json.loads((tmp_path / "cli" / "fmnist_yolo.json").read_text())
+    assert p["model"]["requested"] == "yolo11n-cls.pt" and p["model"]["pretrained"] is False
+
+
+def test_tree_without_val_warns_test_selects(source, tmp_path, capsys):
+    tree = prepare(source=source, out=tmp_path / "noval", val=0, verify=False, workers=1, progress=False)
+    run = fmnist_yolo.train(**FAST, data=str(tree), imgsz=28, project=str(tmp_path), name="noval")
+    err = capsys.readouterr().err
+    assert "selects best.pt on test/" in err
+    assert run.provenance["data"]["model_selection_split"] == "test"
+    assert len(run.history) == 1 and {"train_loss", "val_top1", "val_top5"} <= set(run.history.columns)
