@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .config import DEFAULTS
 from .errors import ConfigError
 
 
@@ -157,4 +156,4 @@ def _not_the_yolo_cli():
             ARGV[0] = saved
 
 
-__all__ = ["DEFAULTS", "Evaluation", "evaluate", "predict"]
+__all__ = ["Evaluation", "evaluate", "predict"]
