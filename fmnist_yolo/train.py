@@ -200,7 +200,8 @@ def train(**overrides: Any) -> Run:
     run_dir = Path(trainer.save_dir)
     val = {"top1": float(trainer.metrics.get("metrics/accuracy_top1", float("nan"))),
            "top5": float(trainer.metrics.get("metrics/accuracy_top5", float("nan")))}  # fmt: skip
-    test = evaluate(run_dir / "weights" / "best.pt", "test", tree, device=args.get("device"), batch=args.get("batch", 16))
+    # The resolved batch: `batch=-1` (AutoBatch) or a memory fraction is not a size the validator takes.
+    test = evaluate(run_dir / "weights" / "best.pt", "test", tree, device=args.get("device"), batch=int(trainer.batch_size))
     provenance = {
         "fmnist_yolo_version": __version__,
         "args": {**args, "model": weights.model, "data": str(tree), "strict_weights": strict},
