@@ -2,9 +2,12 @@
 
 __version__ = "0.1.0"
 
+from .compare import compare  # noqa: E402
 from .convert import prepare  # noqa: E402
-from .evaluate import evaluate, predict  # noqa: E402
+from .evaluate import Evaluation, evaluate, predict  # noqa: E402
 from .metrics import load_history  # noqa: E402
+from .report import benchmark_table, report  # noqa: E402
 from .train import Run, train  # noqa: E402
 
-__all__ = ["Run", "__version__", "evaluate", "load_history", "predict", "prepare", "train"]
+__all__ = ["Evaluation", "Run", "__version__", "benchmark_table", "compare", "evaluate", "load_history", "predict",
+           "prepare", "report", "train"]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 from .config import DEFAULTS
@@ -50,6 +51,13 @@ def cmd_val(args: argparse.Namespace) -> int:
     print(f"{result.split}: top-1 {result.top1:.4f}, top-5 {result.top5:.4f}, macro-F1 {result.macro_f1:.4f} "
           f"({len(result.predictions)} images, {result.weights})")  # fmt: skip
     print(result.per_class.to_string(float_format="%.4f"))
+    if args.csv:
+        out = Path(args.csv)
+        out.mkdir(parents=True, exist_ok=True)
+        result.per_class.to_csv(out / "per_class.csv")
+        result.confusion.to_csv(out / "confusion.csv")
+        result.save(out / "predictions.csv")
+        print(f"Wrote per_class.csv, confusion.csv, predictions.csv to {out}")
     return 0
 
 
@@ -62,6 +70,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"predict needs {' and '.join(f'{k}=...' for k in missing)}")
     table = predict(kw.pop("model"), kw.pop("source"), **kw)
     print(table.to_string(index=False, float_format="%.4f"))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    table = compare(args.runs_dir)
+    if table.empty:
+        raise ConfigError(f"{args.runs_dir}: no training runs found")
+    csv = Path(args.csv or Path(args.runs_dir) / "compare.csv")
+    table.to_csv(csv, index=False)
+    shown = table.drop(columns=["path"])
+    print(shown.to_string(index=False, float_format="%.4f"))
+    print(f"{len(table)} runs; table written to {csv}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+    from .train import check_keys
+
+    kw = parse_overrides(args.overrides)
+    check_keys(kw, {"data"})
+    path = report(args.run, data=kw.get("data"), csv=args.csv, top=args.top)
+    print(f"Report written to {path}" + (f" (tables as CSV in {path.parent / 'report'})" if args.csv else ""))
     return 0
 
 
@@ -97,12 +132,32 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate with Ultralytics' validator; prints top-1/top-5, macro-F1 and per-class "
                        "metrics. Example: fmnist-yolo val model=runs/classify/train split=test")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
+    p.add_argument("--csv", metavar="DIR", help="also write per_class.csv, confusion.csv and predictions.csv to DIR")
     p.set_defaults(func=cmd_val)
 
     p = sub.add_parser("predict", help="classify images: model=... source=IMAGE_OR_DIR",
                        description="Classify an image or a directory; prints file, class and confidence.")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
+    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("compare", help="one row per run under RUNS_DIR, best test top-1 first; writes CSV",
+                       description="Tabulate every training run under RUNS_DIR (fmnist-yolo's and plain Ultralytics "
+                       "ones): model, pretrained, epochs, imgsz, best val top-1, test top-1/top-5, macro-F1, "
+                       "parameters, train time, device.")
+    p.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR", help="(default: %(default)s)")
+    p.add_argument("--csv", metavar="FILE", help="where to write the table (default: RUNS_DIR/compare.csv)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="write RUN/report.md: provenance, curves, confusion, errors, benchmark",
+                       description="Write RUN/report.md with PNG figures in RUN/report/: provenance summary, learning "
+                       "curves, confusion heatmap, per-class table, the most confidently misclassified test images, "
+                       "and the run's place among published Fashion-MNIST results. data=TREE re-evaluates on TREE.")
+    p.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/classify/train")
+    p.add_argument("overrides", nargs="*", metavar="data=TREE", help="evaluate on this tree instead")
+    p.add_argument("--csv", action="store_true", help="also write every table as CSV into RUN/report/")
+    p.add_argument("--top", type=int, default=25, metavar="N", help="misclassified images to show (default: 25)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -46,6 +46,30 @@ class Evaluation:
         return {"split": self.split, "top1": self.top1, "top5": self.top5, "macro_f1": self.macro_f1,
                 "images": len(self.predictions)}  # fmt: skip
 
+    def misclassified(self, n: int = 25) -> pd.DataFrame:
+        """The `n` wrong predictions made with the highest confidence."""
+        wrong = self.predictions[~self.predictions["correct"]]
+        return wrong.nlargest(n, "confidence")[["file", "true", "pred", "confidence"]]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the per-image predictions (with probabilities) as CSV; `Evaluation.load` reads them back."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        self.predictions.to_csv(tmp, index=False)
+        tmp.replace(path)  # never a half-written file under the real name
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, split: str = "test", weights: str = "") -> Evaluation:
+        """An Evaluation from a predictions CSV; top-1/top-5 recomputed from the stored probabilities."""
+        table = pd.read_csv(path)
+        names = [c[2:] for c in table.columns if c.startswith("p_")]
+        if not names or not {"true_id", "pred_id", "correct"} <= set(table.columns):
+            raise ConfigError(f"{path}: not a predictions file (expected true_id, pred_id, correct, p_<class>)")
+        probs = table[[f"p_{n}" for n in names]].to_numpy()
+        top5 = (np.argsort(-probs, axis=1, kind="stable")[:, :5] == table["true_id"].to_numpy()[:, None]).any(1)
+        return cls(split, weights, float(table["correct"].mean()), float(top5.mean()), table, names)
+
 
 def resolve_weights_path(model: str | Path) -> Path:
     """A run directory means its best weights; anything else must be an existing file."""

@@ -47,6 +47,14 @@ def per_class(matrix: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def top_confusions(matrix: pd.DataFrame, n: int = 5) -> pd.DataFrame:
+    """The `n` largest off-diagonal cells: true class, predicted class, count and share of the true class."""
+    pairs = matrix.stack().rename("count").reset_index()
+    pairs = pairs[pairs["true"] != pairs["predicted"]]
+    pairs["share_of_true"] = pairs["count"] / pairs["true"].map(matrix.sum(axis=1))
+    return pairs[pairs["count"] > 0].nlargest(n, "count").reset_index(drop=True)
+
+
 HISTORY_COLUMNS = {
     "train/loss": "train_loss",
     "metrics/accuracy_top1": "val_top1",

@@ -18,6 +18,7 @@ from .config import DEFAULTS, OWN_TRAIN_KEYS, TRAIN_KEYS
 from .errors import ConfigError, FmnistError
 
 PROVENANCE = "fmnist_yolo.json"
+TEST_PREDICTIONS = "test_predictions.csv"  # best.pt's per-image test predictions, for reports without re-evaluating
 WEIGHTS_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0/{}"
 
 
@@ -156,6 +157,28 @@ class Run:
 
         return load_history(self.dir)
 
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Run:
+        """A finished run from its directory: provenance, and the stored test evaluation of best.pt."""
+        d = Path(run_dir)
+        try:
+            provenance = json.loads((d / PROVENANCE).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{d}: no {PROVENANCE} (not a finished fmnist-yolo run)") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{d / PROVENANCE}: invalid JSON ({e.msg}, line {e.lineno})") from None
+        return cls(d, provenance, stored_test(d))
+
+
+def stored_test(run_dir: Path):
+    """best.pt's stored test evaluation (an evaluate.Evaluation), or None if absent or older than best.pt."""
+    from .evaluate import Evaluation
+
+    preds, best = run_dir / TEST_PREDICTIONS, run_dir / "weights" / "best.pt"
+    if not preds.is_file() or (best.is_file() and preds.stat().st_mtime < best.stat().st_mtime):
+        return None
+    return Evaluation.load(preds, "test", str(best))
+
 
 def versions() -> dict[str, str]:
     import pandas
@@ -202,6 +225,7 @@ def train(**overrides: Any) -> Run:
            "top5": float(trainer.metrics.get("metrics/accuracy_top5", float("nan")))}  # fmt: skip
     # The resolved batch: `batch=-1` (AutoBatch) or a memory fraction is not a size the validator takes.
     test = evaluate(run_dir / "weights" / "best.pt", "test", tree, device=args.get("device"), batch=int(trainer.batch_size))
+    test.save(run_dir / TEST_PREDICTIONS)
     provenance = {
         "fmnist_yolo_version": __version__,
         "args": {**args, "model": weights.model, "data": str(tree), "strict_weights": strict},
@@ -219,6 +243,7 @@ def train(**overrides: Any) -> Run:
         "epochs_completed": int(trainer.epoch) + 1,
         "wall_time_s": round(wall, 2),
         "metrics": {"val": val, "test": test.summary()},
+        "test_predictions": TEST_PREDICTIONS,
     }  # fmt: skip
     (run_dir / PROVENANCE).write_text(json.dumps(provenance, indent=1, default=str) + "\n")
     print(f"Run {run_dir}: val top-1 {val['top1']:.4f}, test top-1 {test.top1:.4f} (best.pt chosen on "

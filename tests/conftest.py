@@ -119,6 +119,23 @@ def real_tree(ultralytics_datasets_dir):
         os.chdir(cwd)
 
 
+TINY = {"model": "yolo11n-cls.yaml", "epochs": 2, "batch": 32, "plots": False, "workers": 0, "fraction": 0.01}
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory):
+    """The session's runs/ directory."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(real_tree, runs_root):
+    """A tiny real run made in the test session: 2 epochs on 1% of the real training images."""
+    import fmnist_yolo
+
+    return fmnist_yolo.train(**TINY, data=str(real_tree), project=str(runs_root / "classify"), name="tiny")
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run `fmnist-yolo ARGV` in-process; return (exit code, stdout, stderr)."""
     from fmnist_yolo.cli import main

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import fmnist_yolo
@@ -80,35 +81,31 @@ def test_yaml_is_not_pretrained():
 
 # --- real runs ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def api_run(real_tree, tmp_path_factory):
-    project = tmp_path_factory.mktemp("runs")
-    return fmnist_yolo.train(**FAST, data=str(real_tree), fraction=0.01, project=str(project), name="api")
-
-
 @pytest.mark.slow
-def test_api_run_provenance(api_run, real_tree):
-    p = json.loads((api_run.dir / "fmnist_yolo.json").read_text())
+def test_tiny_run_provenance(tiny_run, real_tree):
+    p = json.loads((tiny_run.dir / "fmnist_yolo.json").read_text())
     assert p["imgsz"] == {"requested": 28, "effective": 32, "note": p["imgsz"]["note"]}
     assert p["model"]["pretrained"] is False and p["model"]["used"] == "yolo11n-cls.yaml"
     assert p["data"]["manifest_sha256"] == manifest_checksum(real_tree)
     assert p["data"]["model_selection_split"] == "val"
     assert set(p["versions"]) == {"fmnist_yolo", "ultralytics", "torch", "pandas", "python"}
-    assert p["device"] == "cpu" and p["wall_time_s"] > 0 and p["epochs_completed"] == 1
+    assert p["device"] == "cpu" and p["wall_time_s"] > 0 and p["epochs_completed"] == 2
     assert p["metrics"]["test"]["images"] == 10000
-    assert 0 <= p["metrics"]["val"]["top1"] <= 1 and p["metrics"]["test"]["top1"] == api_run.test.top1
-    assert (api_run.dir / "weights" / "best.pt").is_file() and (api_run.dir / "results.csv").is_file()
+    assert 0 <= p["metrics"]["val"]["top1"] <= 1 and p["metrics"]["test"]["top1"] == tiny_run.test.top1
+    assert (tiny_run.dir / "weights" / "best.pt").is_file() and (tiny_run.dir / "results.csv").is_file()
 
 
 @pytest.mark.slow
-def test_evaluate_agrees_with_ultralytics(api_run, real_tree):
+def test_evaluate_agrees_with_ultralytics(tiny_run, real_tree):
     from ultralytics import YOLO
 
-    ours = api_run.test
-    stock = YOLO(str(api_run.weights)).val(data=str(real_tree), split="test", plots=False, batch=32)
+    ours = tiny_run.test
+    stock = YOLO(str(tiny_run.weights)).val(data=str(real_tree), split="test", plots=False, batch=32)
     assert abs(ours.top1 - stock.top1) < 1e-6 and abs(ours.top5 - stock.top5) < 1e-6
     assert abs(ours.predictions["correct"].mean() - stock.top1) < 1e-3
     assert ours.confusion.to_numpy().sum() == 10000
+    # Ultralytics' own matrix is [predicted, true]; ours is true x predicted, from the same predictions
+    np.testing.assert_array_equal(ours.confusion.to_numpy(), stock.confusion_matrix.matrix.T)
     assert ours.per_class["support"].sum() == 10000
     m = ours.confusion.to_numpy()
     np.testing.assert_allclose(ours.per_class["recall"], np.diag(m) / m.sum(axis=1))
@@ -118,12 +115,19 @@ def test_evaluate_agrees_with_ultralytics(api_run, real_tree):
 
 
 @pytest.mark.slow
-def test_val_command_and_predict(api_run, real_tree, capsys):
-    code, out, _ = run_cli(["val", f"model={api_run.dir}", "split=val", "batch=64"], capsys)
+def test_val_command_and_predict(tiny_run, real_tree, tmp_path, capsys):
+    code, out, _ = run_cli(["val", f"model={tiny_run.dir}", "split=val", "batch=64", "--csv", str(tmp_path)], capsys)
     assert code == 0 and "val: top-1" in out and "5000 images" in out
-    table = fmnist_yolo.predict(api_run.dir, real_tree / "test" / "8_bag")
+    per_class = pd.read_csv(tmp_path / "per_class.csv", index_col="class")
+    assert list(per_class.index) == list(config.CLASS_DIRS) and per_class["support"].sum() == 5000
+    assert pd.read_csv(tmp_path / "confusion.csv", index_col=0).to_numpy().sum() == 5000
+    assert len(pd.read_csv(tmp_path / "predictions.csv")) == 5000
+    table = fmnist_yolo.predict(tiny_run.dir, real_tree / "test" / "8_bag")
     assert len(table) == 1000 and set(table["class"]) <= set(config.CLASS_DIRS)
     assert table["confidence"].between(0, 1).all()
+    code, _, _ = run_cli(["predict", f"model={tiny_run.dir}", f"source={real_tree / 'test' / '8_bag'}", "--csv",
+                          str(tmp_path / "pred.csv")], capsys)  # fmt: skip
+    assert code == 0 and pd.read_csv(tmp_path / "pred.csv").equals(table)
 
 
 @pytest.mark.slow

@@ -1,0 +1,76 @@
+"""Metric tables from label arrays, and predictions saved and reloaded, without a model."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmnist_yolo import metrics
+from fmnist_yolo.errors import ConfigError
+from fmnist_yolo.evaluate import Evaluation
+
+NAMES = ["a", "b", "c"]
+
+
+@pytest.fixture
+def labels():
+    true = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    pred = np.array([0, 0, 1, 2, 1, 1, 0, 2, 1, 1])
+    return true, pred
+
+
+def test_confusion_and_per_class_by_hand(labels):
+    m = metrics.confusion(*labels, NAMES)
+    assert m.to_numpy().tolist() == [[2, 1, 1], [1, 2, 0], [0, 2, 1]]
+    assert (m.index.name, m.columns.name) == ("true", "predicted")
+    pc = metrics.per_class(m)
+    assert pc.loc["a", "precision"] == pytest.approx(2 / 3) and pc.loc["a", "recall"] == pytest.approx(2 / 4)
+    assert pc.loc["b", "f1"] == pytest.approx(2 * (2 / 5) * (2 / 3) / (2 / 5 + 2 / 3))
+    assert pc["support"].tolist() == [4, 3, 3]
+    assert pc.loc["c", "accuracy"] == pytest.approx((1 + 6) / 10)  # c: TP 1, FP 1, FN 2, so TN 6
+    assert (pc.loc["c", "most_confused_with"], pc.loc["c", "confused_count"]) == ("b", 2)
+    np.testing.assert_allclose(metrics.normalize(m).sum(axis=1), 1.0)
+
+
+def test_class_never_confused_has_no_partner():
+    m = metrics.confusion(np.array([0, 1]), np.array([0, 1]), ["x", "y"])
+    pc = metrics.per_class(m)
+    assert pc["most_confused_with"].isna().all() and (pc["confused_count"] == 0).all()
+
+
+def test_top_confusions(labels):
+    top = metrics.top_confusions(metrics.confusion(*labels, NAMES), 2)
+    assert top[["true", "predicted", "count"]].values.tolist() == [["c", "b", 2], ["a", "b", 1]]
+    assert top["share_of_true"].tolist() == pytest.approx([2 / 3, 1 / 4])
+
+
+def _evaluation(labels) -> Evaluation:
+    true, pred = labels
+    rng = np.random.default_rng(0)
+    probs = rng.random((len(true), 3))
+    probs[np.arange(len(true)), pred] += 3  # make `pred` the argmax
+    probs /= probs.sum(1, keepdims=True)
+    table = pd.DataFrame({"file": [f"f{i}.png" for i in range(len(true))], "true_id": true, "pred_id": pred,
+                          "true": np.array(NAMES)[true], "pred": np.array(NAMES)[pred], "confidence": probs.max(1),
+                          "correct": true == pred})  # fmt: skip
+    table = pd.concat([table, pd.DataFrame(probs, columns=[f"p_{n}" for n in NAMES])], axis=1)
+    return Evaluation("test", "w.pt", float((true == pred).mean()), 1.0, table, NAMES)
+
+
+def test_predictions_roundtrip(labels, tmp_path):
+    ev = _evaluation(labels)
+    back = Evaluation.load(ev.save(tmp_path / "p.csv"))
+    assert back.names == NAMES and back.top1 == pytest.approx(0.5) and back.top5 == 1.0
+    pd.testing.assert_frame_equal(back.predictions, ev.predictions, check_dtype=False)
+    pd.testing.assert_frame_equal(back.per_class, ev.per_class)
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_misclassified_most_confident_first(labels):
+    wrong = _evaluation(labels).misclassified(3)
+    assert len(wrong) == 3 and (wrong["true"] != wrong["pred"]).all() and wrong["confidence"].is_monotonic_decreasing
+
+
+def test_load_rejects_other_csv(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="x.csv: not a predictions file"):
+        Evaluation.load(tmp_path / "x.csv")
