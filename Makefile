@@ -39,6 +39,11 @@ data: $(STAMP)
 train: data
 	$(PY) -m fmnist_yolo train $(if $(EPOCHS),epochs=$(EPOCHS)) $(if $(FRACTION),fraction=$(FRACTION)) $(ARGS)
 
+# Continue an interrupted run from its last.pt: make resume RUN=runs/classify/train
+resume: data
+	@test -n "$(RUN)" || (echo "usage: make resume RUN=runs/classify/<run>" >&2; exit 2)
+	$(PY) -m fmnist_yolo train resume=$(RUN) $(ARGS)
+
 test: data
 	$(PY) -m pytest $(ARGS)
 

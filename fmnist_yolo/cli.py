@@ -21,6 +21,23 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    import time
+
+    from .check import check
+
+    t0 = time.perf_counter()
+    problems = check(args.tree, workers=args.workers)
+    for row in problems.itertuples():
+        print(f"{row.problem}: {Path(args.tree) / row.path} ({row.detail})")
+    if len(problems):
+        kinds = problems["problem"].value_counts()
+        raise FmnistError(f"{args.tree}: {len(problems)} problems ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
+                          f"`fmnist-yolo prepare --force --out {args.tree}` rebuilds it")  # fmt: skip
+    print(f"{args.tree}: OK, every image matches the manifest ({time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
 def parse_overrides(items: list[str]) -> dict:
     """`key=value` words into a dict, values typed the way Ultralytics' CLI types them."""
     from ultralytics.cfg import smart_value
@@ -118,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the official checksums (for your own IDX files)")
     p.add_argument("--workers", type=int, default=None, help="writer processes (default: all cores)")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("check", help="verify a prepared tree against its manifest (missing, extra, damaged images)",
+                       description="Check every image of TREE against manifest.json and files.sha256: missing, extra, "
+                       "truncated and corrupted files are listed by path, and the exit code is 1 if any. Ultralytics' "
+                       "*.cache files are ignored. `prepare --force` repairs a damaged tree.")
+    p.add_argument("tree", nargs="?", default=str(DEFAULTS.out), metavar="TREE", help="(default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="reader processes (default: all cores)")
+    p.set_defaults(func=cmd_check)
 
     kv = "Ultralytics-style key=value arguments"
     p = sub.add_parser("train", help="train (default: yolo11n-cls.pt, epochs=100, imgsz=28), then evaluate on test",

@@ -113,14 +113,14 @@ def write_tree(root: Path, arrays: Arrays, layout: dict, workers: int, progress:
             digests.update(zip(names, _write_chunk(str(root), names, images)))
             bar.update(len(names))
     else:
-        with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
-            futures = [(names, pool.submit(_write_chunk, str(root), names, images)) for names, images in jobs]
+        with pool(workers) as executor:
+            futures = [(names, executor.submit(_write_chunk, str(root), names, images)) for names, images in jobs]
             try:
                 for names, future in futures:
                     digests.update(zip(names, future.result()))
                     bar.update(len(names))
             except BaseException:
-                pool.shutdown(cancel_futures=True)  # don't keep writing a tree that will be discarded
+                executor.shutdown(cancel_futures=True)  # don't keep writing a tree that will be discarded
                 raise
     bar.close()
     return digests
@@ -153,6 +153,20 @@ def _mp_context():
 
     # fork starts workers in milliseconds; spawn (elsewhere) re-imports numpy and cv2 in each.
     return multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+
+
+def pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes that die with this one: a killed prepare leaves no orphan writing into its temp tree."""
+    return ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl(pr_set_pdeathsig, 9)  # SIGKILL
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def manifest(arrays: Arrays, layout: dict, n_val: int, seed: int, verify: bool, digests: dict[str, str]) -> dict:

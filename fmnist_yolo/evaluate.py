@@ -73,14 +73,16 @@ class Evaluation:
 
 def resolve_weights_path(model: str | Path) -> Path:
     """A run directory means its best weights; anything else must be an existing file."""
+    from .train import warn_if_untrusted
+
     p = Path(model)
     if p.is_dir():
-        for candidate in (p / "weights" / "best.pt", p / "weights" / "last.pt"):
-            if candidate.is_file():
-                return candidate
-        raise ConfigError(f"{p}: no weights/best.pt or weights/last.pt in this run directory")
-    if not p.is_file():
+        p = next((c for c in (p / "weights" / "best.pt", p / "weights" / "last.pt") if c.is_file()), None)
+        if p is None:
+            raise ConfigError(f"{model}: no weights/best.pt or weights/last.pt in this run directory")
+    elif not p.is_file():
         raise ConfigError(f"{p}: model file not found")
+    warn_if_untrusted(p)
     return p
 
 

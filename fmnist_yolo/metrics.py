@@ -75,5 +75,6 @@ def load_history(run: str | Path) -> pd.DataFrame:
     path = path / "results.csv" if path.is_dir() else path
     df = pd.read_csv(path)
     df.columns = [c.strip() for c in df.columns]
-    df = df.rename(columns=HISTORY_COLUMNS)
-    return df.apply(pd.to_numeric, errors="coerce").astype({"epoch": int}).set_index("epoch", drop=False)
+    df = df.rename(columns=HISTORY_COLUMNS).apply(pd.to_numeric, errors="coerce").astype({"epoch": int})
+    # A run killed between writing an epoch's row and its checkpoint repeats that epoch when resumed: keep the rerun
+    return df.drop_duplicates("epoch", keep="last").set_index("epoch", drop=False)

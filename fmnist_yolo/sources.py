@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,14 +136,46 @@ def load(source: Source, verify_checksums: bool = True) -> Arrays:
     return Arrays(**arrays, fingerprints=fingerprints)
 
 
-def download_official(raw_dir: Path, mirrors: tuple[str, ...] | None = None) -> None:
+DOWNLOAD_TIMEOUT = 30.0  # seconds without a byte before a mirror is given up
+
+
+def fetch(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
+    """Stream `url` into `dest` as sent; ConnectionError on HTTP errors, a stall over `timeout` s or a short body.
+
+    Ultralytics' `safe_download` would wait 300 s on a stalled connection (hard-coded), and retry;
+    a mirror that hangs must instead give way to the next one quickly.
+    """
+    import requests
+    from urllib3.exceptions import HTTPError as TransferError
+    from urllib3.exceptions import ReadTimeoutError
+
+    print(f"Downloading {url} ...", file=sys.stderr)
+    expected = 0
+    try:
+        with requests.get(url, stream=True, timeout=timeout, headers={"Accept-Encoding": "identity"}) as r:
+            r.raise_for_status()
+            expected = int(r.headers.get("Content-Length") or 0)
+            with open(dest, "wb") as f:
+                for chunk in r.raw.stream(1 << 20, decode_content=False):  # the .gz bytes themselves
+                    f.write(chunk)
+    except (requests.Timeout, ReadTimeoutError):
+        raise ConnectionError(f"stalled: no data for {timeout:g}s") from None
+    except requests.RequestException as e:
+        raise ConnectionError(str(e).splitlines()[0] or type(e).__name__) from None
+    except TransferError as e:  # the body is streamed by urllib3 itself: the connection broke mid-file
+        size = dest.stat().st_size if dest.exists() else 0
+        raise ConnectionError(f"interrupted: {size} of {expected or '?'} bytes ({type(e).__name__})") from None
+    if expected and dest.stat().st_size != expected:
+        raise ConnectionError(f"interrupted: {dest.stat().st_size} of {expected} bytes")
+    return dest
+
+
+def download_official(raw_dir: Path, mirrors: tuple[str, ...] | None = None, timeout: float = DOWNLOAD_TIMEOUT) -> None:
     """Download the four files into `raw_dir`, publishing each only after its checksum passed.
 
-    Each file goes to a private temporary directory first, so an interrupted or corrupt download
-    never appears in `raw_dir`. Ultralytics' `safe_download` does the transfer (progress bar, retries).
+    Each file goes to a private temporary directory first, so an interrupted, stalled or corrupt
+    download never appears in `raw_dir`; a failing mirror gives way to the next.
     """
-    from ultralytics.utils.downloads import safe_download
-
     raw_dir, mirrors = Path(raw_dir), mirrors or MIRRORS
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +189,7 @@ def download_official(raw_dir: Path, mirrors: tuple[str, ...] | None = None) -> 
         for mirror in mirrors:
             tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=raw_dir))
             try:
-                got = safe_download(f"{mirror}{name}.gz", file=f"{name}.gz", dir=tmp, unzip=False, retry=1)
+                got = fetch(f"{mirror}{name}.gz", tmp / f"{name}.gz", timeout)
                 raw, payload = idx.read_bytes(got)
                 verify(key, final, raw, payload)
                 os.replace(got, final)

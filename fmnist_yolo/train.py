@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,25 @@ def ensure_tree(data: str | Path | None) -> Path:
     return tree.absolute()
 
 
+_WARNED: set[Path] = set()
+
+
+def warn_if_untrusted(path: str | Path) -> None:
+    """Warn once per file when a checkpoint comes from outside the project's runs/ and weights/ (or Ultralytics').
+
+    A .pt file is a pickle: loading it can execute code, and Ultralytics loads it with weights_only=False.
+    """
+    from ultralytics.utils import SETTINGS
+
+    p = Path(path).resolve()
+    trusted = [Path(d).resolve() for d in ("runs", "weights", SETTINGS["runs_dir"], SETTINGS["weights_dir"])]
+    if p in _WARNED or p.suffix != ".pt" or any(p.is_relative_to(d) for d in trusted):
+        return
+    _WARNED.add(p)
+    print(f"WARNING: {p} is outside this project's runs/ and weights/. PyTorch checkpoints are pickles and can run "
+          "code when loaded: load only files you trust.", file=sys.stderr)  # fmt: skip
+
+
 @dataclass
 class Weights:
     """Where the model comes from."""
@@ -102,6 +122,7 @@ def resolve_weights(model: str, strict: bool = False) -> Weights:
     if p.suffix in (".yaml", ".yml"):
         return Weights(str(model), False, f"architecture {p.name}, random initialisation")
     if p.is_file():
+        warn_if_untrusted(p)
         return Weights(str(p), True, f"weights file {p.resolve()}")
     if p.suffix != ".pt":
         raise ConfigError(f"{model}: model must be a .pt weights file or a .yaml architecture")
@@ -193,7 +214,8 @@ def train(**overrides: Any) -> Run:
     """Train the Fashion-MNIST recipe; any Ultralytics train argument can be overridden.
 
     Defaults: model=yolo11n-cls.pt, data=the prepared tree, epochs=100, imgsz=28. Also accepts
-    cfg=FILE.yaml (arguments from a file) and strict_weights=True (no from-scratch fallback).
+    cfg=FILE.yaml (arguments from a file), strict_weights=True (no from-scratch fallback) and
+    resume=RUN_DIR (continue an interrupted run from its last.pt to the planned epochs).
 
     Returns:
         A Run: its directory, val metrics of best.pt (chosen on val), and its one evaluation on test.
@@ -201,9 +223,11 @@ def train(**overrides: Any) -> Run:
     from ultralytics import YOLO
 
     from .convert import manifest_checksum
-    from .evaluate import evaluate
 
+    if overrides.get("resume") not in (None, False):
+        return _resume(overrides.pop("resume"), overrides)
     args = resolve_args(overrides)
+    args.pop("resume", None)
     strict = bool(args.pop("strict_weights"))
     tree = ensure_tree(args.pop("data"))
     has_val = any((tree / d).is_dir() for d in ("val", "validation", "valid"))
@@ -212,11 +236,37 @@ def train(**overrides: Any) -> Run:
               "not an unbiased estimate. Prepare with the default --val to keep test for the final evaluation.",
               file=sys.stderr)  # fmt: skip
     weights = resolve_weights(args.pop("model"), strict)
+    provenance = {
+        "fmnist_yolo_version": __version__,
+        "status": "running",
+        "args": {**args, "model": weights.model, "data": str(tree), "strict_weights": strict},
+        "requested": {k: overrides.get(k) for k in overrides},
+        "imgsz": {"requested": args["imgsz"], "effective": None,
+                  "note": "Ultralytics rounds imgsz up to a multiple of the model stride (32)"},
+        "model": {"requested": overrides.get("model", DEFAULTS.model), "used": weights.model,
+                  "pretrained": weights.pretrained, "source": weights.source, "tried": weights.tried},
+        "data": {"tree": str(tree), "manifest_sha256": manifest_checksum(tree), "has_val": has_val,
+                 "model_selection_split": "val" if has_val else "test"},
+    }  # fmt: skip
+    return _run(YOLO(weights.model), provenance, tree, {"data": str(tree), **args})
+
+
+def _run(model, provenance: dict, tree: Path, train_args: dict) -> Run:
+    """Train (or resume), evaluate best.pt once on test, and keep `fmnist_yolo.json` current throughout."""
+    from .evaluate import evaluate
+
     t0 = time.time()
-    model = YOLO(weights.model)
+    previous_wall = provenance.get("wall_time_s", 0.0)
+
+    def started(trainer) -> None:  # written at the start too: an interrupted run can be resumed with its history
+        _record_trainer(provenance, trainer)
+        _write_provenance(Path(trainer.save_dir), provenance)
+
+    model.add_callback("on_train_start", started)
+    model.add_callback("on_model_save", _keep_safe_copy)
     try:
-        model.train(data=str(tree), **args)
-    except (FileNotFoundError, ValueError, TypeError, SyntaxError) as e:
+        model.train(**train_args)
+    except (FileNotFoundError, ValueError, TypeError, SyntaxError, AssertionError) as e:
         raise FmnistError(f"training failed: {str(e).splitlines()[0]}") from None
     wall = time.time() - t0
     trainer = model.trainer
@@ -224,28 +274,116 @@ def train(**overrides: Any) -> Run:
     val = {"top1": float(trainer.metrics.get("metrics/accuracy_top1", float("nan"))),
            "top5": float(trainer.metrics.get("metrics/accuracy_top5", float("nan")))}  # fmt: skip
     # The resolved batch: `batch=-1` (AutoBatch) or a memory fraction is not a size the validator takes.
-    test = evaluate(run_dir / "weights" / "best.pt", "test", tree, device=args.get("device"), batch=int(trainer.batch_size))
+    best = run_dir / "weights" / "best.pt"
+    test = evaluate(best, "test", tree, device=train_args.get("device"), batch=int(trainer.batch_size))
     test.save(run_dir / TEST_PREDICTIONS)
-    provenance = {
-        "fmnist_yolo_version": __version__,
-        "args": {**args, "model": weights.model, "data": str(tree), "strict_weights": strict},
-        "requested": {k: overrides.get(k) for k in overrides},
-        "imgsz": {"requested": args["imgsz"], "effective": int(trainer.args.imgsz),
-                  "note": "Ultralytics rounds imgsz up to a multiple of the model stride (32)"},
-        "model": {"requested": overrides.get("model", DEFAULTS.model), "used": weights.model,
-                  "pretrained": weights.pretrained, "source": weights.source, "tried": weights.tried,
-                  "parameters": sum(p.numel() for p in trainer.model.parameters())},
-        "data": {"tree": str(tree), "manifest_sha256": manifest_checksum(tree), "has_val": has_val,
-                 "model_selection_split": "val" if has_val else "test"},
-        "versions": versions(),
-        "device": str(trainer.device),
-        "world_size": int(getattr(trainer, "world_size", 1)),
-        "epochs_completed": int(trainer.epoch) + 1,
-        "wall_time_s": round(wall, 2),
-        "metrics": {"val": val, "test": test.summary()},
-        "test_predictions": TEST_PREDICTIONS,
-    }  # fmt: skip
-    (run_dir / PROVENANCE).write_text(json.dumps(provenance, indent=1, default=str) + "\n")
+    _record_trainer(provenance, trainer)
+    provenance.update(
+        status="finished", epochs_completed=int(trainer.epoch) + 1,
+        wall_time_s=round(previous_wall + wall, 2), metrics={"val": val, "test": test.summary()},
+        test_predictions=TEST_PREDICTIONS,
+    )  # fmt: skip
+    _write_provenance(run_dir, provenance)
+    selected = provenance["data"]["model_selection_split"]
     print(f"Run {run_dir}: val top-1 {val['top1']:.4f}, test top-1 {test.top1:.4f} (best.pt chosen on "
-          f"{'val' if has_val else 'TEST'}), {wall:.0f}s")  # fmt: skip
+          f"{'val' if selected == 'val' else 'TEST'}), {wall:.0f}s")  # fmt: skip
     return Run(run_dir, provenance, test)
+
+
+def _record_trainer(provenance: dict, trainer) -> None:
+    """Facts only the running trainer knows: effective imgsz, parameters, device, processes."""
+    provenance["imgsz"]["effective"] = int(trainer.args.imgsz)
+    provenance["model"]["parameters"] = sum(p.numel() for p in trainer.model.parameters())
+    provenance.update(device=str(trainer.device), world_size=int(getattr(trainer, "world_size", 1)),
+                      epochs_planned=int(trainer.epochs), run_dir=str(trainer.save_dir), versions=versions())  # fmt: skip
+
+
+def _write_provenance(run_dir: Path, provenance: dict) -> None:
+    tmp = run_dir / f".{PROVENANCE}.tmp"
+    tmp.write_text(json.dumps(provenance, indent=1, default=str) + "\n")
+    tmp.replace(run_dir / PROVENANCE)  # a kill never leaves a half-written file
+
+
+SAFE_LAST = ".last.safe.pt"  # last.pt, copied atomically: Ultralytics writes last.pt in place
+
+
+def _keep_safe_copy(trainer) -> None:
+    """After each checkpoint save: a copy of last.pt that a kill during the next save cannot truncate."""
+    last = Path(trainer.last)
+    if last.is_file():
+        tmp = last.with_name(f"{SAFE_LAST}.tmp")
+        shutil.copyfile(last, tmp)
+        tmp.replace(last.with_name(SAFE_LAST))
+
+
+def _load_resumable(path: Path) -> dict | None:
+    """The checkpoint dict when `path` loads and can be resumed from; None when damaged or unreadable."""
+    from ultralytics.utils.patches import torch_load
+
+    try:
+        ckpt = torch_load(path, map_location="cpu", weights_only=False)
+    except Exception:  # truncated zip, bad pickle: torch raises several types
+        return None
+    return ckpt if isinstance(ckpt, dict) else None
+
+
+def resume_checkpoint(target: str | Path | bool) -> tuple[Path, Path, dict]:
+    """(run dir, checkpoint, its contents) to resume: RUN_DIR, RUN_DIR/weights/last.pt, or True (latest run)."""
+    if target is True:
+        from ultralytics.utils.files import get_latest_run
+
+        target = get_latest_run("runs") or ""
+        if not target:
+            raise ConfigError("resume=True: no last.pt under runs/; pass resume=RUN_DIR")
+    p = Path(str(target))
+    last = p / "weights" / "last.pt" if p.is_dir() else p
+    run_dir = last.parent.parent
+    if not p.exists():
+        raise ConfigError(f"{p}: run directory not found")
+    if not last.is_file():
+        raise ConfigError(f"{last}: no checkpoint to resume from (interrupted before the first epoch ended?)")
+    warn_if_untrusted(last)
+    ckpt = _load_resumable(last)
+    if ckpt is None:
+        safe = last.with_name(SAFE_LAST)
+        ckpt = _load_resumable(safe) if safe.is_file() else None
+        if ckpt is None:
+            raise ConfigError(f"{last}: damaged checkpoint (killed while saving?) and no usable {SAFE_LAST} beside it")
+        print(f"WARNING: {last} is damaged (killed while saving?); resuming from {safe}, one epoch earlier.",
+              file=sys.stderr)  # fmt: skip
+        shutil.copyfile(safe, last)
+    if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
+        raise ConfigError(f"{last}: training already finished (no optimizer state); nothing to resume")
+    return run_dir, last, ckpt
+
+
+def _resume(target: str | Path | bool, overrides: dict[str, Any]) -> Run:
+    """Continue an interrupted run from its last.pt to the planned epochs, recording the resume."""
+    from ultralytics import YOLO
+
+    check_keys(overrides, valid_keys())
+    run_dir, last, ckpt = resume_checkpoint(target)
+    train_args = ckpt["train_args"]
+    tree = ensure_tree(overrides.pop("data", None) or train_args["data"])
+    try:
+        provenance = json.loads((run_dir / PROVENANCE).read_text())
+    except (OSError, ValueError):  # a plain Ultralytics run, or one interrupted before its first epoch began
+        model = str(train_args.get("model", ""))
+        provenance = {"fmnist_yolo_version": __version__, "args": {**train_args, "data": str(tree)},
+                      "requested": {}, "imgsz": {"requested": train_args.get("imgsz"), "effective": None},
+                      "model": {"requested": model, "used": model, "pretrained": model.endswith(".pt"),
+                                "source": "from the checkpoint's train_args (run not started by fmnist-yolo)"},
+                      "data": {"tree": str(tree), "has_val": (tree / "val").is_dir(),
+                               "model_selection_split": "val" if (tree / "val").is_dir() else "test"}}  # fmt: skip
+    from .convert import manifest_checksum
+
+    if provenance["data"].get("manifest_sha256") not in (None, manifest_checksum(tree)):
+        print(f"WARNING: {tree} changed since this run started (manifest differs); resuming on it anyway.",
+              file=sys.stderr)  # fmt: skip
+    provenance["status"] = "running"
+    provenance.setdefault("resumed", []).append({
+        "checkpoint": str(last), "completed_epochs": int(ckpt["epoch"]) + 1, "planned_epochs": train_args["epochs"],
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": overrides,
+    })  # fmt: skip
+    print(f"Resuming {run_dir} after epoch {int(ckpt['epoch']) + 1} of {train_args['epochs']}", file=sys.stderr)
+    return _run(YOLO(str(last)), provenance, tree, {**overrides, "resume": True, "data": str(tree)})

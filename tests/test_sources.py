@@ -5,6 +5,8 @@ import gzip
 import hashlib
 import http.server
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -60,14 +62,38 @@ def test_verify_accepts_official_md5_or_payload(tmp_path, arrays, trusted):
         sources.verify("train_labels", src, raw, payload)  # another file's bytes
 
 
+class Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves files; under /stall/ sends the headers and a few bytes, then nothing; under /drop/ closes mid-body."""
+
+    def do_GET(self):
+        mode, _, rest = self.path.lstrip("/").partition("/")
+        if mode not in ("stall", "drop"):
+            return super().do_GET()
+        data = (Path(self.directory) / rest).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if mode == "stall":
+            self.wfile.write(data[:10])
+            self.wfile.flush()
+            time.sleep(5)  # far longer than the test's timeout
+        else:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture
 def server(tmp_path):
     """A local HTTP server on 127.0.0.1 serving tmp_path/www."""
     www = tmp_path / "www"
     www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a: None
+    handler = functools.partial(Handler, directory=str(www))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield www, f"http://127.0.0.1:{httpd.server_address[1]}/"
@@ -101,6 +127,23 @@ def test_download_refuses_bad_files(server, source, trusted, tmp_path, damage):
         sources.download_official(raw, mirrors=(url,))
     assert not (raw / victim.name).exists()
     assert not list(raw.glob(".download-*"))  # no partial leftovers to be mistaken for data later
+
+
+@pytest.mark.parametrize("mode, message", [("stall", "stalled: no data for 1s"), ("drop", "interrupted: ")])
+def test_download_stalled_or_dropped(mode, message, server, source, trusted, tmp_path):
+    """A mirror that stalls is given up after the timeout, one that hangs up mid-file is not trusted; next mirror."""
+    www, url = server
+    for p in source.iterdir():
+        (www / p.name).write_bytes(p.read_bytes())
+    raw = tmp_path / "raw"
+    t0 = time.monotonic()
+    with pytest.raises(FmnistError, match=f"download failed from every mirror .*{message}") as e:
+        sources.download_official(raw, mirrors=(f"{url}{mode}/",), timeout=1)
+    assert time.monotonic() - t0 < 4  # bounded by the timeout, not Ultralytics' 300 s
+    assert str(e.value).startswith(str(raw / f"{NAMES['train_images']}.gz"))
+    assert not list(raw.iterdir())  # nothing published, no partial file left
+    sources.download_official(raw, mirrors=(f"{url}{mode}/", url), timeout=1)  # falls through to the good one
+    assert all((raw / p.name).read_bytes() == p.read_bytes() for p in source.iterdir())
 
 
 def test_download_tries_next_mirror(server, source, trusted, tmp_path):

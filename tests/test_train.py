@@ -150,3 +150,22 @@ def test_tree_without_val_warns_test_selects(source, tmp_path, capsys):
     assert "selects best.pt on test/" in err
     assert run.provenance["data"]["model_selection_split"] == "test"
     assert len(run.history) == 1 and {"train_loss", "val_top1", "val_top5"} <= set(run.history.columns)
+
+
+def test_untrusted_weights_warn_once(tmp_path, monkeypatch, capsys):
+    from fmnist_yolo.evaluate import resolve_weights_path
+
+    monkeypatch.chdir(tmp_path)
+    outside = tmp_path / "downloads" / "someone.pt"
+    inside = tmp_path / "runs" / "classify" / "train" / "weights" / "best.pt"
+    for p in (outside, inside, tmp_path / "weights" / "mine.pt"):
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"stand-in")
+    resolve_weights_path(inside)
+    resolve_weights_path(inside.parents[1])
+    resolve_weights("weights/mine.pt")
+    assert "WARNING" not in capsys.readouterr().err  # the project's own runs/ and weights/ are trusted
+    resolve_weights_path(outside)
+    resolve_weights(str(outside))
+    err = capsys.readouterr().err
+    assert err.count("WARNING") == 1 and str(outside) in err and "can run code when loaded" in err

@@ -1,0 +1,94 @@
+"""Verify a prepared tree against its manifest: every listed image present, unchanged and decodable."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .convert import CHECKSUMS, MANIFEST, pool, read_manifest
+from .errors import ConfigError
+
+PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG
+# Written into the tree by others: Ultralytics' label caches (train.cache, ...), editors' and OS droppings are not.
+IGNORED_SUFFIXES = (".cache",)
+
+
+def inspect(data: bytes, expected_sha: str) -> tuple[str, str] | None:
+    """None when `data` is the expected PNG; else (problem, detail)."""
+    if hashlib.sha256(data).hexdigest() == expected_sha:
+        return None
+    if not data.rstrip(b"\0").endswith(PNG_END):
+        return "truncated", f"{len(data)} bytes, no PNG end marker"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if image is None:
+        return "corrupted", "not a decodable PNG"
+    return "corrupted", "decodes, but checksum differs from the manifest (modified)"
+
+
+def _inspect_files(root: str, items: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(path, problem, detail) for each (path, sha256) that is unreadable or differs. Runs in worker processes."""
+    problems = []
+    for rel, sha in items:
+        try:
+            with open(os.path.join(root, rel), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            problems.append((rel, "missing", "listed in files.sha256"))
+            continue
+        except OSError as e:
+            problems.append((rel, "unreadable", e.strerror or str(e)))
+            continue
+        if found := inspect(data, sha):
+            problems.append((rel, *found))
+    return problems
+
+
+def read_listing(tree: Path, manifest: dict) -> dict[str, str]:
+    """files.sha256 as {relative path: sha256}, after checking it against the manifest's hash of it."""
+    path = tree / CHECKSUMS
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the file list: {e.strerror}") from None
+    if hashlib.sha256(text.encode()).hexdigest() != manifest.get("files_sha256"):
+        raise ConfigError(f"{path}: does not match the hash recorded in {MANIFEST} (file list edited or damaged)")
+    return {rel: sha for sha, _, rel in (line.partition("  ") for line in text.splitlines())}
+
+
+def check(tree: str | Path, workers: int | None = None) -> pd.DataFrame:
+    """Check `tree` against its manifest; return one row per problem (empty when the tree is intact).
+
+    Returns:
+        Columns path (relative to the tree), problem (missing, extra, truncated, corrupted, unreadable)
+        and detail. Ultralytics' `*.cache` files are not problems.
+    """
+    tree = Path(tree)
+    if not tree.is_dir():
+        raise ConfigError(f"{tree}: dataset directory not found")
+    manifest = read_manifest(tree)
+    if manifest is None:
+        raise ConfigError(f"{tree}: no readable {MANIFEST} (not a tree written by `fmnist-yolo prepare`)")
+    listing = read_listing(tree, manifest)
+    own = {(MANIFEST,), (CHECKSUMS,)}
+    on_disk = {
+        str(p.relative_to(tree))
+        for p in tree.rglob("*")
+        if p.is_file() and not p.name.endswith(IGNORED_SUFFIXES) and p.relative_to(tree).parts not in own
+    }
+    items = sorted(listing.items())
+    chunks = [items[i : i + 2000] for i in range(0, len(items), 2000)]
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(chunks) <= 1:
+        results = [_inspect_files(str(tree), c) for c in chunks]
+    else:
+        with pool(workers) as executor:
+            results = list(executor.map(_inspect_files, [str(tree)] * len(chunks), chunks))
+    rows = [r for chunk in results for r in chunk]
+    rows += [(rel, "extra", "not listed in files.sha256") for rel in sorted(on_disk - set(listing))]
+    table = pd.DataFrame(rows, columns=["path", "problem", "detail"])
+    return table.sort_values("path", ignore_index=True)
