@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train on the prepared tree with Ultralytics, select best.pt on val, evaluate it "
                        "once on test and write fmnist_yolo.json into the run directory. Any Ultralytics train "
                        "argument passes through, e.g. `fmnist-yolo train epochs=5 batch=64 device=cpu`; cfg=FILE.yaml "
-                       "reads arguments from a file; strict_weights=True refuses the offline from-scratch fallback.")
+                       "reads arguments from a file; strict_weights=True refuses the offline from-scratch fallback; "
+                       "resume=RUN_DIR continues an interrupted run from its last.pt.")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
     p.set_defaults(func=cmd_train)
 
