@@ -15,7 +15,7 @@ from .train import PROVENANCE, stored_test
 
 COLUMNS = [
     "name", "model", "pretrained", "epochs", "epochs_completed", "imgsz", "best_epoch", "best_val_top1",
-    "test_top1", "test_top5", "macro_f1", "parameters", "train_time_s", "device", "recorded_by", "path",
+    "test_top1", "test_top5", "macro_f1", "parameters", "train_time_s", "device", "status", "recorded_by", "path",
 ]  # fmt: skip
 
 
@@ -51,17 +51,18 @@ def summarize(run_dir: str | Path) -> dict:
         "best_val_top1": history.loc[best, "val_top1"] if best is not None else None,
         "train_time_s": history["time"].iloc[-1] if "time" in history and len(history) else None,
         "device": args.get("device"),
+        "status": "finished" if len(history) >= int(args.get("epochs") or 0) else "incomplete",
         "recorded_by": "ultralytics",
         "path": str(d),
     }
     if (d / PROVENANCE).is_file():
         p = json.loads((d / PROVENANCE).read_text())
-        test = p["metrics"]["test"]
+        test = p.get("metrics", {}).get("test", {})  # none yet while running or after an interruption
         row.update(
             model=Path(p["model"]["used"]).name, pretrained=p["model"]["pretrained"], epochs=p["args"]["epochs"],
-            imgsz=p["imgsz"]["effective"], test_top1=test["top1"], test_top5=test["top5"],
-            macro_f1=test["macro_f1"], parameters=p["model"]["parameters"], device=p["device"],
-            recorded_by="fmnist-yolo",
+            imgsz=p["imgsz"].get("effective") or row["imgsz"], test_top1=test.get("top1"), test_top5=test.get("top5"),
+            macro_f1=test.get("macro_f1"), parameters=p["model"].get("parameters"), device=p.get("device"),
+            status=p.get("status", "finished"), recorded_by="fmnist-yolo",
         )  # fmt: skip
     elif (test := stored_test(d)) is not None:  # a plain Ultralytics run that `report` has evaluated
         row.update(test_top1=test.top1, test_top5=test.top5, macro_f1=test.macro_f1)
@@ -74,7 +75,8 @@ def compare(runs_dir: str | Path = "runs") -> pd.DataFrame:
     Returns:
         One row per run: name, model, pretrained, epochs (planned), epochs_completed, effective imgsz,
         best_epoch and best_val_top1 (the epoch kept as best.pt), test top-1/top-5 and macro-F1 of best.pt,
-        parameters, train_time_s, device, recorded_by (fmnist-yolo or a plain Ultralytics run) and path.
+        parameters, train_time_s, device, status (finished, running/interrupted, incomplete), recorded_by
+        (fmnist-yolo or a plain Ultralytics run) and path.
     """
     root = Path(runs_dir)
     rows = [{**summarize(d), "name": str(d.relative_to(root))} for d in find_runs(root)]  # unique, unlike d.name

@@ -73,7 +73,11 @@ def _summary(row: dict, provenance: dict | None, ev: Evaluation) -> tuple[pd.Dat
         facts["imgsz"] = f"{provenance['imgsz']['requested']} requested, {provenance['imgsz']['effective']} trained"
         ws = provenance["world_size"]
         facts["device"] = f"{provenance['device']} ({f'{ws} processes, DDP' if ws > 1 else 'single process'})"
-        facts["wall time"] = f"{provenance['wall_time_s']:.0f} s"
+        if "wall_time_s" in provenance:
+            facts["wall time"] = f"{provenance['wall_time_s']:.0f} s"
+        if provenance.get("status") == "running":
+            warnings.append(f"Training has not finished (interrupted?): `fmnist-yolo train resume={row['path']}` "
+                            "continues it; this report shows the epochs so far.")  # fmt: skip
         facts["versions"] = ", ".join(f"{k} {v}" for k, v in provenance["versions"].items())
         if not m["pretrained"]:
             warnings.append(f"Not pretrained: {m['source']}.")

@@ -188,6 +188,8 @@ class Run:
             raise ConfigError(f"{d}: no {PROVENANCE} (not a finished fmnist-yolo run)") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{d / PROVENANCE}: invalid JSON ({e.msg}, line {e.lineno})") from None
+        if provenance.get("status") == "running":
+            raise ConfigError(f"{d}: training has not finished (resume it with `fmnist-yolo train resume={d}`)")
         return cls(d, provenance, stored_test(d))
 
 

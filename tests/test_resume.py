@@ -6,9 +6,12 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
+import fmnist_yolo
 from fmnist_yolo import load_history, prepare
+from fmnist_yolo.errors import ConfigError
 from fmnist_yolo.train import PROVENANCE, SAFE_LAST
 from tests.conftest import ROOT, run_cli
 
@@ -53,6 +56,11 @@ def test_interrupt_then_resume(interrupted, capsys):
     assert 2 <= done < EPOCHS
     before = json.loads((run_dir / PROVENANCE).read_text())
     assert before["status"] == "running" and before["model"]["pretrained"] is False  # written at the start
+    with pytest.raises(ConfigError, match="training has not finished"):
+        fmnist_yolo.Run.load(run_dir)
+    assert "Training has not finished" in fmnist_yolo.report(run_dir).read_text()  # the epochs so far
+    row = fmnist_yolo.compare(run_dir.parent).iloc[0]
+    assert row["status"] == "running" and row["epochs_completed"] == done and pd.isna(row["test_top1"])
 
     code, out, err = run_cli(["train", f"resume={run_dir}"], capsys)
     assert code == 0, err[-2000:]
@@ -86,7 +94,6 @@ def test_resume_errors(tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_truncated_last_falls_back_to_safe_copy(source, tmp_path, capsys):
     """A kill during Ultralytics' in-place write of last.pt: resume uses the atomic copy of the epoch before."""
-    import fmnist_yolo
     from fmnist_yolo.train import resume_checkpoint
 
     tree = prepare(source=source, out=tmp_path / "fm", val=10, verify=False, workers=1, progress=False)
