@@ -30,3 +30,15 @@ def test_error_exit_code_subprocess(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fmnist_yolo", "prepare", "--source", str(tmp_path / "x")],
                        cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr == f"Error: {tmp_path / 'x'}: source directory not found\n"
+
+
+def test_make_resume_target():
+    """`make resume RUN=...` calls the same resume path (dry run: nothing is executed)."""
+    import shutil
+
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    r = subprocess.run(["make", "-n", "resume", "RUN=runs/classify/x"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and "-m fmnist_yolo train resume=runs/classify/x" in r.stdout
+    r = subprocess.run(["make", "resume"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "usage: make resume RUN=" in r.stderr
