@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import metrics
 from .errors import ConfigError
+from .files import atomic_path
 
 
 @dataclass
@@ -53,11 +54,9 @@ class Evaluation:
 
     def save(self, path: str | Path) -> Path:
         """Write the per-image predictions (with probabilities) as CSV; `Evaluation.load` reads them back."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        self.predictions.to_csv(tmp, index=False)
-        tmp.replace(path)  # never a half-written file under the real name
-        return path
+        with atomic_path(path) as tmp:
+            self.predictions.to_csv(tmp, index=False)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, split: str = "test", weights: str = "") -> Evaluation:

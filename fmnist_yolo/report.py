@@ -14,6 +14,7 @@ from . import metrics
 from .compare import best_epoch, summarize
 from .errors import ConfigError
 from .evaluate import Evaluation, evaluate, resolve_weights_path
+from .files import atomic_path
 from .train import PROVENANCE, TEST_PREDICTIONS, stored_test
 
 REPORT = "report.md"
@@ -200,8 +201,6 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
         _md(bench_md, index=False),
         "",
     ]
-    out = run_dir / REPORT
-    tmp = out.with_name(f".{REPORT}.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out)
-    return out
+    with atomic_path(run_dir / REPORT) as tmp:
+        tmp.write_text("\n".join(lines))
+    return run_dir / REPORT

@@ -17,6 +17,7 @@ import yaml
 from . import __version__
 from .config import DEFAULTS, OWN_TRAIN_KEYS, TRAIN_KEYS
 from .errors import ConfigError, FmnistError
+from .files import atomic_path
 
 PROVENANCE = "fmnist_yolo.json"
 TEST_PREDICTIONS = "test_predictions.csv"  # best.pt's per-image test predictions, for reports without re-evaluating
@@ -301,9 +302,8 @@ def _record_trainer(provenance: dict, trainer) -> None:
 
 
 def _write_provenance(run_dir: Path, provenance: dict) -> None:
-    tmp = run_dir / f".{PROVENANCE}.tmp"
-    tmp.write_text(json.dumps(provenance, indent=1, default=str) + "\n")
-    tmp.replace(run_dir / PROVENANCE)  # a kill never leaves a half-written file
+    with atomic_path(run_dir / PROVENANCE) as tmp:  # a kill never leaves a half-written file
+        tmp.write_text(json.dumps(provenance, indent=1, default=str) + "\n")
 
 
 SAFE_LAST = ".last.safe.pt"  # last.pt, copied atomically: Ultralytics writes last.pt in place
@@ -313,9 +313,8 @@ def _keep_safe_copy(trainer) -> None:
     """After each checkpoint save: a copy of last.pt that a kill during the next save cannot truncate."""
     last = Path(trainer.last)
     if last.is_file():
-        tmp = last.with_name(f"{SAFE_LAST}.tmp")
-        shutil.copyfile(last, tmp)
-        tmp.replace(last.with_name(SAFE_LAST))
+        with atomic_path(last.with_name(SAFE_LAST)) as tmp:
+            shutil.copyfile(last, tmp)
 
 
 def _load_resumable(path: Path) -> dict | None:
