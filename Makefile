@@ -11,6 +11,8 @@ EPOCHS   ?=
 FRACTION ?=
 ARGS     ?=
 RUN      ?=
+RECIPE   ?=
+FAST     ?=
 
 .PHONY: all install data train resume test test-fast clean
 
@@ -37,7 +39,7 @@ data: $(STAMP)
 	$(PY) -m fmnist_yolo prepare
 
 train: data
-	$(PY) -m fmnist_yolo train $(if $(EPOCHS),epochs=$(EPOCHS)) $(if $(FRACTION),fraction=$(FRACTION)) $(ARGS)
+	$(PY) -m fmnist_yolo train $(if $(RECIPE),recipe=$(RECIPE)) $(if $(FAST),fast=$(FAST)) $(if $(EPOCHS),epochs=$(EPOCHS)) $(if $(FRACTION),fraction=$(FRACTION)) $(ARGS)
 
 # Continue an interrupted run from its last.pt: make resume RUN=runs/classify/train
 resume: data

@@ -58,6 +58,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .train import recipe_path, recipes
+
+    if args.name:  # the file alone, for `yolo classify train cfg=$(fmnist-yolo recipes strong)`
+        print(recipe_path(args.name).resolve())
+        return 0
+    for name, path in recipes().items():
+        about = path.read_text().splitlines()[0].lstrip("# ").removeprefix(f"{name}: ")
+        print(f"{name:10s} {about}\n{'':10s} {path.resolve()}")
+    return 0
+
+
 def cmd_val(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
@@ -153,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "resume=RUN_DIR continues an interrupted run from its last.pt.")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("recipes", help="list the shipped training recipes, or print one's YAML path",
+                       description="Recipes are YAML files of train arguments. Use one with `fmnist-yolo train "
+                       "recipe=NAME`, `make train RECIPE=NAME`, `fmnist_yolo.train(recipe=NAME)`, or Ultralytics' own "
+                       "CLI: `yolo classify train cfg=$(fmnist-yolo recipes NAME) data=fashion-mnist`.")
+    p.add_argument("name", nargs="?", metavar="NAME", help="print this recipe's file path")
+    p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("val", help="evaluate weights on a split: model=RUN_DIR_OR_WEIGHTS split=test|val",
                        description="Evaluate with Ultralytics' validator; prints top-1/top-5, macro-F1 and per-class "

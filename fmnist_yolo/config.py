@@ -52,6 +52,9 @@ class Config:
     epochs: int = 100  # the Ultralytics Fashion-MNIST recipe
     imgsz: int = 28  # requested size; Ultralytics rounds it up to the stride (32) and we record both
     strict_weights: bool = False  # True: missing pretrained weights is an error, not a from-scratch fallback
+    recipe: str = "default"  # a shipped recipe (fmnist_yolo/recipes/NAME.yaml) or a YAML path; see `fmnist-yolo recipes`
+    fast: bool = False  # in-memory data path with batched augmentation on the training device (fmnist_yolo.memory)
+    evaluate_test: bool = True  # evaluate best.pt once on test after training (off for sweeps: keep test unseen)
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with some fields changed."""
@@ -59,6 +62,10 @@ class Config:
 
 
 DEFAULTS = Config()
-TRAIN_KEYS = ("model", "epochs", "imgsz", "strict_weights")  # Config fields that are train arguments
-OWN_TRAIN_KEYS = frozenset({"strict_weights"})  # train keys fmnist-yolo adds to Ultralytics' own
+TRAIN_KEYS = ("model", "epochs", "imgsz", "strict_weights", "fast", "evaluate_test")  # Config fields: train arguments
+OWN_TRAIN_KEYS = frozenset({"strict_weights", "recipe", "fast", "evaluate_test"})  # train keys fmnist-yolo adds to Ultralytics'
+# fast=True's batch unless one is given: Ultralytics' nominal batch (nbs), so each batch is one optimizer step and an
+# epoch has as many steps as stock batch=16 with its 4-batch gradient accumulation.
+FAST_BATCH = 64
+RECIPES_DIR = Path(__file__).parent / "recipes"  # shipped recipes: YAML files of train arguments
 CONFIG_FIELDS = tuple(f.name for f in fields(Config))

@@ -8,6 +8,7 @@ import platform
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .config import DEFAULTS, OWN_TRAIN_KEYS, TRAIN_KEYS
+from .config import DEFAULTS, FAST_BATCH, OWN_TRAIN_KEYS, RECIPES_DIR, TRAIN_KEYS
 from .errors import ConfigError, FmnistError
 from .files import atomic_path
 
@@ -40,25 +41,51 @@ def check_keys(args: dict[str, Any], allowed: set[str], where: str = "argument")
             raise ConfigError(f"unknown {where} '{key}'{hint}")
 
 
+def read_args_yaml(path: str | Path, allowed: set[str]) -> dict[str, Any]:
+    """Train arguments from a YAML mapping, every key checked against `allowed`."""
+    try:
+        args = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(args, dict):
+        raise ConfigError(f"{path}: expected a mapping of arguments, found {type(args).__name__}")
+    check_keys(args, allowed, where=f"argument in {path}")
+    return args
+
+
+def recipes() -> dict[str, Path]:
+    """Shipped recipes: name -> YAML file."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A shipped recipe's file by name, or a recipe YAML given by path."""
+    shipped = recipes()
+    if str(recipe) in shipped:
+        return shipped[str(recipe)]
+    if Path(recipe).suffix in (".yaml", ".yml") and Path(recipe).is_file():
+        return Path(recipe)
+    close = difflib.get_close_matches(str(recipe), shipped, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"unknown recipe '{recipe}' (shipped: {', '.join(shipped)}; or a YAML path){hint}")
+
+
 def resolve_args(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Defaults < cfg= YAML < explicit overrides, validated by key and by Ultralytics' type checks."""
+    """Defaults < recipe < cfg= YAML < explicit overrides, validated by key and by Ultralytics' type checks."""
     from ultralytics.cfg import check_cfg
 
     overrides = dict(overrides)
     allowed = valid_keys()
     check_keys(overrides, allowed)
-    from_file: dict[str, Any] = {}
-    if cfg := overrides.pop("cfg", None):
-        try:
-            from_file = yaml.safe_load(Path(cfg).read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"{cfg}: cannot read config: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{cfg}: invalid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(from_file, dict):
-            raise ConfigError(f"{cfg}: expected a mapping of arguments, found {type(from_file).__name__}")
-        check_keys(from_file, allowed - {"cfg"}, where=f"argument in {cfg}")
-    args = {**{k: getattr(DEFAULTS, k) for k in TRAIN_KEYS}, "data": None, **from_file, **overrides}
+    cfg = overrides.pop("cfg", None)
+    from_file = read_args_yaml(cfg, allowed - {"cfg"}) if cfg else {}
+    recipe = overrides.pop("recipe", None) or from_file.pop("recipe", None) or DEFAULTS.recipe
+    path = recipe_path(recipe)
+    from_recipe = read_args_yaml(path, allowed - {"cfg", "recipe"})
+    args = {**{k: getattr(DEFAULTS, k) for k in TRAIN_KEYS}, "data": None, **from_recipe, **from_file, **overrides}
+    args["recipe"] = str(recipe)
     try:
         check_cfg({k: v for k, v in args.items() if k not in OWN_TRAIN_KEYS and v is not None})
     except (TypeError, ValueError, SyntaxError) as e:
@@ -205,12 +232,13 @@ def stored_test(run_dir: Path):
 
 
 def versions() -> dict[str, str]:
-    import pandas
+    from importlib.metadata import version
+
     import torch
     import ultralytics
 
     return {"fmnist_yolo": __version__, "ultralytics": ultralytics.__version__, "torch": torch.__version__,
-            "pandas": pandas.__version__, "python": platform.python_version()}  # fmt: skip
+            "pandas": version("pandas"), "python": platform.python_version()}  # fmt: skip
 
 
 def train(**overrides: Any) -> Run:
@@ -232,6 +260,9 @@ def train(**overrides: Any) -> Run:
     args = resolve_args(overrides)
     args.pop("resume", None)
     strict = bool(args.pop("strict_weights"))
+    recipe, evaluate_test, fast = args.pop("recipe"), bool(args.pop("evaluate_test")), bool(args.pop("fast"))
+    if fast:
+        args.setdefault("batch", FAST_BATCH)
     tree = ensure_tree(args.pop("data"))
     has_val = any((tree / d).is_dir() for d in ("val", "validation", "valid"))
     if not has_val:
@@ -242,7 +273,9 @@ def train(**overrides: Any) -> Run:
     provenance = {
         "fmnist_yolo_version": __version__,
         "status": "running",
-        "args": {**args, "model": weights.model, "data": str(tree), "strict_weights": strict},
+        "args": {**args, "model": weights.model, "data": str(tree), "strict_weights": strict,
+                 "evaluate_test": evaluate_test, "fast": fast},
+        "recipe": {"name": recipe, "file": str(recipe_path(recipe).resolve())},
         "requested": {k: overrides.get(k) for k in overrides},
         "imgsz": {"requested": args["imgsz"], "effective": None,
                   "note": "Ultralytics rounds imgsz up to a multiple of the model stride (32)"},
@@ -254,10 +287,58 @@ def train(**overrides: Any) -> Run:
     return _run(YOLO(weights.model), provenance, tree, {"data": str(tree), **args})
 
 
+AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what Ultralytics 8.4's check_amp downloads (a detection model) to test AMP
+
+
+def amp_agrees(model, imgsz: int = 64, dtype=None) -> bool:
+    """Whether this classification model's class probabilities under autocast match FP32 on a fixed random batch."""
+    import torch
+
+    device = next(model.parameters()).device
+    x = torch.rand(8, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0)).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            full = model(x)
+            with torch.autocast(device.type, dtype=dtype or torch.float16):
+                mixed = model(x)
+    finally:
+        model.train(was_training)
+    full, mixed = (y[0] if isinstance(y, (list, tuple)) else y for y in (full, mixed))  # eval: (probs, logits)
+    return bool(torch.isfinite(mixed).all() and (full - mixed.float()).abs().max() < 0.02)
+
+
+@contextmanager
+def amp_check_offline():
+    """Within: Ultralytics' AMP check tests the model being trained when its download is unavailable.
+
+    Offline, Ultralytics skips the check and keeps AMP on, untested; this tests our own model instead (no
+    download), keeping mixed precision when FP16 agrees with FP32 and turning it off, as Ultralytics does, when not.
+    """
+    import ultralytics.engine.trainer as engine
+    from ultralytics.utils import WEIGHTS_DIR
+
+    original = engine.check_amp
+
+    def check(model) -> bool:
+        device = next(model.parameters()).device
+        if device.type in {"cpu", "mps"} or (WEIGHTS_DIR / AMP_CHECK_WEIGHTS).is_file():
+            return original(model)
+        ok = amp_agrees(model)
+        print(f"AMP: {'checks passed on the model itself' if ok else 'FP16 disagrees with FP32: AMP disabled'} "
+              f"({AMP_CHECK_WEIGHTS} for Ultralytics' check is not available offline)", file=sys.stderr)  # fmt: skip
+        return ok
+
+    engine.check_amp = check
+    try:
+        yield
+    finally:
+        engine.check_amp = original
+
+
 def _run(model, provenance: dict, tree: Path, train_args: dict) -> Run:
     """Train (or resume), evaluate best.pt once on test, and keep `fmnist_yolo.json` current throughout."""
-    from .evaluate import evaluate
-
     t0 = time.time()
     previous_wall = provenance.get("wall_time_s", 0.0)
 
@@ -268,7 +349,8 @@ def _run(model, provenance: dict, tree: Path, train_args: dict) -> Run:
     model.add_callback("on_train_start", started)
     model.add_callback("on_model_save", _keep_safe_copy)
     try:
-        model.train(**train_args)
+        with amp_check_offline():
+            model.train(**train_args, trainer=_trainer(provenance["args"].get("fast", False)))
     except (FileNotFoundError, ValueError, TypeError, SyntaxError, AssertionError) as e:
         raise FmnistError(f"training failed: {str(e).splitlines()[0]}") from None
     wall = time.time() - t0
@@ -278,26 +360,40 @@ def _run(model, provenance: dict, tree: Path, train_args: dict) -> Run:
            "top5": float(trainer.metrics.get("metrics/accuracy_top5", float("nan")))}  # fmt: skip
     # The resolved batch: `batch=-1` (AutoBatch) or a memory fraction is not a size the validator takes.
     best = run_dir / "weights" / "best.pt"
-    test = evaluate(best, "test", tree, device=train_args.get("device"), batch=int(trainer.batch_size))
-    test.save(run_dir / TEST_PREDICTIONS)
+    test = None
+    if provenance["args"].get("evaluate_test", True):
+        from .evaluate import evaluate
+
+        test = evaluate(best, "test", tree, device=train_args.get("device"), batch=int(trainer.batch_size))
+        test.save(run_dir / TEST_PREDICTIONS)
     _record_trainer(provenance, trainer)
     provenance.update(
-        status="finished", epochs_completed=int(trainer.epoch) + 1,
-        wall_time_s=round(previous_wall + wall, 2), metrics={"val": val, "test": test.summary()},
-        test_predictions=TEST_PREDICTIONS,
+        status="finished", epochs_completed=int(trainer.epoch) + 1, wall_time_s=round(previous_wall + wall, 2),
+        metrics={"val": val, "test": test.summary() if test else None},
+        test_predictions=TEST_PREDICTIONS if test else None,
     )  # fmt: skip
     _write_provenance(run_dir, provenance)
     selected = provenance["data"]["model_selection_split"]
-    print(f"Run {run_dir}: val top-1 {val['top1']:.4f}, test top-1 {test.top1:.4f} (best.pt chosen on "
+    tested = f"test top-1 {test.top1:.4f}" if test else "test not evaluated (evaluate_test=False)"
+    print(f"Run {run_dir}: val top-1 {val['top1']:.4f}, {tested} (best.pt chosen on "
           f"{'val' if selected == 'val' else 'TEST'}), {wall:.0f}s")  # fmt: skip
     return Run(run_dir, provenance, test)
+
+
+def _trainer(fast: bool):
+    """The trainer class: Ultralytics' own (None), or the in-memory one for fast=True."""
+    if not fast:
+        return None
+    from .memory import MemoryTrainer
+
+    return MemoryTrainer
 
 
 def _record_trainer(provenance: dict, trainer) -> None:
     """Facts only the running trainer knows: effective imgsz, parameters, device, processes."""
     provenance["imgsz"]["effective"] = int(trainer.args.imgsz)
     provenance["model"]["parameters"] = sum(p.numel() for p in trainer.model.parameters())
-    provenance.update(device=str(trainer.device), world_size=int(getattr(trainer, "world_size", 1)),
+    provenance.update(device=str(trainer.device), amp=bool(getattr(trainer, "amp", False)), world_size=int(getattr(trainer, "world_size", 1)),
                       epochs_planned=int(trainer.epochs), run_dir=str(trainer.save_dir), versions=versions())  # fmt: skip
 
 

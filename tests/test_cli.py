@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-SUBCOMMANDS = ["prepare", "check", "train", "val", "predict", "compare", "report"]
+SUBCOMMANDS = ["prepare", "check", "train", "recipes", "val", "predict", "compare", "report"]
 
 
 @pytest.mark.parametrize("sub", SUBCOMMANDS)

@@ -169,3 +169,38 @@ def test_untrusted_weights_warn_once(tmp_path, monkeypatch, capsys):
     resolve_weights(str(outside))
     err = capsys.readouterr().err
     assert err.count("WARNING") == 1 and str(outside) in err and "can run code when loaded" in err
+
+
+# --- mixed precision offline ---------------------------------------------------------------
+
+def test_amp_agrees_catches_fp16_overflow():
+    import torch
+    from ultralytics.nn.tasks import ClassificationModel
+
+    from fmnist_yolo.train import amp_agrees
+
+    torch.manual_seed(0)
+    model = ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False)
+    assert amp_agrees(model, imgsz=32, dtype=torch.float16)
+    with torch.no_grad():
+        model.model[-1].linear.bias.fill_(1e5)  # logits beyond FP16's range (65504): inf, then NaN probabilities
+    assert not amp_agrees(model, imgsz=32, dtype=torch.float16)
+    assert model.training  # left in the mode it was given in
+
+
+def test_amp_check_offline_tests_the_model_not_a_download(monkeypatch):
+    import torch
+    import ultralytics.engine.trainer as engine
+
+    import fmnist_yolo.train as ft
+
+    original = engine.check_amp
+    calls = []
+    monkeypatch.setattr(ft, "amp_agrees", lambda model: calls.append(model) or False)
+    monkeypatch.setattr(ft, "AMP_CHECK_WEIGHTS", "absent-for-this-test.pt")
+    accelerator_model = torch.nn.Linear(2, 2, device="meta")  # neither cpu nor mps: the accelerator path
+    with ft.amp_check_offline():
+        assert engine.check_amp is not original
+        assert engine.check_amp(accelerator_model) is False and calls == [accelerator_model]
+        assert engine.check_amp(torch.nn.Linear(2, 2)) is False  # CPU: Ultralytics' own answer (no AMP on CPU)
+    assert engine.check_amp is original and len(calls) == 1
