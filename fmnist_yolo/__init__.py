@@ -2,18 +2,12 @@
 
 __version__ = "0.1.0"
 
-# Public names, imported on first use: `fmnist-yolo train` then starts as fast as `yolo` (pandas costs ~0.3 s).
-_EXPORTS = {
-    "Evaluation": "evaluate", "Run": "train", "benchmark_table": "report", "compare": "compare",
-    "evaluate": "evaluate", "load_history": "metrics", "predict": "evaluate", "prepare": "convert",
-    "recipes": "train", "report": "report", "train": "train",
-}  # fmt: skip
-__all__ = ["__version__", *sorted(_EXPORTS)]
+from .compare import compare  # noqa: E402
+from .convert import prepare  # noqa: E402
+from .evaluate import Evaluation, evaluate, predict  # noqa: E402
+from .metrics import load_history  # noqa: E402
+from .report import benchmark_table, report  # noqa: E402
+from .train import Run, recipes, train  # noqa: E402
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'fmnist_yolo' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__all__ = ["Evaluation", "Run", "__version__", "benchmark_table", "compare", "evaluate", "load_history", "predict",
+           "prepare", "recipes", "report", "train"]  # fmt: skip
