@@ -8,6 +8,7 @@ from .evaluate import Evaluation, evaluate, predict  # noqa: E402
 from .metrics import load_history  # noqa: E402
 from .report import benchmark_table, report  # noqa: E402
 from .train import Run, recipes, train  # noqa: E402
+from .tune import tune  # noqa: E402  (Ray itself is imported on first use)
 
 __all__ = ["Evaluation", "Run", "__version__", "benchmark_table", "compare", "evaluate", "load_history", "predict",
-           "prepare", "recipes", "report", "train"]  # fmt: skip
+           "prepare", "recipes", "report", "train", "tune"]  # fmt: skip

@@ -58,6 +58,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import BEST, RESULTS, tune
+
+    table = tune(**parse_overrides(args.overrides))
+    out = Path(table["run"].iloc[0]).parent.parent
+    print(table.drop(columns=["run", "error"]).to_string(index=False, float_format="%.4g"))
+    print(f"{len(table)} trials; table in {out / RESULTS}; best configuration in {out / BEST} "
+          f"(train with: fmnist-yolo train cfg={out / BEST})")  # fmt: skip
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from .train import recipe_path, recipes
 
@@ -165,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "resume=RUN_DIR continues an interrupted run from its last.pt.")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="hyperparameter search on Ray Tune (ASHA on val top-1)",
+                       description="Search hyperparameters with Ray Tune: each trial is one `fmnist-yolo train` with "
+                       "sampled lr0, lrf, momentum, weight_decay, warmup_epochs, dropout, fliplr, erasing, scale, "
+                       "translate, auto_augment; ASHA stops weak trials early on val top-1; test is never touched. "
+                       "Tune keys: iterations=N (trials), grace_period=E, address=RAY_ADDRESS (join a cluster), "
+                       "gpu_per_trial=G, cpu_per_trial=C, space=FILE.yaml; every train key passes through, e.g. "
+                       "`fmnist-yolo tune iterations=20 epochs=10 fraction=0.25 fast=True`. Writes tune_results.csv "
+                       "and best_hyperparameters.yaml into runs/classify/tune (project=/name=). Needs the tune extra: "
+                       "pip install 'fmnist-yolo[tune]'.")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("recipes", help="list the shipped training recipes, or print one's YAML path",
                        description="Recipes are YAML files of train arguments. Use one with `fmnist-yolo train "

@@ -45,13 +45,15 @@ def decode(files: list[str], workers: int | None = None) -> np.ndarray:
 class Augment:
     """Batched training augmentation, the intent of Ultralytics' classify_augmentations on grey images.
 
-    RandomResizedCrop (area in [1 - scale, 1], aspect in [3/4, 4/3], random position: scale and translation),
+    RandomResizedCrop (area in [1 - scale, 1], aspect in [3/4, 4/3], random position), a random shift of up to
+    +-translate of the side (black fill: the background; stock classify transforms ignore translate),
     horizontal/vertical flips, brightness and contrast jitter of +-hsv_v (hue and saturation are no-ops on grey),
     random erasing to 0 (area 2-33 %, aspect 0.3-3.3, as torchvision's RandomErasing).
     """
 
     size: int
     scale: float = 0.5
+    translate: float = 0.0
     fliplr: float = 0.5
     flipud: float = 0.0
     hsv_v: float = 0.4
@@ -59,8 +61,8 @@ class Augment:
 
     @classmethod
     def from_args(cls, args) -> Augment:
-        return cls(int(args.imgsz), float(args.scale), float(args.fliplr), float(args.flipud), float(args.hsv_v),
-                   float(args.erasing))  # fmt: skip
+        return cls(int(args.imgsz), float(args.scale), float(args.translate), float(args.fliplr), float(args.flipud),
+                   float(args.hsv_v), float(args.erasing))  # fmt: skip
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1]."""
@@ -74,12 +76,13 @@ class Augment:
         ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
         w, h = torch.sqrt(area * ratio).clamp(max=1), torch.sqrt(area / ratio).clamp(max=1)  # fractions of the side
         cx, cy = (uniform(-1, 1) * (1 - w)), (uniform(-1, 1) * (1 - h))  # crop centre, crop stays inside
+        cx, cy = cx + uniform(-2, 2) * self.translate, cy + uniform(-2, 2) * self.translate  # [-1, 1] spans 2
         sx = torch.where(torch.rand(b, generator=g, device=dev) < self.fliplr, -w, w)
         sy = torch.where(torch.rand(b, generator=g, device=dev) < self.flipud, -h, h)
         zero = torch.zeros_like(w)
         theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, sy, cy], 1)], 1)
         grid = F.affine_grid(theta, [b, 1, self.size, self.size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if self.hsv_v:
             mean = x.mean((1, 2, 3), keepdim=True)
             contrast = uniform(1 - self.hsv_v, 1 + self.hsv_v).view(b, 1, 1, 1)

@@ -93,6 +93,14 @@ def resolve_args(overrides: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def device_count(device: Any) -> int:
+    """How many devices a `device=` value names: 0,1 / "0,1" / [0, 1] are two (Ultralytics then trains with DDP)."""
+    if device is None or isinstance(device, int):
+        return 1
+    parts = [p for p in str(device).strip("()[] ").replace(" ", "").split(",") if p]
+    return max(len(parts), 1)
+
+
 def ensure_tree(data: str | Path | None) -> Path:
     """The dataset tree: the default one is prepared when missing; others must exist."""
     from .convert import prepare, read_manifest
@@ -241,12 +249,16 @@ def versions() -> dict[str, str]:
             "pandas": version("pandas"), "python": platform.python_version()}  # fmt: skip
 
 
-def train(**overrides: Any) -> Run:
+def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     """Train the Fashion-MNIST recipe; any Ultralytics train argument can be overridden.
 
     Defaults: model=yolo11n-cls.pt, data=the prepared tree, epochs=100, imgsz=28. Also accepts
-    cfg=FILE.yaml (arguments from a file), strict_weights=True (no from-scratch fallback) and
-    resume=RUN_DIR (continue an interrupted run from its last.pt to the planned epochs).
+    recipe=NAME, cfg=FILE.yaml (arguments from a file), fast=True (in-memory data path),
+    evaluate_test=False, strict_weights=True (no from-scratch fallback) and resume=RUN_DIR
+    (continue an interrupted run from its last.pt to the planned epochs).
+
+    Args:
+        callbacks: extra Ultralytics callbacks, event name -> function(trainer), e.g. {"on_fit_epoch_end": f}.
 
     Returns:
         A Run: its directory, val metrics of best.pt (chosen on val), and its one evaluation on test.
@@ -255,6 +267,8 @@ def train(**overrides: Any) -> Run:
 
     from .convert import manifest_checksum
 
+    if callbacks is not None and not (isinstance(callbacks, dict) and all(map(callable, callbacks.values()))):
+        raise ConfigError("callbacks must map Ultralytics event names to functions (Python API only)")
     if overrides.get("resume") not in (None, False):
         return _resume(overrides.pop("resume"), overrides)
     args = resolve_args(overrides)
@@ -262,6 +276,9 @@ def train(**overrides: Any) -> Run:
     strict = bool(args.pop("strict_weights"))
     recipe, evaluate_test, fast = args.pop("recipe"), bool(args.pop("evaluate_test")), bool(args.pop("fast"))
     if fast:
+        if device_count(args.get("device")) > 1:
+            raise ConfigError(f"fast=True trains on one device, found device={args['device']}; drop fast=True for "
+                              "multi-GPU (DDP) training")  # fmt: skip
         args.setdefault("batch", FAST_BATCH)
     tree = ensure_tree(args.pop("data"))
     has_val = any((tree / d).is_dir() for d in ("val", "validation", "valid"))
@@ -284,7 +301,10 @@ def train(**overrides: Any) -> Run:
         "data": {"tree": str(tree), "manifest_sha256": manifest_checksum(tree), "has_val": has_val,
                  "model_selection_split": "val" if has_val else "test"},
     }  # fmt: skip
-    return _run(YOLO(weights.model), provenance, tree, {"data": str(tree), **args})
+    model = YOLO(weights.model)
+    for event, function in (callbacks or {}).items():
+        model.add_callback(event, function)
+    return _run(model, provenance, tree, {"data": str(tree), **args})
 
 
 AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what Ultralytics 8.4's check_amp downloads (a detection model) to test AMP

@@ -1,0 +1,92 @@
+"""The fast data path (fast=True) against Ultralytics' stock loader: epoch time and accuracy, side by side.
+
+    python benchmarks/bench_fast.py epoch    [--reps 2]      one full epoch each, alternating
+    python benchmarks/bench_fast.py accuracy [--epochs 10]   N epochs each from scratch, then test top-1
+
+Both arms are `fmnist_yolo.train` with identical arguments (yolo11n-cls.yaml, imgsz 28, the full 55k train
+split, val 5k) and differ only in fast=True; bench_train.py shows the wrapper itself costs the same as
+`yolo classify train`. Epoch time is Ultralytics' own `time` column of results.csv (training plus that epoch's
+validation). Accuracy: best.pt chosen on val, evaluated once on test (the 10k official test images).
+Targets (issue 8): epoch time ratio <= 0.3; 10-epoch test top-1 within 0.5 points of stock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+RUN = r"""
+import json, sys
+import fmnist_yolo
+kw = json.loads(sys.argv[1])
+run = fmnist_yolo.train(**kw)
+h = run.history
+print("RESULT", json.dumps({"epoch_s": h["time"].diff().fillna(h["time"]).tolist(), "val_top1": h["val_top1"].tolist(),
+      "best_val": float(h["val_top1"].max()), "test_top1": run.test.top1 if run.test else None,
+      "batch": run.provenance["args"].get("batch"), "device": run.provenance["device"],
+      "wall_s": run.provenance["wall_time_s"]}))
+"""
+
+
+def one(kw: dict) -> dict:
+    """Train in a fresh interpreter; return its RESULT line and the whole-process seconds."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", RUN, json.dumps(kw)], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"failed: {kw}\n{r.stderr[-3000:]}")
+    result = json.loads(r.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    return {**result, "process_s": time.perf_counter() - t0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["epoch", "accuracy"])
+    parser.add_argument("--reps", type=int, default=2, help="epoch mode: alternating pairs (default: 2)")
+    parser.add_argument("--epochs", type=int, default=10, help="accuracy mode: epochs per arm (default: 10)")
+    parser.add_argument("--data", default="datasets/fashion-mnist")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-fast-"))
+    common = {"data": str(Path(args.data).absolute()), "model": "yolo11n-cls.yaml", "imgsz": 28, "seed": 0,
+              "device": args.device, "plots": False, "project": str(work)}  # fmt: skip
+    rows = []
+    if args.mode == "epoch":
+        for rep in range(args.reps):
+            for fast in (False, True) if rep % 2 == 0 else (True, False):
+                r = one({**common, "epochs": 1, "fast": fast, "evaluate_test": False, "name": f"e{rep}{fast}"})
+                rows.append({"rep": rep, "loader": "fast" if fast else "stock", "batch": r["batch"],
+                             "epoch_s": r["epoch_s"][0], "process_s": r["process_s"], "val_top1": r["val_top1"][0]})
+                print(rows[-1], flush=True)
+        table = pd.DataFrame(rows)
+        pairs = table.pivot(index="rep", columns="loader", values="epoch_s")
+        ratios = (pairs["fast"] / pairs["stock"]).tolist()
+        print(table.to_string(index=False))
+        print(f"\nepoch time fast/stock: median {statistics.median(ratios):.3f} (per pair "
+              f"{[round(x, 3) for x in ratios]})  target <= 0.3")
+        print(f"images/s (55,000 per epoch, incl. its validation): stock {55000 / pairs['stock'].median():.0f}, "
+              f"fast {55000 / pairs['fast'].median():.0f}")
+        print(json.dumps({"ratio": statistics.median(ratios), "ratios": ratios, "rows": rows}))
+    else:
+        for fast in (False, True):
+            r = one({**common, "epochs": args.epochs, "fast": fast, "name": f"acc{fast}"})
+            rows.append({"loader": "fast" if fast else "stock", "batch": r["batch"], "epochs": args.epochs,
+                         "best_val_top1": r["best_val"], "test_top1": r["test_top1"], "train_s": r["wall_s"]})
+            print(rows[-1], flush=True)
+        table = pd.DataFrame(rows).set_index("loader")
+        gap = 100 * (table.loc["fast", "test_top1"] - table.loc["stock", "test_top1"])
+        print(table.to_string())
+        print(f"\ntest top-1 fast - stock: {gap:+.2f} points  target: within 0.5 points (no worse)")
+        print(json.dumps({"gap_points": gap, "rows": rows}))
+    print(f"runs kept in {work}")
+
+
+if __name__ == "__main__":
+    main()

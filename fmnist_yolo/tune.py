@@ -1,0 +1,214 @@
+"""Hyperparameter search on Ray Tune: each trial is one `fmnist_yolo.train`, ASHA stops weak ones early on val top-1."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from .errors import ConfigError, FmnistError
+
+METRIC = "metrics/accuracy_top1"  # what Ultralytics reports to Ray Tune each epoch: val top-1
+RESULTS = "tune_results.csv"
+BEST = "best_hyperparameters.yaml"
+INSTALL = "Ray Tune is not installed: pip install 'fmnist-yolo[tune]' (or, in a checkout, pip install -e '.[tune]')"
+
+# (kind, low, high) or ("choice", [options]). Classification keys only: Ultralytics' default space is detection's
+# (box, dfl, mosaic, ...), which does nothing here. Hue/saturation are left out: no-ops on grey images.
+SPACE = {
+    "lr0": ("loguniform", 1e-4, 5e-2),  # initial learning rate
+    "lrf": ("uniform", 0.01, 0.5),  # final LR as a fraction of lr0
+    "momentum": ("uniform", 0.8, 0.98),  # SGD momentum / Adam beta1
+    "weight_decay": ("loguniform", 1e-5, 1e-3),
+    "warmup_epochs": ("uniform", 0.0, 3.0),
+    "dropout": ("uniform", 0.0, 0.3),  # before the classifier
+    "fliplr": ("uniform", 0.0, 0.5),  # flipud stays 0: upside-down garments are not in the data
+    "erasing": ("uniform", 0.0, 0.5),  # random erasing probability
+    "scale": ("uniform", 0.0, 0.6),  # random resized crop keeps 1 - scale to 100 % of the area
+    "translate": ("uniform", 0.0, 0.2),  # acts with fast=True (random shift); stock classify transforms ignore it
+    "auto_augment": ("choice", ["randaugment", "autoaugment", "augmix"]),
+}
+EXPERIMENT_KEYS = ("recipe", "model", "imgsz", "fast", "optimizer", "batch", "cos_lr")  # kept in the best config
+TUNE_KEYS = {"iterations", "grace_period", "address", "gpu_per_trial", "cpu_per_trial", "space"}
+
+
+def _ray():
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise FmnistError(INSTALL) from None
+    return ray, tune
+
+
+def search_space(space: dict | str | Path | None = None) -> dict[str, Any]:
+    """Ray Tune domains from SPACE, or from a dict / YAML file of the same form (key: [kind, low, high])."""
+    _, tune = _ray()
+    if isinstance(space, (str, Path)):
+        try:
+            space = yaml.safe_load(Path(space).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{space}: cannot read search space ({e})") from None
+    spec = SPACE if space is None else space
+    kinds = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}
+    out = {}
+    for key, value in spec.items():
+        kind, *rest = value
+        if kind == "choice":
+            out[key] = tune.choice(list(rest[0]))
+        elif kind in kinds:
+            out[key] = kinds[kind](*rest)
+        else:
+            raise ConfigError(f"search space '{key}': unknown kind '{kind}' (uniform, loguniform, randint, choice)")
+    return out
+
+
+def _absolute(args: dict[str, Any]) -> dict[str, Any]:
+    """Trial workers run in their own directories: every path they are given must be absolute."""
+    out = dict(args)
+    for key in ("data", "project", "cfg", "recipe", "model"):
+        value = out.get(key)
+        if isinstance(value, (str, Path)) and (key in ("data", "project") or Path(value).exists()):
+            out[key] = str(Path(value).absolute())
+    return out
+
+
+def _trial(config: dict, base: dict) -> None:
+    """One trial, in a Ray worker: a normal fmnist-yolo run that reports val metrics after each epoch."""
+    import ultralytics.utils.callbacks.raytune as stock_reporter
+    from ray import tune
+
+    from .train import train
+
+    # Ultralytics' own Ray Tune callback (on when its `raytune` setting is) also reports the final evaluation of
+    # best.pt as epoch N+1, which ASHA takes for one more epoch; this worker process reports through ours only.
+    stock_reporter.callbacks = {}
+
+    def report(trainer) -> None:
+        if trainer.epoch < trainer.epochs:  # not the final evaluation of best.pt
+            tune.report({**trainer.metrics, "epoch": trainer.epoch + 1})
+
+    trial = tune.get_context().get_trial_id()
+    train(**base, **config, name=f"trial_{trial}", evaluate_test=False, exist_ok=True,
+          callbacks={"on_fit_epoch_end": report})  # fmt: skip
+
+
+def tune(**kwargs: Any) -> pd.DataFrame:
+    """Search hyperparameters with Ray Tune (ASHA on val top-1); every other argument is a train argument.
+
+    Args:
+        iterations: trials (default 10). grace_period: epochs before ASHA may stop a trial (default 1).
+        address: an existing Ray cluster to join ("auto" or "ray://host:10001"); default a local Ray.
+        gpu_per_trial / cpu_per_trial: resources per trial (default 0 GPUs, all cores).
+        space: a YAML file or dict replacing the default search space (fmnist_yolo.tune.SPACE).
+        project / name: where the search's directory goes (default runs/classify/tune).
+
+    Returns:
+        One row per trial (its hyperparameters, best val top-1, epochs run, status, run dir), best first; also
+        written as RUN_DIR/tune_results.csv, with the best configuration as RUN_DIR/best_hyperparameters.yaml.
+    """
+    from .train import check_keys, ensure_tree, resolve_args, valid_keys
+
+    ray, rt = _ray()
+    check_keys(kwargs, valid_keys() | TUNE_KEYS)
+    iterations = int(kwargs.pop("iterations", 10))
+    grace = int(kwargs.pop("grace_period", 1))
+    address = kwargs.pop("address", None)
+    gpus = float(kwargs.pop("gpu_per_trial", 0) or 0)
+    cpus = float(kwargs.pop("cpu_per_trial", 0) or os.cpu_count() or 1)
+    space = search_space(kwargs.pop("space", None))
+    project = Path(kwargs.pop("project", None) or "runs/classify").absolute()
+    name = kwargs.pop("name", None) or "tune"
+    resolved = resolve_args(kwargs)  # validates everything up front, in this process, with clear errors
+    if gpus and len(str(resolved.get("device") or "").split(",")) > 1:
+        raise ConfigError("tune: one device per trial (gpu_per_trial); drop the multi-GPU device= list")
+    tree = ensure_tree(resolved["data"])
+    out = _unique_dir(project / name, bool(kwargs.get("exist_ok")))
+    base = _absolute({**kwargs, "data": tree, "project": out / "trials"})
+    epochs = int(resolved["epochs"])
+    # Trials log to their run directories; the driver shows Ray's trial status table only.
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    t0 = time.time()
+    try:
+        trainable = rt.with_resources(rt.with_parameters(_trial, base=base), {"cpu": cpus, "gpu": gpus})
+        # max_t one past the last epoch: ASHA would otherwise "stop" every trial as it reaches max_t, and Ray ends a
+        # stopped trial at once, before its final validation and provenance. Too few epochs for a rung: no ASHA.
+        scheduler = (rt.schedulers.ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=grace,
+                                                 reduction_factor=3) if grace < epochs else None)  # fmt: skip
+        tuner = rt.Tuner(
+            trainable, param_space=space,
+            tune_config=rt.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, num_samples=iterations),
+            run_config=rt.RunConfig(storage_path=str(out), name="ray", verbose=1),
+        )  # fmt: skip
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+    table = _table(grid, list(space), out / "trials", epochs)
+    table.to_csv(out / RESULTS, index=False)
+    _write_best(out / BEST, table, list(space), resolved, time.time() - t0)
+    return table
+
+
+def _unique_dir(path: Path, exist_ok: bool) -> Path:
+    """runs/classify/tune, tune2, tune3, ... as Ultralytics names runs."""
+    if exist_ok or not path.exists():
+        return path
+    n = 2
+    while path.with_name(f"{path.name}{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}{n}")
+
+
+def _table(grid, keys: list[str], trials: Path, epochs: int) -> pd.DataFrame:
+    """One row per trial, best val top-1 first; trials ASHA stopped are marked so in their fmnist_yolo.json too."""
+    rows = []
+    for result in grid:
+        history = result.metrics_dataframe
+        trial = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        has = history is not None and METRIC in history
+        status = "error" if result.error else _settle(trials / f"trial_{trial}", epochs)
+        rows.append({
+            "trial": trial, "status": status,
+            **{k: result.config.get(k) for k in keys},
+            "best_val_top1": float(history[METRIC].max()) if has else float("nan"),
+            "epochs_run": int(history["epoch"].max()) if has else 0,
+            "run": str(trials / f"trial_{trial}"),
+            "error": str(result.error).splitlines()[0] if result.error else "",
+        })  # fmt: skip
+    table = pd.DataFrame(rows).sort_values("best_val_top1", ascending=False, na_position="last")
+    return table.reset_index(drop=True)
+
+
+def _settle(run_dir: Path, epochs: int) -> str:
+    """'completed', or 'stopped' for a trial ASHA ended early (its provenance still says running: Ray killed it)."""
+    from .train import PROVENANCE, _write_provenance
+
+    try:
+        provenance = json.loads((run_dir / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return "unknown"  # on another machine of a cluster, or never started
+    if provenance.get("status") == "finished":
+        return "completed"
+    if provenance.get("status") == "running":
+        provenance.update(status="stopped", stopped_by="ASHA early stopping (fmnist-yolo tune)")
+        _write_provenance(run_dir, provenance)
+    return "stopped"
+
+
+def _write_best(path: Path, table: pd.DataFrame, keys: list[str], resolved: dict, seconds: float) -> None:
+    """The best trial's hyperparameters plus what defines the experiment (model, imgsz, ...), as a train cfg=."""
+    ok = table[table["status"] != "error"].dropna(subset=["best_val_top1"])
+    if ok.empty:
+        raise FmnistError(f"{path.parent}: every trial failed; first error: {table['error'].iloc[0]}")
+    best = ok.iloc[0]
+    fixed = {k: resolved[k] for k in EXPERIMENT_KEYS if resolved.get(k) is not None}
+    config = {**fixed, **{k: (v.item() if hasattr(v, "item") else v) for k, v in best[keys].items()}}
+    header = (f"# Best of {len(table)} trials by val top-1 ({best['best_val_top1']:.4f}, trial {best['trial']}), "
+              f"searched with epochs={resolved['epochs']}, fraction={resolved.get('fraction', 1.0)} in {seconds:.0f}s.\n"
+              f"# Train with it: fmnist-yolo train cfg={path} epochs=N\n")  # fmt: skip
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False))

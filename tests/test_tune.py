@@ -1,0 +1,128 @@
+"""Scale-out: Ray Tune search (tiny, local, CPU) and multi-GPU argument handling (no GPU needed)."""
+
+import builtins
+import importlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import fmnist_yolo
+from fmnist_yolo import prepare
+from fmnist_yolo.errors import ConfigError
+from tests.conftest import run_cli
+
+ft = importlib.import_module("fmnist_yolo.train")  # the module (the package's `train` is the function)
+tune_module = importlib.import_module("fmnist_yolo.tune")
+CLASSIFICATION_KEYS = {"lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "dropout", "fliplr", "erasing",
+                       "scale", "translate", "auto_augment"}  # fmt: skip
+
+
+@pytest.fixture
+def tree(source, tmp_path):
+    return prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+
+
+def test_without_ray_says_how_to_install(monkeypatch, capsys):
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    code, _, err = run_cli(["tune", "iterations=2"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "pip install 'fmnist-yolo[tune]'" in err
+
+
+def test_search_space_is_for_classification():
+    pytest.importorskip("ray.tune")
+    space = tune_module.search_space()
+    assert set(space) == CLASSIFICATION_KEYS
+    assert set(space) <= ft.valid_keys()  # all Ultralytics train arguments
+    assert not set(space) & {"box", "dfl", "cls", "mosaic", "mixup", "hsv_h", "hsv_s", "flipud", "degrees"}
+
+
+def test_unknown_key_and_space_file(tmp_path):
+    pytest.importorskip("ray.tune")
+    with pytest.raises(ConfigError, match="unknown argument 'iteration'; did you mean 'iterations'"):
+        fmnist_yolo.tune(iteration=2)
+    f = tmp_path / "space.yaml"
+    f.write_text("lr0: [loguniform, 0.001, 0.1]\nauto_augment: [choice, [randaugment, augmix]]\n")
+    assert set(tune_module.search_space(f)) == {"lr0", "auto_augment"}
+    f.write_text("lr0: [gaussian, 0, 1]\n")
+    with pytest.raises(ConfigError, match="search space 'lr0': unknown kind 'gaussian'"):
+        tune_module.search_space(f)
+
+
+def test_trial_paths_are_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.yaml").write_text("lr0: 0.01\n")
+    out = tune_module._absolute({"data": "datasets/x", "project": "runs/t", "cfg": "my.yaml", "model": "yolo11n-cls.yaml"})
+    assert out["data"] == str(tmp_path / "datasets/x") and out["project"] == str(tmp_path / "runs/t")
+    assert out["cfg"] == str(tmp_path / "my.yaml") and out["model"] == "yolo11n-cls.yaml"  # a name stays a name
+
+
+@pytest.mark.slow
+def test_tiny_search_writes_table_and_a_best_config_that_trains(tree, tmp_path, capsys):
+    pytest.importorskip("ray.tune")
+    code, out, err = run_cli(["tune", "iterations=2", "epochs=1", "model=yolo11n-cls.yaml", f"data={tree}",
+                              "imgsz=28", "batch=16", "plots=False", "workers=0", f"project={tmp_path}", "name=t"],
+                             capsys)  # fmt: skip
+    assert code == 0, err
+    d = tmp_path / "t"
+    table = pd.read_csv(d / "tune_results.csv")
+    assert len(table) == 2 and (table["status"] == "completed").all() and table["best_val_top1"].between(0, 1).all()
+    assert set(CLASSIFICATION_KEYS) <= set(table.columns) and (table["epochs_run"] == 1).all()
+    assert table["best_val_top1"].is_monotonic_decreasing  # best first
+    for run in table["run"]:
+        p = json.loads((Path(run) / "fmnist_yolo.json").read_text())
+        assert p["status"] == "finished" and p["metrics"]["test"] is None  # trials never touch test
+    best = yaml.safe_load((d / "best_hyperparameters.yaml").read_text())
+    assert best["lr0"] == pytest.approx(table["lr0"].iloc[0]) and best["model"] == "yolo11n-cls.yaml"
+    run = fmnist_yolo.train(cfg=str(d / "best_hyperparameters.yaml"), data=str(tree), epochs=1, plots=False,
+                            workers=0, project=str(tmp_path), name="from_best")  # fmt: skip
+    assert run.provenance["args"]["lr0"] == pytest.approx(best["lr0"]) and run.weights.is_file()
+
+
+# --- multi-GPU: argument handling without GPUs ----------------------------------------------
+
+class Captured(Exception):
+    pass
+
+
+def test_device_list_passes_through_to_ultralytics(tree, tmp_path, monkeypatch, capsys):
+    from ultralytics.engine.model import Model
+
+    seen = {}
+
+    def capture(self, **kwargs):
+        seen.update(kwargs)
+        raise Captured
+
+    monkeypatch.setattr(Model, "train", capture)
+    with pytest.raises(Captured):
+        run_cli(["train", "device=0,1", "batch=128", "model=yolo11n-cls.yaml", f"data={tree}", f"project={tmp_path}"],
+                capsys)  # fmt: skip
+    assert seen["device"] in ("0,1", (0, 1)) and seen["batch"] == 128 and seen["trainer"] is None  # stock: DDP
+    assert ft.device_count(seen["device"]) == 2 and ft.device_count("0") == 1 and ft.device_count([0, 1, 2]) == 3
+
+
+def test_fast_refuses_several_devices(tree, capsys):
+    code, _, err = run_cli(["train", "fast=True", "device=0,1", f"data={tree}", "model=yolo11n-cls.yaml"], capsys)
+    assert code == 1 and "fast=True trains on one device" in err and err.count("\n") == 1
+
+
+def test_provenance_records_world_size():
+    from types import SimpleNamespace
+
+    import torch
+
+    trainer = SimpleNamespace(args=SimpleNamespace(imgsz=32), model=torch.nn.Linear(2, 2), device="cuda:0",
+                              world_size=2, epochs=3, save_dir="runs/x", amp=torch.tensor(True))  # fmt: skip
+    provenance = {"imgsz": {}, "model": {}}
+    ft._record_trainer(provenance, trainer)
+    assert provenance["world_size"] == 2 and provenance["amp"] is True and provenance["model"]["parameters"] == 6
