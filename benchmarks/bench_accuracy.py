@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from fmnist_yolo import train
 from fmnist_yolo.cli import parse_overrides
@@ -32,7 +33,7 @@ def main() -> None:
     overrides = {**(QUICK if args.quick else {}), **parse_overrides(args.overrides)}
     name = f"{args.recipe}-quick" if args.quick else args.recipe
     t0 = time.perf_counter()
-    run = train(recipe=args.recipe, project="runs/bench", name=name, **overrides)
+    run = train(recipe=args.recipe, project=str(Path("runs/bench").absolute()), name=name, exist_ok=True, **overrides)
     wall = time.perf_counter() - t0
     p = run.provenance
     result = {

@@ -75,7 +75,7 @@ def main() -> None:
               f"fast {55000 / pairs['fast'].median():.0f}")
         print(json.dumps({"ratio": statistics.median(ratios), "ratios": ratios, "rows": rows}))
     else:
-        for fast in (False, True):
+        for fast in (True, False):
             r = one({**common, "epochs": args.epochs, "fast": fast, "name": f"acc{fast}"})
             rows.append({"loader": "fast" if fast else "stock", "batch": r["batch"], "epochs": args.epochs,
                          "best_val_top1": r["best_val"], "test_top1": r["test_top1"], "train_s": r["wall_s"]})
