@@ -8,6 +8,7 @@ import platform
 import shutil
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,6 +369,9 @@ def _run(model, provenance: dict, tree: Path, train_args: dict) -> Run:
 
     model.add_callback("on_train_start", started)
     model.add_callback("on_model_save", _keep_safe_copy)
+    # With Ray installed, Ultralytics' Ray Tune callback asks Ray for a trial id after every epoch, and Ray warns
+    # each time it is asked outside a search.
+    warnings.filterwarnings("ignore", message="`get_trial_id` is meant to only be called inside")
     try:
         with amp_check_offline():
             model.train(**train_args, trainer=_trainer(provenance["args"].get("fast", False)))
