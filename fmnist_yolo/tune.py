@@ -112,7 +112,7 @@ def tune(**kwargs: Any) -> pd.DataFrame:
         One row per trial (its hyperparameters, best val top-1, epochs run, status, run dir), best first; also
         written as RUN_DIR/tune_results.csv, with the best configuration as RUN_DIR/best_hyperparameters.yaml.
     """
-    from .train import check_keys, ensure_tree, resolve_args, valid_keys
+    from .train import check_keys, device_count, ensure_tree, resolve_args, valid_keys
 
     ray, rt = _ray()
     check_keys(kwargs, valid_keys() | TUNE_KEYS)
@@ -125,10 +125,11 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     project = Path(kwargs.pop("project", None) or "runs/classify").absolute()
     name = kwargs.pop("name", None) or "tune"
     resolved = resolve_args(kwargs)  # validates everything up front, in this process, with clear errors
-    if gpus and len(str(resolved.get("device") or "").split(",")) > 1:
-        raise ConfigError("tune: one device per trial (gpu_per_trial); drop the multi-GPU device= list")
+    if device_count(resolved.get("device")) > 1:
+        raise ConfigError("tune: one device per trial (gpu_per_trial=1); drop the multi-GPU device= list")
     tree = ensure_tree(resolved["data"])
-    out = _unique_dir(project / name, bool(kwargs.get("exist_ok")))
+    out = _unique_dir(project / name, bool(kwargs.pop("exist_ok", False)))
+    kwargs.pop("evaluate_test", None)  # trials never evaluate on test
     base = _absolute({**kwargs, "data": tree, "project": out / "trials"})
     epochs = int(resolved["epochs"])
     # Trials log to their run directories; the driver shows Ray's trial status table only.

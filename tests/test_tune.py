@@ -58,6 +58,12 @@ def test_unknown_key_and_space_file(tmp_path):
         tune_module.search_space(f)
 
 
+def test_tune_refuses_a_device_list(tree):
+    pytest.importorskip("ray.tune")
+    with pytest.raises(ConfigError, match="one device per trial"):
+        fmnist_yolo.tune(device="0,1", data=str(tree), iterations=1)
+
+
 def test_trial_paths_are_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my.yaml").write_text("lr0: 0.01\n")
