@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from ultralytics.data.augment import classify_transforms
 from ultralytics.data.dataset import ClassificationDataset
 from ultralytics.models.yolo.classify import ClassificationTrainer
@@ -23,6 +22,7 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
 from .errors import ConfigError
+
 
 def decode(files: list[str], workers: int | None = None) -> np.ndarray:
     """Read grey PNGs into one (N, H, W) uint8 array (OpenCV releases the GIL, so threads scale)."""
