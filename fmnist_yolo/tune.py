@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from .errors import ConfigError, FmnistError
+from .metrics import load_history
 
 METRIC = "metrics/accuracy_top1"  # what Ultralytics reports to Ray Tune each epoch: val top-1
 RESULTS = "tune_results.csv"
@@ -78,7 +79,7 @@ def _absolute(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _trial(config: dict, base: dict) -> None:
+def _trial(config: dict, base: dict, report_last: bool) -> None:
     """One trial, in a Ray worker: a normal fmnist-yolo run that reports val metrics after each epoch."""
     import ultralytics.utils.callbacks.raytune as stock_reporter
     from ray import tune
@@ -90,7 +91,9 @@ def _trial(config: dict, base: dict) -> None:
     stock_reporter.callbacks = {}
 
     def report(trainer) -> None:
-        if trainer.epoch < trainer.epochs:  # not the final evaluation of best.pt
+        # Not the final evaluation of best.pt; under ASHA not the last epoch either: a scheduler decision there
+        # could only kill a finished trial before its final validation and provenance (results.csv has that epoch).
+        if trainer.epoch + 1 < trainer.epochs or (report_last and trainer.epoch < trainer.epochs):
             tune.report({**trainer.metrics, "epoch": trainer.epoch + 1})
 
     trial = tune.get_context().get_trial_id()
@@ -136,11 +139,12 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
     t0 = time.time()
     try:
-        trainable = rt.with_resources(rt.with_parameters(_trial, base=base), {"cpu": cpus, "gpu": gpus})
-        # max_t one past the last epoch: ASHA would otherwise "stop" every trial as it reaches max_t, and Ray ends a
-        # stopped trial at once, before its final validation and provenance. Too few epochs for a rung: no ASHA.
-        scheduler = (rt.schedulers.ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=grace,
-                                                 reduction_factor=3) if grace < epochs else None)  # fmt: skip
+        # ASHA decides at epochs grace, 3 grace, ... below the last; too few epochs for a rung: every trial runs out.
+        asha = grace < epochs
+        scheduler = (rt.schedulers.ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=grace,
+                                                 reduction_factor=3) if asha else None)  # fmt: skip
+        trainable = rt.with_parameters(_trial, base=base, report_last=not asha)
+        trainable = rt.with_resources(trainable, {"cpu": cpus, "gpu": gpus})
         tuner = rt.Tuner(
             trainable, param_space=space,
             tune_config=rt.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, num_samples=iterations),
@@ -169,10 +173,12 @@ def _table(grid, keys: list[str], trials: Path, epochs: int) -> pd.DataFrame:
     """One row per trial, best val top-1 first; trials ASHA stopped are marked so in their fmnist_yolo.json too."""
     rows = []
     for result in grid:
-        history = result.metrics_dataframe
-        trial = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        has = history is not None and METRIC in history
+        trial = (result.metrics or {}).get("trial_id") or result.config.get("__trial_id__") or Path(result.path).name
         status = "error" if result.error else _settle(trials / f"trial_{trial}", epochs)
+        history = result.metrics_dataframe
+        if (trials / f"trial_{trial}" / "results.csv").is_file():  # every epoch, the last one included
+            history = load_history(trials / f"trial_{trial}").rename(columns={"val_top1": METRIC})
+        has = history is not None and METRIC in history
         rows.append({
             "trial": trial, "status": status,
             **{k: result.config.get(k) for k in keys},
