@@ -11,7 +11,7 @@ Each repetition runs four whole processes in alternating order and times each fr
 and prints two medians of per-repetition ratios: ours_train/stock (the wrapper's own cost; target <= 1.05)
 and ours/(stock + stock_test) (the same deliverable: a trained model and its test score).
 
-    python benchmarks/bench_train.py [--reps 3] [--fraction 0.02] [--data datasets/fashion-mnist]
+    python benchmarks/bench_train.py [--reps 5] [--fraction 0.02] [--data datasets/fashion-mnist]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def timed(argv: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5, help="alternating repetitions (3 are too noisy here)")
     parser.add_argument("--fraction", type=float, default=0.02, help="of the 55k training images (default: 0.02)")
     parser.add_argument("--data", default="datasets/fashion-mnist", help="a prepared tree (make data)")
     parser.add_argument("--model", default="yolo11n-cls.yaml", help="the same for both (.pt needs the file offline)")
