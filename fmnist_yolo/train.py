@@ -369,11 +369,11 @@ def _run(model, provenance: dict, tree: Path, train_args: dict) -> Run:
 
     model.add_callback("on_train_start", started)
     model.add_callback("on_model_save", _keep_safe_copy)
-    # With Ray installed, Ultralytics' Ray Tune callback asks Ray for a trial id after every epoch, and Ray warns
-    # each time it is asked outside a search.
-    warnings.filterwarnings("ignore", message="`get_trial_id` is meant to only be called inside")
     try:
-        with amp_check_offline():
+        with amp_check_offline(), warnings.catch_warnings():
+            # With Ray installed, Ultralytics' Ray Tune callback asks Ray for a trial id after every epoch, and Ray
+            # warns each time it is asked outside a search.
+            warnings.filterwarnings("ignore", message="`get_trial_id` is meant to only be called inside")
             model.train(**train_args, trainer=_trainer(provenance["args"].get("fast", False)))
     except (FileNotFoundError, ValueError, TypeError, SyntaxError, AssertionError) as e:
         raise FmnistError(f"training failed: {str(e).splitlines()[0]}") from None
@@ -417,8 +417,9 @@ def _record_trainer(provenance: dict, trainer) -> None:
     """Facts only the running trainer knows: effective imgsz, parameters, device, processes."""
     provenance["imgsz"]["effective"] = int(trainer.args.imgsz)
     provenance["model"]["parameters"] = sum(p.numel() for p in trainer.model.parameters())
-    provenance.update(device=str(trainer.device), amp=bool(getattr(trainer, "amp", False)), world_size=int(getattr(trainer, "world_size", 1)),
-                      epochs_planned=int(trainer.epochs), run_dir=str(trainer.save_dir), versions=versions())  # fmt: skip
+    provenance.update(device=str(trainer.device), amp=bool(getattr(trainer, "amp", False)),
+                      world_size=int(getattr(trainer, "world_size", 1)), epochs_planned=int(trainer.epochs),
+                      run_dir=str(trainer.save_dir), versions=versions())  # fmt: skip
 
 
 def _write_provenance(run_dir: Path, provenance: dict) -> None:

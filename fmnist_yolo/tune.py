@@ -173,7 +173,7 @@ def _table(grid, keys: list[str], trials: Path, epochs: int) -> pd.DataFrame:
     """One row per trial, best val top-1 first; trials ASHA stopped are marked so in their fmnist_yolo.json too."""
     rows = []
     for result in grid:
-        trial = (result.metrics or {}).get("trial_id") or result.config.get("__trial_id__") or Path(result.path).name
+        trial = (result.metrics or {}).get("trial_id") or Path(result.path).name
         status = "error" if result.error else _settle(trials / f"trial_{trial}", epochs)
         history = result.metrics_dataframe
         if (trials / f"trial_{trial}" / "results.csv").is_file():  # every epoch, the last one included
