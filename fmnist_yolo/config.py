@@ -64,8 +64,5 @@ class Config:
 DEFAULTS = Config()
 TRAIN_KEYS = ("model", "epochs", "imgsz", "strict_weights", "fast", "evaluate_test")  # Config fields: train arguments
 OWN_TRAIN_KEYS = frozenset({"strict_weights", "recipe", "fast", "evaluate_test"})  # train keys fmnist-yolo adds to Ultralytics'
-# fast=True's batch unless one is given: Ultralytics' nominal batch (nbs), so each batch is one optimizer step and an
-# epoch has as many steps as stock batch=16 with its 4-batch gradient accumulation.
-FAST_BATCH = 64
 RECIPES_DIR = Path(__file__).parent / "recipes"  # shipped recipes: YAML files of train arguments
 CONFIG_FIELDS = tuple(f.name for f in fields(Config))

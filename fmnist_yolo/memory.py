@@ -1,13 +1,21 @@
 """The fast data path: the split decoded once into one uint8 tensor, batches augmented in torch on the device.
 
-`MemoryTrainer` is Ultralytics' ClassificationTrainer with only the data loaders replaced: model, optimizer,
-schedule, EMA, validator, checkpoints, results.csv and callbacks stay Ultralytics'. Selected by `fast=True`.
+`MemoryTrainer` is Ultralytics' ClassificationTrainer with the data loaders replaced: model, optimizer, schedule,
+EMA, validator, checkpoints, results.csv and callbacks stay Ultralytics'. Selected by `fast=True`.
+
+It trains the recipe it is given. Stock Ultralytics adds the gradients of `accumulate = nbs / batch` micro-batches
+(each a mean over `batch` images) before each optimizer step, and ramps `accumulate` from 1 during warm-up. The fast
+loader replays that schedule (`step_plan`) and fuses the micro-batches of one step into one forward pass whose loss
+is their sum (`ChunkLoss`), so the optimizer, the number of steps, the gradient, the warm-up and the learning rate
+of every step are stock's. What differs: BatchNorm normalises over the fused chunk (64 images at the defaults, not
+16), and the augmentations are batched re-implementations (auto_augment's per-image policies are not reproduced).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,26 +55,28 @@ def decode(files: list[str], workers: int | None = None) -> np.ndarray:
 
 @dataclass
 class Augment:
-    """Batched training augmentation, the intent of Ultralytics' classify_augmentations on grey images.
+    """Batched training augmentation: Ultralytics' classify_augmentations on grey images, as a tensor operation.
 
-    RandomResizedCrop (area in [1 - scale, 1], aspect in [3/4, 4/3], random position), a random shift of up to
-    +-translate of the side (black fill: the background; stock classify transforms ignore translate),
-    horizontal/vertical flips, brightness and contrast jitter of +-hsv_v (hue and saturation are no-ops on grey),
-    random erasing to 0 (area 2-33 %, aspect 0.3-3.3, as torchvision's RandomErasing).
+    RandomResizedCrop (area in [1 - scale, 1], aspect in [3/4, 4/3], random position), horizontal/vertical flips,
+    brightness and contrast jitter of +-hsv_v only where stock applies ColorJitter (auto_augment off: stock disables
+    it under RandAugment/AutoAugment/AugMix; hue and saturation are no-ops on grey), random erasing to 0 (area
+    2-33 %, aspect 0.3-3.3, as torchvision's RandomErasing). Not reproduced: auto_augment's per-image policies.
+    Like stock, `translate` does nothing here (classify_augmentations has no shift).
     """
 
     size: int
     scale: float = 0.5
-    translate: float = 0.0
     fliplr: float = 0.5
     flipud: float = 0.0
-    hsv_v: float = 0.4
+    hsv_v: float = 0.0
     erasing: float = 0.4
 
     @classmethod
     def from_args(cls, args) -> Augment:
-        return cls(int(args.imgsz), float(args.scale), float(args.translate), float(args.fliplr), float(args.flipud),
-                   float(args.hsv_v), float(args.erasing))  # fmt: skip
+        """The augmentation stock Ultralytics would apply for these train arguments (less auto_augment)."""
+        jitter = 0.0 if args.auto_augment else float(args.hsv_v)  # stock: no ColorJitter with an auto_augment policy
+        return cls(int(args.imgsz), float(args.scale), float(args.fliplr), float(args.flipud), jitter,
+                   float(args.erasing))  # fmt: skip
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1]."""
@@ -80,7 +90,6 @@ class Augment:
         ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
         w, h = torch.sqrt(area * ratio).clamp(max=1), torch.sqrt(area / ratio).clamp(max=1)  # fractions of the side
         cx, cy = (uniform(-1, 1) * (1 - w)), (uniform(-1, 1) * (1 - h))  # crop centre, crop stays inside
-        cx, cy = cx + uniform(-2, 2) * self.translate, cy + uniform(-2, 2) * self.translate  # [-1, 1] spans 2
         sx = torch.where(torch.rand(b, generator=g, device=dev) < self.fliplr, -w, w)
         sy = torch.where(torch.rand(b, generator=g, device=dev) < self.flipud, -h, h)
         zero = torch.zeros_like(w)
@@ -107,6 +116,54 @@ class Augment:
         return x
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive micro-batches of one epoch, trained in one forward pass."""
+
+    start: int  # first micro-batch (index within the epoch)
+    stop: int  # one past the last
+    steps: bool  # stock takes an optimizer step after the last one (False: the gradient carries into the next chunk)
+    ni: int  # stock's global index of the last micro-batch: the warm-up's lr and momentum at the step are taken here
+
+
+def step_plan(micro_batches: int, start_epoch: int, epochs: int, warmup: int, accumulate: int) -> dict[int, list]:
+    """Stock Ultralytics' accumulation schedule as chunks: epoch -> [Chunk, ...].
+
+    The logic of BaseTrainer._do_train (checked against Ultralytics 8.4.190): micro-batch `ni` (global index) sets
+    `accumulate` to round(interp(ni, [0, warmup], [1, accumulate])) while ni <= warmup, and a step follows when
+    ni - last_step >= accumulate. `last_step` starts at -1 (also on resume) and runs across epochs, so a step's
+    micro-batches can straddle an epoch boundary.
+    """
+    plan, last, acc = {}, -1, accumulate
+    for epoch in range(start_epoch, epochs):
+        chunks, start = [], 0
+        for i in range(micro_batches):
+            ni = i + micro_batches * epoch
+            if warmup and ni <= warmup:
+                acc = max(1, int(np.interp(ni, [0, warmup], [1, accumulate]).round()))
+            if ni - last >= acc:
+                chunks.append(Chunk(start, i + 1, True, ni))
+                start, last = i + 1, ni
+        if start < micro_batches:
+            chunks.append(Chunk(start, micro_batches, False, micro_batches * (epoch + 1) - 1))
+        plan[epoch] = chunks
+    return plan
+
+
+class ChunkLoss:
+    """Stock's classification loss summed over the micro-batches of a chunk.
+
+    Each image weighs 1 / (its micro-batch's size), so the gradient is the sum of the micro-batch means that stock
+    accumulates before a step, the short last micro-batch of an epoch included. The logged loss is the chunk's mean.
+    """
+
+    def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict]:
+        preds = preds[1] if isinstance(preds, (list, tuple)) else preds
+        ce = F.cross_entropy(preds, batch["cls"], reduction="none")
+        loss = (ce * batch["weight"]).sum() if "weight" in batch else ce.mean()
+        return loss, {"loss": ce.mean().detach()}
+
+
 def resize_like_validation(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, H, W) uint8 -> (B, 1, size, size) in [0, 1], as Ultralytics' classify_transforms (bilinear, 8-bit result)."""
     x = x[:, None].float()
@@ -129,8 +186,11 @@ class MemoryDataset:
 class MemoryLoader:
     """Batches of a MemoryDataset in Ultralytics' format ({"img": (B, 3, S, S) float, "cls": (B,) int64}).
 
-    Training: a seeded shuffle and augmentation per epoch (seed + epoch: reproducible, also after a resume).
-    Validation: fixed order, the validation resize only.
+    Validation: fixed order, `batch_size` images a batch, the validation resize only.
+    Training: a seeded shuffle and augmentation per epoch (seed + epoch: reproducible, also after a resume), cut into
+    micro-batches of `batch_size` as stock does. Without a step schedule each micro-batch is one batch; with one
+    (`schedule`, set by MemoryTrainer) each batch is a chunk of micro-batches fused for one optimizer step, and
+    carries "weight" (per image, for ChunkLoss) and "chunk".
     """
 
     num_workers = 0
@@ -140,23 +200,55 @@ class MemoryLoader:
         self.dataset, self.batch_size, self.size, self.augment, self.seed = dataset, batch_size, size, augment, seed
         self.sampler = range(len(dataset))  # Ultralytics reads len(loader.sampler)
         self.epoch = 0
+        self.micro_batches = math.ceil(len(dataset) / batch_size)
+        self._schedule: tuple[int, int, int] | None = None  # (warmup, accumulate, epochs)
+        self._plan: dict[int, list[Chunk]] | None = None
+
+    def schedule(self, warmup: int, accumulate: int, epochs: int) -> None:
+        """Fuse micro-batches as stock Ultralytics accumulates them (step_plan), from the next epoch iterated on."""
+        self._schedule, self._plan = (warmup, accumulate, epochs), None
+
+    def chunks(self, epoch: int) -> list[Chunk]:
+        """The chunks of one epoch (one micro-batch each, all stepping, without a schedule)."""
+        if self._schedule is None:
+            return [Chunk(i, i + 1, True, i + self.micro_batches * epoch) for i in range(self.micro_batches)]
+        if self._plan is None or epoch not in self._plan:  # planned from the first epoch trained (resume: its own)
+            warmup, accumulate, epochs = self._schedule
+            start = epoch if self._plan is not None else min(epoch, self.epoch)
+            self._plan = step_plan(self.micro_batches, start, max(epochs, epoch + 1), warmup, accumulate)
+        return self._plan[epoch]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
+        """Batches an epoch: micro-batches, or with a schedule the chunks of an epoch after warm-up (the most)."""
+        if self._schedule is None:
+            return self.micro_batches
+        warmup, _, epochs = self._schedule
+        self.chunks(self.epoch)  # plan from the current epoch
+        after = max(self.epoch, min(math.ceil((warmup + 1) / self.micro_batches), epochs - 1))
+        return max(len(self.chunks(e)) for e in range(after, max(epochs, after + 1)))
 
     def reset(self) -> None:
         """Nothing to rebuild (Ultralytics calls it when closing mosaic)."""
 
     def __iter__(self):
         images, labels = self.dataset.images, self.dataset.labels
+        n = len(self.dataset)
+        if self.augment is None:
+            for start in range(0, n, self.batch_size):
+                x = resize_like_validation(images[start : start + self.batch_size], self.size)
+                yield {"img": x.expand(-1, 3, -1, -1).contiguous(), "cls": labels[start : start + self.batch_size]}
+            return
         g = torch.Generator(device=images.device)
         g.manual_seed(self.seed * 100003 + self.epoch)
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=g, device=images.device) if self.augment else None
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
-            x = self.augment(images[idx], g) if self.augment else resize_like_validation(images[idx], self.size)
-            yield {"img": x.expand(-1, 3, -1, -1).contiguous(), "cls": labels[idx]}
+        order = torch.randperm(n, generator=g, device=images.device)
+        b, last = self.batch_size, n - (self.micro_batches - 1) * self.batch_size  # the epoch's last micro-batch
+        for chunk in self.chunks(self.epoch):
+            idx = order[chunk.start * b : chunk.stop * b]
+            weight = torch.full((len(idx),), 1 / b, device=images.device)
+            if chunk.stop == self.micro_batches and last != b:
+                weight[-last:] = 1 / last
+            batch = {"img": self.augment(images[idx], g).expand(-1, 3, -1, -1).contiguous(), "cls": labels[idx]}
+            yield {**batch, "weight": weight, "chunk": chunk} if self._schedule else batch
         self.epoch += 1
 
 
@@ -173,16 +265,32 @@ def load_split(path: str | Path, args, names: dict[int, str], mode: str, device:
 
 
 class MemoryTrainer(ClassificationTrainer):
-    """ClassificationTrainer whose loaders serve a pre-decoded in-memory split, augmented in batches on device."""
+    """ClassificationTrainer whose loaders serve a pre-decoded in-memory split, augmented in batches on the device.
+
+    Stock's optimizer, steps, gradient scale, warm-up and learning rates (see the module docstring): the loop runs one
+    iteration per fused chunk, and `optimizer_step` steps where stock does, with stock's warm-up values.
+    """
+
+    _STEP_ALWAYS = -sys.maxsize  # loop's `ni - last_opt_step >= accumulate` always true: the plan decides the steps
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.world_size > 1:
             raise ConfigError("fast=True trains on one device; drop fast=True for multi-GPU (DDP) training")
+        if self.args.time:
+            raise ConfigError("fast=True plans its optimizer steps by epoch; use epochs= instead of time=")
         if self.device.type == "cpu":  # Ultralytics leaves a core idle for loader workers that this path does not use
             torch.set_num_threads(os.cpu_count() or 1)
         self.add_callback("on_train_epoch_start", lambda t: setattr(t.train_loader, "epoch", t.epoch))
+        self.add_callback("on_pretrain_routine_end", MemoryTrainer._start_plan)
         self._splits: dict[str, MemoryDataset] = {}
+        self._chunk: Chunk | None = None
+        self.stock_accumulate, self.stock_warmup = 1, 0
+        differs = ["BatchNorm normalises over each fused chunk of nbs images (stock: each micro-batch of batch)"]
+        if self.args.auto_augment:
+            differs.append(f"auto_augment={self.args.auto_augment} is not applied (stock applies it per image)")
+        LOGGER.warning(f"fast=True trains stock's optimizer steps, gradients and schedule; it differs in: "
+                       f"{'; '.join(differs)}. Drop fast=True for the stock loader.")  # fmt: skip
 
     def get_dataloader(self, dataset_path, batch_size: int = 16, rank: int = 0, mode: str = "train"):
         key = f"{mode}:{dataset_path}"
@@ -196,5 +304,49 @@ class MemoryTrainer(ClassificationTrainer):
         unwrap_model(self.model).transforms = classify_transforms(size=size)  # for best.pt's predictor, as stock
         return MemoryLoader(self._splits[key], batch_size, size, None)
 
+    def _build_train_pipeline(self):
+        """Stock's loaders, accumulation and optimizer, then the loader fuses what stock would accumulate."""
+        super()._build_train_pipeline()
+        loader = self.train_loader
+        self.stock_accumulate = self.accumulate
+        self.stock_warmup = super()._get_warmup_iterations(loader.micro_batches)
+        loader.schedule(self.stock_warmup, self.stock_accumulate, self.epochs)
+        loader.epoch = self.start_epoch
+        self.accumulate = self._STEP_ALWAYS
+
+    def _start_plan(self) -> None:
+        """After a resume has set start_epoch: plan from there, and sum the losses of fused micro-batches."""
+        self.train_loader.schedule(self.stock_warmup, self.stock_accumulate, self.epochs)
+        self.train_loader.epoch = self.start_epoch
+        unwrap_model(self.model).criterion = ChunkLoss()  # training model only: checkpoints strip the criterion
+
+    def _get_warmup_iterations(self, num_batches):
+        return 0  # the loop's per-batch warm-up is off: optimizer_step applies stock's, per micro-batch index
+
     def preprocess_batch(self, batch):
+        self._chunk = batch.pop("chunk", None)
         return batch  # already on the device
+
+    def optimizer_step(self):
+        """Step where stock steps, with the lr and momentum stock's warm-up gives at that micro-batch."""
+        chunk = self._chunk
+        if chunk is not None and not chunk.steps:
+            return  # stock adds this gradient to the next micro-batches' before stepping
+        if chunk is not None and self.stock_warmup:
+            self._warmup(chunk.ni)
+        super().optimizer_step()
+
+    def _warmup(self, ni: int) -> None:
+        """Stock's warm-up of lr and momentum at global micro-batch `ni` (BaseTrainer._do_train, Ultralytics 8.4.190)."""
+        nw, a = self.stock_warmup, self.args
+        for x in self.optimizer.param_groups:
+            target = x["initial_lr"] * self.lf(self.epoch)
+            if ni <= nw:
+                start = a.warmup_bias_lr if x.get("param_group") == "bias" else 0.0
+                x["lr"] = float(np.interp(ni, [0, nw], [start, target]))
+                if "momentum" in x:
+                    x["momentum"] = float(np.interp(ni, [0, nw], [a.warmup_momentum, a.momentum]))
+            else:  # after warm-up: where stock's last warm-up micro-batch left them (the scheduler's lr)
+                x["lr"] = target
+                if "momentum" in x:
+                    x["momentum"] = a.momentum

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .config import DEFAULTS, FAST_BATCH, OWN_TRAIN_KEYS, RECIPES_DIR, TRAIN_KEYS
+from .config import DEFAULTS, OWN_TRAIN_KEYS, RECIPES_DIR, TRAIN_KEYS
 from .errors import ConfigError, FmnistError
 from .files import atomic_path
 
@@ -280,7 +280,6 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
         if device_count(args.get("device")) > 1:
             raise ConfigError(f"fast=True trains on one device, found device={args['device']}; drop fast=True for "
                               "multi-GPU (DDP) training")  # fmt: skip
-        args.setdefault("batch", FAST_BATCH)
     tree = ensure_tree(args.pop("data"))
     has_val = any((tree / d).is_dir() for d in ("val", "validation", "valid"))
     if not has_val:

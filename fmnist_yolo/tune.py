@@ -31,7 +31,6 @@ SPACE = {
     "fliplr": ("uniform", 0.0, 0.5),  # flipud stays 0: upside-down garments are not in the data
     "erasing": ("uniform", 0.0, 0.5),  # random erasing probability
     "scale": ("uniform", 0.0, 0.6),  # random resized crop keeps 1 - scale to 100 % of the area
-    "translate": ("uniform", 0.0, 0.2),  # acts with fast=True (random shift); stock classify transforms ignore it
     "auto_augment": ("choice", ["randaugment", "autoaugment", "augmix"]),
 }
 EXPERIMENT_KEYS = ("recipe", "model", "imgsz", "fast", "optimizer", "batch", "cos_lr")  # kept in the best config
@@ -47,15 +46,24 @@ def _ray():
     return ray, tune
 
 
-def search_space(space: dict | str | Path | None = None) -> dict[str, Any]:
-    """Ray Tune domains from SPACE, or from a dict / YAML file of the same form (key: [kind, low, high])."""
+FAST_NO_OP = ("auto_augment",)  # keys the fast loader ignores (its augmentation is batched; see fmnist_yolo.memory)
+
+
+def search_space(space: dict | str | Path | None = None, fast: bool = False) -> dict[str, Any]:
+    """Ray Tune domains from SPACE, or from a dict / YAML file of the same form (key: [kind, low, high]).
+
+    With fast=True the default space leaves out what the fast loader ignores, and a given space may not name it.
+    """
     _, tune = _ray()
     if isinstance(space, (str, Path)):
         try:
             space = yaml.safe_load(Path(space).read_text())
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"{space}: cannot read search space ({e})") from None
-    spec = SPACE if space is None else space
+    spec = {k: v for k, v in SPACE.items() if not (fast and k in FAST_NO_OP)} if space is None else space
+    for key in spec:
+        if fast and key in FAST_NO_OP:
+            raise ConfigError(f"search space '{key}': does nothing with fast=True (the fast loader ignores it)")
     kinds = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}
     out = {}
     for key, value in spec.items():
@@ -124,10 +132,11 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     address = kwargs.pop("address", None)
     gpus = float(kwargs.pop("gpu_per_trial", 0) or 0)
     cpus = float(kwargs.pop("cpu_per_trial", 0) or os.cpu_count() or 1)
-    space = search_space(kwargs.pop("space", None))
+    space_spec = kwargs.pop("space", None)
     project = Path(kwargs.pop("project", None) or "runs/classify").absolute()
     name = kwargs.pop("name", None) or "tune"
     resolved = resolve_args(kwargs)  # validates everything up front, in this process, with clear errors
+    space = search_space(space_spec, fast=bool(resolved.get("fast")))
     if device_count(resolved.get("device")) > 1:
         raise ConfigError("tune: one device per trial (gpu_per_trial=1); drop the multi-GPU device= list")
     tree = ensure_tree(resolved["data"])

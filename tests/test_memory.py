@@ -2,6 +2,7 @@
 
 import json
 import os
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from fmnist_yolo import config, prepare
-from fmnist_yolo.memory import Augment, MemoryDataset, MemoryLoader, load_split, resize_like_validation
+from fmnist_yolo.memory import (Augment, Chunk, MemoryDataset, MemoryLoader, MemoryTrainer, load_split,
+                                resize_like_validation, step_plan)  # fmt: skip
 
 FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "plots": False, "workers": 0, "imgsz": 28}
 
@@ -110,7 +112,7 @@ def test_fast_run_is_an_ultralytics_run(tree, tmp_path):
 
     run = fmnist_yolo.train(**FAST, data=str(tree), fast=True, project=str(tmp_path), name="fast")
     p = json.loads((run.dir / "fmnist_yolo.json").read_text())
-    assert p["args"]["fast"] is True and p["args"]["batch"] == config.FAST_BATCH and p["status"] == "finished"
+    assert p["args"]["fast"] is True and p["status"] == "finished"
     assert len(pd.read_csv(run.dir / "results.csv")) == 1 and run.weights.is_file() and run.test is not None
     model = YOLO("yolo11n-cls.yaml")
     threads = []
@@ -121,3 +123,168 @@ def test_fast_run_is_an_ultralytics_run(tree, tmp_path):
     assert isinstance(t.validator, ClassificationValidator) and isinstance(t.train_loader, MemoryLoader)
     assert len(t.train_loader.dataset) == len(stock_samples(tree, "train"))
     assert threads and set(threads) == {os.cpu_count()}  # every core computes; no loader workers to leave one for
+
+
+# --- fast=True trains stock's recipe: one step agrees, and every step's schedule is stock's -------------------------
+
+
+class _Stop(Exception):
+    """Ends a probe run after its first epoch's optimizer steps."""
+
+
+def _probe_args(tmp_path, **kw):
+    return {"model": "yolo11n-cls.yaml", "imgsz": 32, "epochs": 1, "batch": 16, "nbs": 64, "warmup_epochs": 0,
+            "plots": False, "val": False, "workers": 0, "device": "cpu", "seed": 0, "deterministic": True,
+            "project": str(tmp_path), "exist_ok": True, "amp": False, **kw}  # fmt: skip
+
+
+class _Fixed:
+    """A stock-format loader serving one fixed batch `repeat` times (a stand-in for Ultralytics' shuffled loader)."""
+
+    num_workers, drop_last = 0, False
+
+    def __init__(self, batch: dict, repeat: int):
+        self.batch, self.repeat, self.batch_size = batch, repeat, len(batch["cls"])
+        self.dataset = self.sampler = range(self.batch_size * repeat)
+
+    def __len__(self):
+        return self.repeat
+
+    def __iter__(self):
+        return iter([dict(self.batch) for _ in range(self.repeat)])
+
+    def reset(self):
+        pass
+
+
+def _one_step_update(trainer_cls, tree, tmp_path, images, labels, **kw):
+    """The parameter update of the first epoch (one optimizer step here) from the trainer's initial weights."""
+    from ultralytics.models.yolo.classify import ClassificationTrainer
+
+    x = images.float()[:, None].expand(-1, 3, -1, -1) / 255
+    fixed = {"img": x.contiguous(), "cls": labels}
+
+    class Probe(trainer_cls):
+        def get_dataloader(self, dataset_path, batch_size=16, rank=0, mode="train"):
+            if mode != "train":
+                return super().get_dataloader(dataset_path, batch_size, rank, mode)
+            if trainer_cls is ClassificationTrainer:  # stock: the 16 images as each of the 4 micro-batches
+                return _Fixed(fixed, 4)
+            data = MemoryDataset(images.repeat(4, 1, 1), labels.repeat(4), [])  # fast: the same 64 images, fused
+            return MemoryLoader(data, batch_size, 32, lambda im, g: im[:, None].float() / 255)
+
+    seen = {}
+
+    def start(t):
+        seen["before"] = {k: v.detach().clone() for k, v in t.model.named_parameters()}
+        seen["optimizer"] = type(t.optimizer).__name__
+
+    def end(t):
+        seen["after"] = {k: v.detach().clone() for k, v in t.model.named_parameters()}
+        raise _Stop
+
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, *a, **k):  # Ultralytics clips at norm 10 (early steps reach ~200): record before
+        parameters = list(parameters)
+        seen["grad"] = [p.grad.detach().clone() for p in parameters]
+        return clip(parameters, *a, **k)
+
+    trainer = Probe(overrides={"data": str(tree), **_probe_args(tmp_path, name=trainer_cls.__name__, **kw)})
+    trainer.add_callback("on_train_start", start)
+    trainer.add_callback("on_train_epoch_end", end)
+    with pytest.raises(_Stop), mock.patch.object(torch.nn.utils, "clip_grad_norm_", recording_clip):
+        trainer.train()
+    return seen
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "MuSGD"])
+def test_one_fast_step_updates_the_weights_as_stock(tree, tmp_path, optimizer):
+    """batch=16, nbs=64: stock adds 4 micro-batch gradients, fast=True fuses them; the update must be the same.
+
+    Each micro-batch holds the same 16 images, so BatchNorm's statistics over the fused 64 equal those over 16 and
+    the only possible difference is the one under test: the gradient's scale and the step.
+    """
+    from ultralytics.models.yolo.classify import ClassificationTrainer
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (16, 32, 32), dtype=np.uint8))
+    labels = torch.arange(16) % 10
+    kw = {"optimizer": optimizer, "lr0": 0.01, "momentum": 0.9}
+    stock = _one_step_update(ClassificationTrainer, tree, tmp_path, images, labels, **kw)
+    fast = _one_step_update(MemoryTrainer, tree, tmp_path, images, labels, **kw)
+    assert stock["optimizer"] == fast["optimizer"] == optimizer
+    for g_stock, g_fast in zip(stock["grad"], fast["grad"], strict=True):  # the gradient stepped on, before clipping
+        # fp32 summation order differs; a 4x scale (the old fast=True) is a relative difference of 0.75
+        assert (g_fast - g_stock).norm() <= 1e-4 * g_stock.norm() + 1e-6
+    # MuSGD orthogonalises in bfloat16 (8 bits of mantissa), so its updates agree to bf16 rounding; SGD's to fp32's.
+    tolerance = 5e-2 if optimizer == "MuSGD" else 1e-3
+    moved, worst = 0, 0.0
+    for name, before in stock["before"].items():
+        torch.testing.assert_close(fast["before"][name], before)  # the same initial weights
+        stock_update = stock["after"][name] - before
+        fast_update = fast["after"][name] - fast["before"][name]
+        if stock_update.norm() > 1e-9:
+            moved += 1
+            worst = max(worst, float((fast_update - stock_update).norm() / stock_update.norm()))
+        else:
+            assert fast_update.norm() < 1e-9, name
+    assert moved > len(stock["before"]) // 2  # a real step: most tensors changed
+    assert worst < tolerance  # a 4x gradient (the old fast=True) is off by 300 % on every SGD-updated tensor
+
+
+def _steps(trainer_cls, tree, tmp_path, **kw):
+    """(epoch, lr per group, momentum per group) at every optimizer step of a real run."""
+    steps = []
+
+    def record(t):
+        opt, step = t.optimizer, t.optimizer.step
+
+        def recorded(*a, **k):
+            steps.append((t.epoch, [round(g["lr"], 12) for g in opt.param_groups],
+                          [round(g.get("momentum", 0.0), 12) for g in opt.param_groups]))  # fmt: skip
+            return step(*a, **k)
+
+        opt.step = recorded
+
+    trainer = trainer_cls(overrides={"data": str(tree), **_probe_args(tmp_path, name=trainer_cls.__name__, **kw)})
+    trainer.add_callback("on_train_start", record)
+    trainer.train()
+    return steps, trainer
+
+
+def test_fast_takes_stock_steps_through_warm_up_and_epoch_boundaries(tree, tmp_path):
+    """60 images, batch 8, nbs 32: 8 micro-batches an epoch (the last of 4 images), accumulate 4 after a warm-up of
+    one epoch that ramps it from 1; a step's micro-batches straddle epoch boundaries. Every step must be stock's."""
+    from ultralytics.models.yolo.classify import ClassificationTrainer
+
+    kw = {"epochs": 3, "batch": 8, "nbs": 32, "warmup_epochs": 1, "optimizer": "SGD", "lr0": 0.02}
+    stock, _ = _steps(ClassificationTrainer, tree, tmp_path, **kw)
+    fast, trainer = _steps(MemoryTrainer, tree, tmp_path, **kw)
+    assert len(stock) > 3 * 2  # more steps than 3 epochs x 2 full groups: the warm-up's small steps are there
+    assert fast == stock  # the same number of steps, in the same epochs, with the same lr and momentum
+    assert trainer.stock_accumulate == 4 and trainer.args.batch == 8  # the user's batch, not a fused one
+
+
+def test_step_plan_replays_ultralytics_accumulation():
+    plan = step_plan(micro_batches=5, start_epoch=0, epochs=2, warmup=0, accumulate=2)
+    # last_step starts at -1: ni 1 steps (1 - -1 >= 2), then every 2nd; ni 4's gradient carries into epoch 1
+    assert [(c.start, c.stop, c.steps, c.ni) for c in plan[0]] == [(0, 2, True, 1), (2, 4, True, 3), (4, 5, False, 4)]
+    assert [(c.start, c.stop, c.steps, c.ni) for c in plan[1]] == [(0, 1, True, 5), (1, 3, True, 7), (3, 5, True, 9)]
+    warm = step_plan(micro_batches=8, start_epoch=0, epochs=1, warmup=8, accumulate=4)[0]
+    # accumulate ramps 1, 1, 2, 2, 2, 3, 3, 4 (numpy rounds half to even); steps after ni 0, 1, 3 and 6
+    assert [(c.stop - c.start, c.steps) for c in warm] == [(1, True), (1, True), (2, True), (3, True), (1, False)]
+    resumed = step_plan(micro_batches=5, start_epoch=1, epochs=2, warmup=0, accumulate=2)[1]
+    assert resumed[0] == Chunk(0, 1, True, 5)  # a resume restarts last_step at -1, as stock does
+
+
+def test_fused_chunks_weigh_each_image_by_its_micro_batch():
+    """The epoch's short last micro-batch weighs its images 1/4, the others 1/8: the sum of micro-batch means."""
+    n = 20
+    data = MemoryDataset(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n) % 10, [])
+    loader = MemoryLoader(data, 8, 32, Augment(32), seed=0)
+    loader.schedule(warmup=0, accumulate=3, epochs=1)
+    batches = list(loader)
+    assert len(batches) == 1 and batches[0]["chunk"] == Chunk(0, 3, True, 2)
+    w = batches[0]["weight"]
+    assert w.tolist() == [1 / 8] * 16 + [1 / 4] * 4 and torch.isclose(w.sum(), torch.tensor(3.0))
