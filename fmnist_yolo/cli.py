@@ -88,8 +88,9 @@ def cmd_val(args: argparse.Namespace) -> int:
     if "model" not in kw:
         raise ConfigError("val needs model=RUN_DIR_OR_WEIGHTS")
     result = evaluate(kw.pop("model"), kw.pop("split", "test"), kw.pop("data", None), **kw)
-    print(f"{result.split}: top-1 {result.top1:.4f}, top-5 {result.top5:.4f}, macro-F1 {result.macro_f1:.4f} "
-          f"({len(result.predictions)} images, {result.weights})")  # fmt: skip
+    print(f"{result.split}: top-1 {result.top1:.4f}, top-5 {result.top5:.4f}, macro-F1 {result.macro_f1:.4f}, "
+          f"ECE {result.ece:.4f} ({len(result.predictions)} images, {result.weights}"
+          f"{f', TTA {result.tta}' if result.tta else ''})")  # fmt: skip
     print(result.per_class.to_string(float_format="%.4f"))
     if args.csv:
         out = Path(args.csv)

@@ -15,7 +15,7 @@ from .train import PROVENANCE, stored_test
 
 COLUMNS = [
     "name", "model", "pretrained", "epochs", "epochs_completed", "imgsz", "best_epoch", "best_val_top1",
-    "test_top1", "test_top5", "macro_f1", "parameters", "train_time_s", "device", "status", "recorded_by", "path",
+    "test_top1", "test_top5", "macro_f1", "ece", "parameters", "train_time_s", "device", "status", "recorded_by", "path",
 ]  # fmt: skip
 
 
@@ -27,10 +27,18 @@ def find_runs(runs_dir: str | Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("args.yaml") if (p.parent / "results.csv").is_file())
 
 
-def best_epoch(history: pd.DataFrame) -> int | None:
-    """The epoch Ultralytics saved as best.pt: the first with the highest fitness, mean(top-1, top-5)."""
-    fitness = (history["val_top1"] + history["val_top5"]) / 2
+def best_epoch(history: pd.DataFrame, select_on: str = "top1_top5") -> int | None:
+    """The epoch saved as best.pt: the first with the highest fitness, Ultralytics' mean(top-1, top-5) or top-1."""
+    fitness = history["val_top1"] if select_on == "top1" else (history["val_top1"] + history["val_top5"]) / 2
     return None if fitness.isna().all() else int(fitness.idxmax())
+
+
+def selection_rule(run_dir: str | Path) -> str:
+    """How the run chose best.pt: its provenance's select_on, else Ultralytics' own rule."""
+    try:
+        return json.loads((Path(run_dir) / PROVENANCE).read_text())["args"].get("select_on", "top1_top5")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "top1_top5"
 
 
 def summarize(run_dir: str | Path) -> dict:
@@ -38,7 +46,7 @@ def summarize(run_dir: str | Path) -> dict:
     d = Path(run_dir)
     args = yaml.safe_load((d / "args.yaml").read_text()) or {}
     history = load_history(d)
-    best = best_epoch(history)
+    best = best_epoch(history, selection_rule(d))
     row = {
         "name": d.name,
         "model": Path(str(args.get("model", ""))).name,
@@ -61,11 +69,12 @@ def summarize(run_dir: str | Path) -> dict:
         row.update(
             model=Path(p["model"]["used"]).name, pretrained=p["model"]["pretrained"], epochs=p["args"]["epochs"],
             imgsz=p["imgsz"].get("effective") or row["imgsz"], test_top1=test.get("top1"), test_top5=test.get("top5"),
-            macro_f1=test.get("macro_f1"), parameters=p["model"].get("parameters"), device=p.get("device"),
+            macro_f1=test.get("macro_f1"), ece=test.get("ece"), parameters=p["model"].get("parameters"),
+            device=p.get("device"),
             status=p.get("status", "finished"), recorded_by="fmnist-yolo",
         )  # fmt: skip
     elif (test := stored_test(d)) is not None:  # a plain Ultralytics run that `report` has evaluated
-        row.update(test_top1=test.top1, test_top5=test.top5, macro_f1=test.macro_f1)
+        row.update(test_top1=test.top1, test_top5=test.top5, macro_f1=test.macro_f1, ece=test.ece)
     return row
 
 
@@ -74,7 +83,7 @@ def compare(runs_dir: str | Path = "runs") -> pd.DataFrame:
 
     Returns:
         One row per run: name, model, pretrained, epochs (planned), epochs_completed, effective imgsz,
-        best_epoch and best_val_top1 (the epoch kept as best.pt), test top-1/top-5 and macro-F1 of best.pt,
+        best_epoch and best_val_top1 (the epoch kept as best.pt), test top-1/top-5, macro-F1 and ECE of best.pt,
         parameters, train_time_s, device, status (finished, running/interrupted, incomplete), recorded_by
         (fmnist-yolo or a plain Ultralytics run) and path.
     """
@@ -83,6 +92,6 @@ def compare(runs_dir: str | Path = "runs") -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=COLUMNS)
     table = table.astype({"epochs": "Int64", "epochs_completed": "Int64", "imgsz": "Int64", "best_epoch": "Int64",
                           "parameters": "Int64", "pretrained": "boolean", "best_val_top1": float, "test_top1": float,
-                          "test_top5": float, "macro_f1": float, "train_time_s": float})  # fmt: skip
+                          "test_top5": float, "macro_f1": float, "ece": float, "train_time_s": float})  # fmt: skip
     table = table.sort_values(["test_top1", "best_val_top1"], ascending=False, na_position="last", kind="stable")
     return table.reset_index(drop=True)

@@ -55,6 +55,7 @@ class Config:
     recipe: str = "default"  # a shipped recipe (fmnist_yolo/recipes/NAME.yaml) or a YAML path; see `fmnist-yolo recipes`
     fast: bool = False  # in-memory data path with batched augmentation on the training device (fmnist_yolo.memory)
     evaluate_test: bool = True  # evaluate best.pt once on test after training (off for sweeps: keep test unseen)
+    select_on: str = "top1_top5"  # best.pt = the epoch with the best val "top1_top5" (Ultralytics' mean) or "top1"
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with some fields changed."""
@@ -62,7 +63,7 @@ class Config:
 
 
 DEFAULTS = Config()
-TRAIN_KEYS = ("model", "epochs", "imgsz", "strict_weights", "fast", "evaluate_test")  # Config fields: train arguments
-OWN_TRAIN_KEYS = frozenset({"strict_weights", "recipe", "fast", "evaluate_test"})  # train keys fmnist-yolo adds to Ultralytics'
+TRAIN_KEYS = ("model", "epochs", "imgsz", "strict_weights", "fast", "evaluate_test", "select_on")  # Config fields: train arguments
+OWN_TRAIN_KEYS = frozenset({"strict_weights", "recipe", "fast", "evaluate_test", "select_on"})  # train keys fmnist-yolo adds to Ultralytics'
 RECIPES_DIR = Path(__file__).parent / "recipes"  # shipped recipes: YAML files of train arguments
 CONFIG_FIELDS = tuple(f.name for f in fields(Config))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ class Evaluation:
     top5: float
     predictions: pd.DataFrame  # one row per image: file, true, pred, confidence, correct (and p_<class>)
     names: list[str] = field(default_factory=list)
+    tta: str | None = None  # test-time augmentation the probabilities were averaged over (None: the image alone)
 
     @property
     def confusion(self) -> pd.DataFrame:
@@ -33,19 +34,33 @@ class Evaluation:
 
     @property
     def confusion_normalized(self) -> pd.DataFrame:
+        """The confusion matrix with each true class's row summing to 1."""
         return metrics.normalize(self.confusion)
 
     @property
     def per_class(self) -> pd.DataFrame:
+        """Precision, recall, F1, support, one-vs-rest accuracy and the most confused class, per class."""
         return metrics.per_class(self.confusion)
 
     @property
     def macro_f1(self) -> float:
+        """The unweighted mean of the per-class F1 scores."""
         return float(self.per_class["f1"].mean())
 
+    @property
+    def calibration(self) -> pd.DataFrame:
+        """Reliability table of the top-1 confidence: per bin, images, mean confidence, accuracy (15 bins)."""
+        return metrics.calibration(self.predictions["confidence"], self.predictions["correct"])
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error of the top-1 confidence (15 equal-width bins)."""
+        return metrics.ece(self.predictions["confidence"], self.predictions["correct"])
+
     def summary(self) -> dict:
+        """The headline figures: split, top-1, top-5, macro-F1, ECE, images and TTA."""
         return {"split": self.split, "top1": self.top1, "top5": self.top5, "macro_f1": self.macro_f1,
-                "images": len(self.predictions)}  # fmt: skip
+                "ece": self.ece, "images": len(self.predictions), "tta": self.tta}  # fmt: skip
 
     def misclassified(self, n: int = 25) -> pd.DataFrame:
         """The `n` wrong predictions made with the highest confidence."""
@@ -85,18 +100,63 @@ def resolve_weights_path(model: str | Path) -> Path:
     return p
 
 
+TTA = ("flip", "flip+shift")  # the original and its mirror image; and the four 2-pixel shifts of each
+TTA_SHIFT = 2  # pixels (at the trained imgsz): small against a 32-px image, as the crops in training are
+
+
+def tta_views(img, tta: str) -> list:
+    """The views of a (B, C, H, W) batch that test-time augmentation averages over, the original first.
+
+    "flip": the original and its horizontal mirror. "flip+shift": also each of those shifted by TTA_SHIFT pixels
+    left, right, up and down (zero fill, the background of Fashion-MNIST).
+    """
+    import torch.nn.functional as F
+
+    views = [img, img.flip(-1)]
+    if tta == "flip+shift":
+        s = TTA_SHIFT
+        padded = [F.pad(v, (s, s, s, s)) for v in views[:2]]
+        h, w = img.shape[-2:]
+        for p in padded:
+            views += [p[..., s : s + h, : w], p[..., s : s + h, 2 * s :], p[..., : h, s : s + w], p[..., 2 * s :, s : s + w]]
+    return views
+
+
+def _tta(value) -> str | None:
+    """tta=True means "flip"; False/None/"" none; else one of TTA."""
+    if value in (None, False, "", "none", "False"):
+        return None
+    value = "flip" if value is True or value == "True" else str(value)
+    if value not in TTA:
+        raise ConfigError(f"tta must be True, False or one of {', '.join(TTA)}, found {value!r}")
+    return value
+
+
 def _capturing_validator():
+    import torch
     from ultralytics.data import build_dataloader
     from ultralytics.models.yolo.classify import ClassificationValidator
 
     class CapturingValidator(ClassificationValidator):
         """Ultralytics' validator, in file order (no shuffle), also keeping each image's probabilities."""
 
+        def __init__(self, *args, tta: str | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.tta = tta
+
         def init_metrics(self, model):
             super().init_metrics(model)
             self.probs = []
 
+        def preprocess(self, batch):
+            batch = super().preprocess(batch)
+            if self.tta:  # every view of the batch in one forward pass, views stacked along the batch
+                batch["img"] = torch.cat(tta_views(batch["img"], self.tta))
+            return batch
+
         def update_metrics(self, preds, batch):
+            if self.tta:  # the mean of the views' class probabilities
+                preds = preds.float().view(-1, len(batch["cls"]), preds.shape[-1]).mean(0)
             super().update_metrics(preds, batch)
             self.probs.append(preds.float().cpu())
 
@@ -109,13 +169,16 @@ def _capturing_validator():
     return CapturingValidator
 
 
-def evaluate(weights: str | Path, split: str = "test", data: str | Path | None = None, **overrides) -> Evaluation:
+def evaluate(weights: str | Path, split: str = "test", data: str | Path | None = None, tta: bool | str = False,
+             **overrides) -> Evaluation:
     """Run Ultralytics' validator on `split` and return metrics with per-image predictions.
 
     Args:
         weights: a .pt file or a run directory (its weights/best.pt).
         split: "test" or "val" (or "train").
         data: the tree (default: the prepared `datasets/fashion-mnist`).
+        tta: test-time augmentation: True or "flip" averages the class probabilities of each image and its
+            horizontal mirror; "flip+shift" also of 2-pixel shifts of both (10 views). Decide it on val.
         **overrides: other Ultralytics val arguments (batch, device, workers, ...).
     """
     import torch
@@ -127,13 +190,18 @@ def evaluate(weights: str | Path, split: str = "test", data: str | Path | None =
         raise ConfigError(f"split must be train, val or test, found {split!r}")
     path = resolve_weights_path(weights)
     tree = ensure_tree(data)
+    if not (tree / "train").is_dir():  # Ultralytics would split the directory anew into <tree>_split and use that
+        raise ConfigError(f"{tree}: no train/ class folders (Ultralytics takes the class names from train/)")
     if split == "val" and not (tree / "val").is_dir():
         raise ConfigError(f"{tree}: no val/ split (prepared with --val 0); use split=test")
+    if not (tree / split).is_dir():
+        raise ConfigError(f"{tree}: no {split}/ split")
+    tta = _tta(tta)
     model = YOLO(str(path))
     captured = {}
     model.add_callback("on_val_end", lambda v: captured.setdefault("v", v))
     args = {"plots": False, **overrides, "data": str(tree), "split": split}
-    model.val(validator=_capturing_validator(), **args)
+    model.val(validator=partial(_capturing_validator(), tta=tta), **args)
     v = captured["v"]
     probs = torch.cat(v.probs).numpy()
     true = torch.cat(v.targets).numpy().astype(int)
@@ -146,7 +214,7 @@ def evaluate(weights: str | Path, split: str = "test", data: str | Path | None =
         "confidence": probs.max(1), "correct": pred == true,
     })  # fmt: skip
     table = pd.concat([table, pd.DataFrame(probs, columns=[f"p_{n}" for n in names])], axis=1)
-    return Evaluation(split, str(path), float(v.metrics.top1), float(v.metrics.top5), table, names)
+    return Evaluation(split, str(path), float(v.metrics.top1), float(v.metrics.top5), table, names, tta)
 
 
 def predict(model: str | Path, source: str | Path, **overrides) -> pd.DataFrame:

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from ultralytics.data.augment import classify_transforms
 from ultralytics.data.dataset import ClassificationDataset
-from ultralytics.models.yolo.classify import ClassificationTrainer
 from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
 from .errors import ConfigError
+from .trainer import Trainer
 
 
 def decode(files: list[str], workers: int | None = None) -> np.ndarray:
@@ -264,7 +264,7 @@ def load_split(path: str | Path, args, names: dict[int, str], mode: str, device:
     return MemoryDataset(images, labels, files)
 
 
-class MemoryTrainer(ClassificationTrainer):
+class MemoryTrainer(Trainer):
     """ClassificationTrainer whose loaders serve a pre-decoded in-memory split, augmented in batches on the device.
 
     Stock's optimizer, steps, gradient scale, warm-up and learning rates (see the module docstring): the loop runs one

@@ -55,6 +55,32 @@ def top_confusions(matrix: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     return pairs[pairs["count"] > 0].nlargest(n, "count").reset_index(drop=True)
 
 
+ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017 ("On Calibration of Modern Neural Networks")
+
+
+def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> pd.DataFrame:
+    """Reliability table: per equal-width confidence bin (lo, hi], the images, mean confidence and accuracy.
+
+    Columns: lower, upper, count, confidence, accuracy, gap (confidence - accuracy); empty bins have count 0.
+    """
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # bin i holds (i/bins, (i+1)/bins]
+    count = np.bincount(index, minlength=bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_conf = np.bincount(index, confidence, minlength=bins) / count
+        accuracy = np.bincount(index, correct, minlength=bins) / count
+    edges = np.linspace(0, 1, bins + 1)
+    return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": mean_conf,
+                         "accuracy": accuracy, "gap": mean_conf - accuracy}, index=pd.RangeIndex(bins, name="bin"))
+
+
+def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: the image-weighted mean |accuracy - confidence| over the bins."""
+    table = calibration(confidence, correct, bins)
+    filled = table[table["count"] > 0]
+    return float((filled["count"] * filled["gap"].abs()).sum() / max(int(table["count"].sum()), 1))
+
+
 HISTORY_COLUMNS = {
     "train/loss": "train_loss",
     "metrics/accuracy_top1": "val_top1",

@@ -88,3 +88,23 @@ def image_grid(table: pd.DataFrame, path: Path, columns: int = 5, title: str = "
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def reliability_diagram(table: pd.DataFrame, path: Path, ece: float) -> Path:
+    """Accuracy against confidence per bin (bars), the diagonal of perfect calibration, and images per bin."""
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    ax, ax_n = fig.subplots(1, 2, width_ratios=[3, 2])
+    width = float(table["upper"].iloc[0] - table["lower"].iloc[0])
+    filled = table[table["count"] > 0]
+    ax.bar(filled["lower"], filled["accuracy"], width=width, align="edge", edgecolor="black", label="accuracy")
+    ax.bar(filled["lower"], filled["confidence"] - filled["accuracy"], bottom=filled["accuracy"], width=width,
+           align="edge", color="tab:red", alpha=0.35, label="gap to confidence")  # fmt: skip
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)", ylabel="accuracy")
+    ax.set_title(f"Reliability (ECE {ece:.4f}, {len(table)} bins)")
+    ax.legend(loc="upper left")
+    ax_n.bar(table["lower"], table["count"], width=width, align="edge", edgecolor="black")
+    ax_n.set(xlim=(0, 1), xlabel="confidence", ylabel="images", yscale="log", title="Images per bin")
+    for a in (ax, ax_n):
+        a.grid(alpha=0.3)
+    return _save(fig, path)

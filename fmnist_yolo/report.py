@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 
 from . import metrics
-from .compare import best_epoch, summarize
+from .compare import best_epoch, selection_rule, summarize
 from .errors import ConfigError
 from .evaluate import Evaluation, evaluate, resolve_weights_path
 from .files import atomic_path
@@ -70,7 +70,7 @@ def _summary(row: dict, provenance: dict | None, ev: Evaluation) -> tuple[pd.Dat
         facts["model"] = f"{m['used']} ({m['source']})"
         facts["parameters"] = f"{m['parameters']:,}"
         facts["data"] = f"{d['tree']} (manifest sha256 {d['manifest_sha256'][:12]}...)"
-        facts["model selection on"] = d["model_selection_split"]
+        facts["model selection on"] = f"{d['model_selection_split']} {d.get('model_selection_metric', 'top1_top5')}"
         facts["imgsz"] = f"{provenance['imgsz']['requested']} requested, {provenance['imgsz']['effective']} trained"
         ws = provenance["world_size"]
         facts["device"] = f"{provenance['device']} ({f'{ws} processes, DDP' if ws > 1 else 'single process'})"
@@ -92,7 +92,7 @@ def _summary(row: dict, provenance: dict | None, ev: Evaluation) -> tuple[pd.Dat
     facts["epochs"] = f"{row['epochs_completed']} completed of {row['epochs']} planned"
     facts["train time"] = f"{row['train_time_s']:.0f} s" if pd.notna(row["train_time_s"]) else "unknown"
     facts["best.pt"] = f"epoch {row['best_epoch']}, val top-1 {row['best_val_top1']:.4f}"
-    facts["test"] = (f"top-1 {ev.top1:.4f}, top-5 {ev.top5:.4f}, macro-F1 {ev.macro_f1:.4f} "
+    facts["test"] = (f"top-1 {ev.top1:.4f}, top-5 {ev.top5:.4f}, macro-F1 {ev.macro_f1:.4f}, ECE {ev.ece:.4f} "
                      f"({len(ev.predictions)} images)")  # fmt: skip
     return pd.DataFrame({"": list(facts), "value": list(facts.values())}), warnings
 
@@ -122,7 +122,7 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
     provenance = json.loads((run_dir / PROVENANCE).read_text()) if (run_dir / PROVENANCE).is_file() else None
     row = summarize(run_dir)
     history = metrics.load_history(run_dir)
-    best = best_epoch(history)
+    best = best_epoch(history, selection_rule(run_dir))
     ev = test_evaluation(run_dir, data)
     wrong = ev.misclassified(top)
     missing = [f for f in wrong["file"] if not Path(f).is_file()]
@@ -141,10 +141,12 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
         "confusion": plots.confusion_heatmap(ev.confusion, assets / "confusion.png", "Confusion matrix, test"),
         "misclassified": plots.image_grid(wrong, assets / "misclassified.png",
                                           title=f"The {len(wrong)} most confident errors on test"),
+        "reliability": plots.reliability_diagram(ev.calibration, assets / "reliability.png", ev.ece),
     }  # fmt: skip
     tables = {"summary": summary.set_index(""), "history": history, "per_class": ev.per_class,
               "confusion": ev.confusion, "confusion_normalized": ev.confusion_normalized,
-              "top_confusions": confusions, "misclassified": wrong, "benchmark": bench}  # fmt: skip
+              "top_confusions": confusions, "misclassified": wrong, "calibration": ev.calibration,
+              "benchmark": bench}  # fmt: skip
     if csv:
         for name, table in tables.items():
             table.to_csv(assets / f"{name}.csv", index=name not in ("top_confusions", "misclassified", "benchmark"))
@@ -185,6 +187,15 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
         "Accuracy is one-vs-rest; `most_confused_with` is the class this one is most often predicted as.",
         "",
         _md(ev.per_class),
+        "",
+        "## Calibration (test)",
+        "",
+        f"Expected calibration error (ECE, {len(ev.calibration)} equal-width bins of the top-1 confidence): "
+        f"**{ev.ece:.4f}**. Bars below the diagonal are overconfident bins.",
+        "",
+        fig("reliability", "reliability diagram"),
+        "",
+        _md(ev.calibration[ev.calibration["count"] > 0], floatfmt=".4f"),
         "",
         f"## The {len(wrong)} most confidently misclassified test images",
         "",

@@ -276,6 +276,11 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     args.pop("resume", None)
     strict = bool(args.pop("strict_weights"))
     recipe, evaluate_test, fast = args.pop("recipe"), bool(args.pop("evaluate_test")), bool(args.pop("fast"))
+    select_on = str(args.pop("select_on"))
+    from .trainer import SELECT_ON
+
+    if select_on not in SELECT_ON:
+        raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}, found '{select_on}'")
     if fast:
         if device_count(args.get("device")) > 1:
             raise ConfigError(f"fast=True trains on one device, found device={args['device']}; drop fast=True for "
@@ -291,7 +296,7 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
         "fmnist_yolo_version": __version__,
         "status": "running",
         "args": {**args, "model": weights.model, "data": str(tree), "strict_weights": strict,
-                 "evaluate_test": evaluate_test, "fast": fast},
+                 "evaluate_test": evaluate_test, "fast": fast, "select_on": select_on},
         "recipe": {"name": recipe, "file": str(recipe_path(recipe).resolve())},
         "requested": {k: overrides.get(k) for k in overrides},
         "imgsz": {"requested": args["imgsz"], "effective": None,
@@ -299,7 +304,7 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
         "model": {"requested": overrides.get("model", DEFAULTS.model), "used": weights.model,
                   "pretrained": weights.pretrained, "source": weights.source, "tried": weights.tried},
         "data": {"tree": str(tree), "manifest_sha256": manifest_checksum(tree), "has_val": has_val,
-                 "model_selection_split": "val" if has_val else "test"},
+                 "model_selection_split": "val" if has_val else "test", "model_selection_metric": select_on},
     }  # fmt: skip
     model = YOLO(weights.model)
     for event, function in (callbacks or {}).items():
@@ -373,7 +378,8 @@ def _run(model, provenance: dict, tree: Path, train_args: dict) -> Run:
             # With Ray installed, Ultralytics' Ray Tune callback asks Ray for a trial id after every epoch, and Ray
             # warns each time it is asked outside a search.
             warnings.filterwarnings("ignore", message="`get_trial_id` is meant to only be called inside")
-            model.train(**train_args, trainer=_trainer(provenance["args"].get("fast", False)))
+            model.train(**train_args, trainer=_trainer(provenance["args"].get("fast", False),
+                                                       provenance["args"].get("select_on", "top1_top5")))
     except (FileNotFoundError, ValueError, TypeError, SyntaxError, AssertionError) as e:
         raise FmnistError(f"training failed: {str(e).splitlines()[0]}") from None
     wall = time.time() - t0
@@ -403,13 +409,15 @@ def _run(model, provenance: dict, tree: Path, train_args: dict) -> Run:
     return Run(run_dir, provenance, test)
 
 
-def _trainer(fast: bool):
-    """The trainer class: Ultralytics' own (None), or the in-memory one for fast=True."""
-    if not fast:
-        return None
-    from .memory import MemoryTrainer
+def _trainer(fast: bool, select_on: str):
+    """What Ultralytics instantiates: its ClassificationTrainer with our selection rule, or the in-memory one."""
+    from functools import partial
 
-    return MemoryTrainer
+    if fast:
+        from .memory import MemoryTrainer as cls
+    else:
+        from .trainer import Trainer as cls
+    return partial(cls, select_on=select_on)
 
 
 def _record_trainer(provenance: dict, trainer) -> None:

@@ -74,3 +74,25 @@ def test_load_rejects_other_csv(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ConfigError, match="x.csv: not a predictions file"):
         Evaluation.load(tmp_path / "x.csv")
+
+
+def test_ece_by_hand():
+    # 15 bins of width 1/15: 0.95 falls in (14/15, 1], 0.55 in (8/15, 9/15], 0.25 in (3/15, 4/15]
+    conf = np.array([0.95, 0.95, 0.55, 0.55, 0.25])
+    correct = np.array([True, False, True, True, False])
+    table = metrics.calibration(conf, correct)
+    assert len(table) == 15 and table["count"].sum() == 5
+    assert table.loc[[14, 8, 3], "count"].tolist() == [2, 2, 1]
+    assert table.loc[[14, 8, 3], "accuracy"].tolist() == [0.5, 1.0, 0.0]
+    # |0.5 - 0.95| * 2 + |1 - 0.55| * 2 + |0 - 0.25| * 1, over 5 images
+    assert metrics.ece(conf, correct) == pytest.approx((0.45 * 2 + 0.45 * 2 + 0.25) / 5)
+    # the edges: 1.0 in the last bin, 0.0 in the first (with 0.05): gaps 0 and |0 - 0.025| for two images
+    assert metrics.ece(np.array([1.0, 0.0, 0.05]), np.array([1, 0, 0])) == pytest.approx((0 + 0.025 * 2) / 3)
+    assert metrics.ece(np.array([0.7, 0.7]), np.array([True, False]), bins=1) == pytest.approx(0.2)
+
+
+def test_evaluation_reports_ece(labels):
+    ev = _evaluation(labels)
+    expected = metrics.ece(ev.predictions["confidence"], ev.predictions["correct"])
+    assert ev.ece == pytest.approx(expected) and ev.summary()["ece"] == pytest.approx(expected)
+    assert ev.calibration["count"].sum() == len(ev.predictions)
