@@ -16,6 +16,7 @@ from .errors import ConfigError
 PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG
 # Written into the tree by others: Ultralytics' label caches (train.cache, ...), editors' and OS droppings are not.
 IGNORED_SUFFIXES = (".cache",)
+CHUNK_FILES = 2000  # files a worker process checks per task: large enough that the pool's overhead does not show
 
 
 def inspect(data: bytes, expected_sha: str) -> tuple[str, str] | None:
@@ -81,7 +82,7 @@ def check(tree: str | Path, workers: int | None = None) -> pd.DataFrame:
         if p.is_file() and not p.name.endswith(IGNORED_SUFFIXES) and p.relative_to(tree).parts not in own
     }
     items = sorted(listing.items())
-    chunks = [items[i : i + 2000] for i in range(0, len(items), 2000)]
+    chunks = [items[i : i + CHUNK_FILES] for i in range(0, len(items), CHUNK_FILES)]
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or len(chunks) <= 1:
         results = [_inspect_files(str(tree), c) for c in chunks]

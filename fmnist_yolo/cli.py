@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="hyperparameter search on Ray Tune (ASHA on val top-1)",
                        description="Search hyperparameters with Ray Tune: each trial is one `fmnist-yolo train` with "
                        "sampled lr0, lrf, momentum, weight_decay, warmup_epochs, dropout, fliplr, erasing, scale, "
-                       "translate, auto_augment; ASHA stops weak trials early on val top-1; test is never touched. "
+                       "auto_augment (not with fast=True); ASHA stops weak trials early on val top-1; test is never touched. "
                        "Tune keys: iterations=N (trials), grace_period=E, address=RAY_ADDRESS (join a cluster), "
                        "gpu_per_trial=G, cpu_per_trial=C, space=FILE.yaml; every train key passes through, e.g. "
                        "`fmnist-yolo tune iterations=20 epochs=10 fraction=0.25 fast=True`. Writes tune_results.csv "

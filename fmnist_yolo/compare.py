@@ -28,9 +28,12 @@ def find_runs(runs_dir: str | Path) -> list[Path]:
 
 
 def best_epoch(history: pd.DataFrame, select_on: str = "top1_top5") -> int | None:
-    """The epoch saved as best.pt: the first with the highest fitness, Ultralytics' mean(top-1, top-5) or top-1."""
+    """The epoch saved as best.pt: the last with the highest fitness, Ultralytics' mean(top-1, top-5) or top-1.
+
+    The last, not the first: Ultralytics 8.4 rewrites best.pt whenever an epoch's fitness equals the best so far.
+    """
     fitness = history["val_top1"] if select_on == "top1" else (history["val_top1"] + history["val_top5"]) / 2
-    return None if fitness.isna().all() else int(fitness.idxmax())
+    return None if fitness.isna().all() else int(fitness[fitness == fitness.max()].index[-1])
 
 
 def selection_rule(run_dir: str | Path) -> str:

@@ -217,6 +217,33 @@ def evaluate(weights: str | Path, split: str = "test", data: str | Path | None =
     return Evaluation(split, str(path), float(v.metrics.top1), float(v.metrics.top5), table, names, tta)
 
 
+def best_on_test(run_dir: str | Path, data: str | Path | None = None) -> Evaluation:
+    """best.pt of a run on test: the predictions stored at training time when current, else a fresh evaluation,
+    which is stored (test_predictions.csv is derived from best.pt: rebuilt when missing or older, and said so)."""
+    import json
+    import sys
+
+    import yaml
+
+    from .train import PROVENANCE, TEST_PREDICTIONS, stored_test
+
+    run_dir = Path(run_dir)
+    weights = resolve_weights_path(run_dir)
+    if data is None and (stored := stored_test(run_dir)) is not None:
+        return stored
+    if data is None:
+        if (run_dir / PROVENANCE).is_file():
+            data = json.loads((run_dir / PROVENANCE).read_text())["data"]["tree"]
+        else:  # a plain `yolo classify train` run: its data= argument (a path or a name under datasets_dir)
+            data = (yaml.safe_load((run_dir / "args.yaml").read_text()) or {}).get("data")
+        preds = run_dir / TEST_PREDICTIONS
+        why = "is older than best.pt" if preds.is_file() else "is missing"
+        print(f"Note: {preds} {why}: evaluating {weights} on test once and storing the predictions", file=sys.stderr)
+    result = evaluate(weights, "test", data)
+    result.save(run_dir / TEST_PREDICTIONS)
+    return result
+
+
 def predict(model: str | Path, source: str | Path, **overrides) -> pd.DataFrame:
     """Classify an image or a directory of images; one row per image: file, class, confidence."""
     from ultralytics import YOLO
@@ -249,4 +276,4 @@ def _not_the_yolo_cli():
             ARGV[0] = saved
 
 
-__all__ = ["Evaluation", "evaluate", "predict"]
+__all__ = ["Evaluation", "evaluate", "predict", "best_on_test"]

@@ -78,40 +78,51 @@ class Augment:
         return cls(int(args.imgsz), float(args.scale), float(args.fliplr), float(args.flipud), jitter,
                    float(args.erasing))  # fmt: skip
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1]."""
-        b, dev = len(x), x.device
+    def draw(self, n: int, g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+        """Every random choice for `n` images, one row each: slices of it augment any batching of the same images
+        identically (an epoch's images do not depend on how its micro-batches are fused)."""
 
         def uniform(lo: float, hi: float) -> torch.Tensor:
-            return torch.rand(b, generator=g, device=dev) * (hi - lo) + lo
+            return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
 
+        return {
+            "area": uniform(1 - self.scale, 1.0), "log_ratio": uniform(math.log(3 / 4), math.log(4 / 3)),
+            "cx": uniform(-1, 1), "cy": uniform(-1, 1), "fliplr": uniform(0, 1), "flipud": uniform(0, 1),
+            "contrast": uniform(1 - self.hsv_v, 1 + self.hsv_v), "brightness": uniform(1 - self.hsv_v, 1 + self.hsv_v),
+            "e_area": uniform(0.02, 0.33), "e_log_ratio": uniform(math.log(0.3), math.log(3.3)),
+            "e_y": uniform(0, 1), "e_x": uniform(0, 1), "e_on": uniform(0, 1),
+        }  # fmt: skip
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1], random choices drawn from `g`."""
+        return self.apply(x, self.draw(len(x), g, x.device))
+
+    def apply(self, x: torch.Tensor, r: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1], with the random choices `r` (see draw)."""
+        b, dev = len(x), x.device
         x = x[:, None].float() / 255
-        area = uniform(1 - self.scale, 1.0)
-        ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
-        w, h = torch.sqrt(area * ratio).clamp(max=1), torch.sqrt(area / ratio).clamp(max=1)  # fractions of the side
-        cx, cy = (uniform(-1, 1) * (1 - w)), (uniform(-1, 1) * (1 - h))  # crop centre, crop stays inside
-        sx = torch.where(torch.rand(b, generator=g, device=dev) < self.fliplr, -w, w)
-        sy = torch.where(torch.rand(b, generator=g, device=dev) < self.flipud, -h, h)
+        ratio = torch.exp(r["log_ratio"])
+        w, h = torch.sqrt(r["area"] * ratio).clamp(max=1), torch.sqrt(r["area"] / ratio).clamp(max=1)  # of the side
+        cx, cy = r["cx"] * (1 - w), r["cy"] * (1 - h)  # crop centre, crop stays inside
+        sx = torch.where(r["fliplr"] < self.fliplr, -w, w)
+        sy = torch.where(r["flipud"] < self.flipud, -h, h)
         zero = torch.zeros_like(w)
         theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, sy, cy], 1)], 1)
         grid = F.affine_grid(theta, [b, 1, self.size, self.size], align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if self.hsv_v:
             mean = x.mean((1, 2, 3), keepdim=True)
-            contrast = uniform(1 - self.hsv_v, 1 + self.hsv_v).view(b, 1, 1, 1)
-            brightness = uniform(1 - self.hsv_v, 1 + self.hsv_v).view(b, 1, 1, 1)
-            x = (((x - mean) * contrast + mean) * brightness).clamp(0, 1)
+            x = (((x - mean) * r["contrast"].view(b, 1, 1, 1) + mean) * r["brightness"].view(b, 1, 1, 1)).clamp(0, 1)
         if self.erasing:
-            e_area = uniform(0.02, 0.33) * self.size**2
-            e_ratio = torch.exp(uniform(math.log(0.3), math.log(3.3)))
+            e_area, e_ratio = r["e_area"] * self.size**2, torch.exp(r["e_log_ratio"])
             eh = torch.sqrt(e_area * e_ratio).clamp(max=self.size)
             ew = torch.sqrt(e_area / e_ratio).clamp(max=self.size)
-            y0, x0 = uniform(0, 1) * (self.size - eh), uniform(0, 1) * (self.size - ew)
-            on = torch.rand(b, generator=g, device=dev) < self.erasing
-            r = torch.arange(self.size, device=dev).view(1, -1, 1)
-            c = torch.arange(self.size, device=dev).view(1, 1, -1)
-            box = ((r >= y0.view(-1, 1, 1)) & (r < (y0 + eh).view(-1, 1, 1))
-                   & (c >= x0.view(-1, 1, 1)) & (c < (x0 + ew).view(-1, 1, 1)) & on.view(-1, 1, 1))  # fmt: skip
+            y0, x0 = r["e_y"] * (self.size - eh), r["e_x"] * (self.size - ew)
+            on = r["e_on"] < self.erasing
+            rows = torch.arange(self.size, device=dev).view(1, -1, 1)
+            cols = torch.arange(self.size, device=dev).view(1, 1, -1)
+            box = ((rows >= y0.view(-1, 1, 1)) & (rows < (y0 + eh).view(-1, 1, 1))
+                   & (cols >= x0.view(-1, 1, 1)) & (cols < (x0 + ew).view(-1, 1, 1)) & on.view(-1, 1, 1))  # fmt: skip
             x = x.masked_fill(box[:, None], 0.0)
         return x
 
@@ -241,13 +252,16 @@ class MemoryLoader:
         g = torch.Generator(device=images.device)
         g.manual_seed(self.seed * 100003 + self.epoch)
         order = torch.randperm(n, generator=g, device=images.device)
+        draws = self.augment.draw(n, g, images.device)  # per position in the epoch: any chunking augments alike
         b, last = self.batch_size, n - (self.micro_batches - 1) * self.batch_size  # the epoch's last micro-batch
         for chunk in self.chunks(self.epoch):
-            idx = order[chunk.start * b : chunk.stop * b]
+            span = slice(chunk.start * b, chunk.stop * b)
+            idx = order[span]
             weight = torch.full((len(idx),), 1 / b, device=images.device)
             if chunk.stop == self.micro_batches and last != b:
                 weight[-last:] = 1 / last
-            batch = {"img": self.augment(images[idx], g).expand(-1, 3, -1, -1).contiguous(), "cls": labels[idx]}
+            x = self.augment.apply(images[idx], {k: v[span] for k, v in draws.items()})
+            batch = {"img": x.expand(-1, 3, -1, -1).contiguous(), "cls": labels[idx]}
             yield {**batch, "weight": weight, "chunk": chunk} if self._schedule else batch
         self.epoch += 1
 

@@ -13,7 +13,7 @@ import yaml
 from . import metrics
 from .compare import best_epoch, selection_rule, summarize
 from .errors import ConfigError
-from .evaluate import Evaluation, evaluate, resolve_weights_path
+from .evaluate import Evaluation, best_on_test
 from .files import atomic_path
 from .train import PROVENANCE, TEST_PREDICTIONS, stored_test
 
@@ -36,21 +36,6 @@ def place_in_benchmark(top1: float, label: str, parameters: int | None = None) -
     table = table.sort_values("test_top1", ascending=False, kind="stable", ignore_index=True)
     table.insert(0, "rank", table["test_top1"].rank(ascending=False, method="min").astype(int))
     return table
-
-
-def test_evaluation(run_dir: Path, data: str | Path | None = None) -> Evaluation:
-    """best.pt on test: the predictions stored at training time when current, else a fresh evaluation (stored)."""
-    weights = resolve_weights_path(run_dir)
-    if data is None and (stored := stored_test(run_dir)) is not None:
-        return stored
-    if data is None:
-        if (run_dir / PROVENANCE).is_file():
-            data = json.loads((run_dir / PROVENANCE).read_text())["data"]["tree"]
-        else:  # a plain `yolo classify train` run: its data= argument (a path or a name under datasets_dir)
-            data = (yaml.safe_load((run_dir / "args.yaml").read_text()) or {}).get("data")
-    result = evaluate(weights, "test", data)
-    result.save(run_dir / TEST_PREDICTIONS)
-    return result
 
 
 def _md(table: pd.DataFrame, floatfmt: str = ".4f", **kw) -> str:
@@ -123,7 +108,7 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
     row = summarize(run_dir)
     history = metrics.load_history(run_dir)
     best = best_epoch(history, selection_rule(run_dir))
-    ev = test_evaluation(run_dir, data)
+    ev = best_on_test(run_dir, data)
     wrong = ev.misclassified(top)
     missing = [f for f in wrong["file"] if not Path(f).is_file()]
     if missing:

@@ -217,7 +217,8 @@ class Run:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Run:
-        """A finished run from its directory: provenance, and the stored test evaluation of best.pt."""
+        """A finished run from its directory: provenance, and the test evaluation of best.pt (the stored one when
+        current, else evaluated once and stored; None only for a run without best.pt)."""
         d = Path(run_dir)
         try:
             provenance = json.loads((d / PROVENANCE).read_text())
@@ -227,7 +228,9 @@ class Run:
             raise ConfigError(f"{d / PROVENANCE}: invalid JSON ({e.msg}, line {e.lineno})") from None
         if provenance.get("status") == "running":
             raise ConfigError(f"{d}: training has not finished (resume it with `fmnist-yolo train resume={d}`)")
-        return cls(d, provenance, stored_test(d))
+        from .evaluate import best_on_test
+
+        return cls(d, provenance, best_on_test(d) if (d / "weights" / "best.pt").is_file() else None)
 
 
 def stored_test(run_dir: Path):
@@ -334,6 +337,11 @@ def amp_agrees(model, imgsz: int = 64, dtype=None) -> bool:
     return bool(torch.isfinite(mixed).all() and (full - mixed.float()).abs().max() < 0.02)
 
 
+def _on_accelerator(model) -> bool:
+    """Whether Ultralytics' AMP check would test this model (it answers False itself on CPU and MPS)."""
+    return next(model.parameters()).device.type not in {"cpu", "mps"}
+
+
 @contextmanager
 def amp_check_offline():
     """Within: Ultralytics' AMP check tests the model being trained when its download is unavailable.
@@ -347,8 +355,7 @@ def amp_check_offline():
     original = engine.check_amp
 
     def check(model) -> bool:
-        device = next(model.parameters()).device
-        if device.type in {"cpu", "mps"} or (WEIGHTS_DIR / AMP_CHECK_WEIGHTS).is_file():
+        if not _on_accelerator(model) or (WEIGHTS_DIR / AMP_CHECK_WEIGHTS).is_file():
             return original(model)
         ok = amp_agrees(model)
         print(f"AMP: {'checks passed on the model itself' if ok else 'FP16 disagrees with FP32: AMP disabled'} "

@@ -70,10 +70,12 @@ def search_space(space: dict | str | Path | None = None, fast: bool = False) -> 
         kind, *rest = value
         if kind == "choice":
             out[key] = tune.choice(list(rest[0]))
+        elif kind == "grid":  # every value, in order, `iterations` times each
+            out[key] = tune.grid_search(list(rest[0]))
         elif kind in kinds:
             out[key] = kinds[kind](*rest)
         else:
-            raise ConfigError(f"search space '{key}': unknown kind '{kind}' (uniform, loguniform, randint, choice)")
+            raise ConfigError(f"search space '{key}': unknown kind '{kind}' (uniform, loguniform, randint, choice, grid)")
     return out
 
 

@@ -75,7 +75,21 @@ def test_unusable_tree(damage, message, tree, capsys):
     assert code == 1 and message in err and err.count("\n") == 1
 
 
-def test_parallel_check_agrees(tree):
+def test_parallel_check_agrees(tree, monkeypatch):
+    """Many small chunks over two worker processes find exactly what one process finds, damage in several chunks."""
+    import fmnist_yolo.check as check_module
+
     out, _ = tree
-    (out / sorted(out.rglob("*.png"))[0].relative_to(out)).unlink()
-    assert check(out, workers=1).equals(check(out, workers=2))
+    pngs = sorted(out.rglob("*.png"))
+    for p in pngs[3::25]:  # about one damaged file in every 2.5 chunks of 10
+        p.write_bytes(p.read_bytes()[:30])
+    pngs[7].unlink()
+    monkeypatch.setattr(check_module, "CHUNK_FILES", 10)
+    used = []
+    real_pool = check_module.pool
+    monkeypatch.setattr(check_module, "pool", lambda n: used.append(n) or real_pool(n))
+    serial = check(out, workers=1)
+    assert used == []
+    parallel = check(out, workers=2)
+    assert used == [2]  # the pool really ran
+    assert len(serial) == len(pngs[3::25]) + 1 and serial.equals(parallel)

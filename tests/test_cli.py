@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, require, run_cli
 
 SUBCOMMANDS = ["prepare", "check", "train", "recipes", "val", "predict", "compare", "report"]
 
@@ -34,10 +34,7 @@ def test_error_exit_code_subprocess(tmp_path):
 
 def test_make_resume_target():
     """`make resume RUN=...` calls the same resume path (dry run: nothing is executed)."""
-    import shutil
-
-    if not shutil.which("make"):
-        pytest.skip("make not installed")
+    require("make", program=True)
     r = subprocess.run(["make", "-n", "resume", "RUN=runs/classify/x"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and "-m fmnist_yolo train resume=runs/classify/x" in r.stdout
     r = subprocess.run(["make", "resume"], cwd=ROOT, capture_output=True, text=True)

@@ -96,8 +96,9 @@ def test_best_pt_selected_on_val_top1(tiny):
 
 
 def test_best_epoch_follows_the_rule():
-    history = pd.DataFrame({"val_top1": [0.80, 0.82, 0.81], "val_top5": [0.99, 0.95, 0.999]}, index=[1, 2, 3])
-    assert best_epoch(history, "top1") == 2
+    history = pd.DataFrame({"val_top1": [0.80, 0.82, 0.81, 0.82], "val_top5": [0.99, 0.95, 0.999, 0.93]},
+                           index=[1, 2, 3, 4])  # fmt: skip
+    assert best_epoch(history, "top1") == 4  # a tie: Ultralytics rewrites best.pt on an equal fitness, so the last
     assert best_epoch(history) == 3  # Ultralytics: mean(0.81, 0.999) = 0.9045 > mean(0.82, 0.95) = 0.885
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from fmnist_yolo import convert, prepare
 from fmnist_yolo.check import check
-from tests.conftest import ROOT, run_cli, synthetic_arrays, tree_digest, write_source
+from tests.conftest import ROOT, one_error, run_cli, synthetic_arrays, tree_digest, write_source
 
 OPTS = ["--no-verify", "--val", "500", "--workers", "2"]
 
@@ -174,7 +174,7 @@ def test_disk_full(where, source, good_tree, monkeypatch, capsys):
         monkeypatch.setattr(Path, "write_text", write_text)
     code, _, err = run_cli(["prepare", "--source", str(source), "--out", str(out), "--no-verify", "--force",
                             "--workers", "1", "--val", "10", "--seed", "3"], capsys)  # fmt: skip
-    last = err.splitlines()[-1]  # after the progress counter
+    last = one_error(err)  # (after the progress counter)
     assert code == 1 and err.endswith(last + "\n") and "No space left on device" in last, err
     assert last.startswith(f"Error: {out.parent}/.fm.tmp-")  # names the file it could not write
     assert tree_digest(out) == digest and not list(out.parent.glob(".fm.tmp-*"))

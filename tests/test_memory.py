@@ -40,10 +40,14 @@ def test_split_in_memory_matches_the_tree(tree, split, fraction):
     data = load_split(tree / split, args, dict(enumerate(config.CLASS_DIRS)), split, torch.device("cpu"))
     stock = stock_samples(tree, split, fraction)
     assert list(zip(data.files, data.labels.tolist())) == stock  # same images, same class indices as Ultralytics
-    assert all(config.CLASS_DIRS[label] == os.path.basename(os.path.dirname(f)) for f, label in stock)
-    assert data.images.dtype == torch.uint8 and data.images.shape[1:] == (28, 28)
-    for i in (0, len(data) - 1):
-        np.testing.assert_array_equal(data.images[i].numpy(), cv2.imread(data.files[i], cv2.IMREAD_GRAYSCALE))
+    # and what that is, from the tree itself: class folders in order, their files sorted, `fraction` of them
+    # evenly spaced over the listing (Ultralytics 8.4: np.linspace over the samples)
+    listing = [(str(f), c) for c, d in enumerate(config.CLASS_DIRS) for f in sorted((tree / split / d).glob("*.png"))]
+    keep = np.linspace(0, len(listing) - 1, round(len(listing) * fraction), dtype=int)
+    assert list(zip(data.files, data.labels.tolist())) == [listing[i] for i in keep]
+    assert data.images.dtype == torch.uint8 and data.images.shape == (len(data.files), 28, 28)
+    on_disk = np.stack([cv2.imread(f, cv2.IMREAD_GRAYSCALE) for f in data.files])
+    np.testing.assert_array_equal(data.images.numpy(), on_disk)  # every image, pixel for pixel
 
 
 def test_each_image_once_per_epoch_in_a_seeded_order():
@@ -74,20 +78,70 @@ def test_augmentation_shapes_range_determinism():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_flips_and_erasing_do_what_they_say():
+def _quadrants(x: torch.Tensor) -> list[float]:
+    """Mean brightness of the top-left, top-right, bottom-left, bottom-right quadrants of (B, 1, S, S)."""
+    q = x.shape[-1] // 2
+    return [float(x[..., r : r + q, c : c + q].mean()) for r in (0, q) for c in (0, q)]
+
+
+def test_each_flip_flips_its_own_axis():
     x = torch.zeros(8, 28, 28, dtype=torch.uint8)
-    x[:, :, :14] = 255  # bright left half, dark bottom... (top/bottom equal)
-    x[:, 14:, :] = 0  # bright top-left quadrant only
+    x[:, :14, :14] = 255  # bright top-left quadrant only
     g = torch.Generator().manual_seed(0)
-    plain = Augment(28, scale=0.0, fliplr=0.0, flipud=0.0, hsv_v=0.0, erasing=0.0)(x, g)
-    mirrored = Augment(28, scale=0.0, fliplr=1.0, flipud=1.0, hsv_v=0.0, erasing=0.0)(x, g)
-    q = 14
-    assert (plain[:, 0, :q, :q].mean() > 0.8) and (plain[:, 0, q:, q:].mean() < 0.2)
-    assert (mirrored[:, 0, q:, q:].mean() > 0.8) and (mirrored[:, 0, :q, :q].mean() < 0.2)  # both flips
+    still = dict(scale=0.0, fliplr=0.0, flipud=0.0, hsv_v=0.0, erasing=0.0)
+    plain = _quadrants(Augment(28, **still)(x, g))
+    lr = _quadrants(Augment(28, **{**still, "fliplr": 1.0})(x, g))
+    ud = _quadrants(Augment(28, **{**still, "flipud": 1.0})(x, g))
+    bright = lambda qs: [round(v) for v in qs]  # noqa: E731 (crops keep >= 3/4 of a side: quadrants stay mostly)
+    assert bright(plain) == [1, 0, 0, 0]
+    assert bright(lr) == [0, 1, 0, 0]  # left-right: to the top-right
+    assert bright(ud) == [0, 0, 1, 0]  # up-down: to the bottom-left
+
+
+def test_erasing_boxes():
+    g = torch.Generator().manual_seed(0)
     white = torch.full((16, 28, 28), 255, dtype=torch.uint8)
     erased = Augment(28, scale=0.0, fliplr=0.0, hsv_v=0.0, erasing=1.0)(white, g)
     zero = (erased == 0).float().mean((1, 2, 3))
     assert ((zero >= 0.01) & (zero <= 0.4)).all()  # every image loses one 2-33 % box
+    kept = Augment(28, scale=0.0, fliplr=0.0, hsv_v=0.0, erasing=0.0)(white, g)
+    assert (kept > 0.99).all()
+
+
+def test_brightness_contrast_only_where_stock_applies_colour_jitter():
+    from ultralytics.cfg import get_cfg
+
+    x = torch.full((64, 28, 28), 128, dtype=torch.uint8)
+    x[:, 10:18, 10:18] = 200
+    g = torch.Generator().manual_seed(0)
+    still = dict(scale=0.0, fliplr=0.0, erasing=0.0)
+    jittered = Augment(28, hsv_v=0.4, **still)(x, g)
+    mean = jittered.mean((1, 2, 3))
+    assert mean.std() > 0.02 and 128 / 255 * 0.6 - 0.01 <= mean.min() and mean.max() <= 128 / 255 * 1.4 + 0.05
+    assert torch.allclose(Augment(28, hsv_v=0.0, **still)(x, g).mean((1, 2, 3)), torch.tensor(128 / 255), atol=0.05)
+    # stock turns its ColorJitter off under an auto_augment policy: so does the fast loader
+    assert Augment.from_args(get_cfg(overrides={"imgsz": 32, "hsv_v": 0.4, "auto_augment": None})).hsv_v == 0.4
+    assert Augment.from_args(get_cfg(overrides={"imgsz": 32, "hsv_v": 0.4})).hsv_v == 0.0  # randaugment, default
+    assert not hasattr(Augment(28), "translate")  # stock's classification transforms have no shift either
+
+
+def test_resumed_epoch_sees_the_same_images_whatever_the_chunking():
+    """A resume replans the steps from its epoch (as stock restarts accumulation); the epoch's images are the same."""
+    n = 100
+    rng = np.random.default_rng(0)
+    data = MemoryDataset(torch.from_numpy(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)), torch.arange(n), [])
+
+    whole = MemoryLoader(data, 8, 32, Augment(32), seed=1)
+    whole.schedule(warmup=30, accumulate=4, epochs=4)
+    whole.chunks(0)  # planned from epoch 0: epoch 2's chunks straddle from epoch 1
+    resumed = MemoryLoader(data, 8, 32, Augment(32), seed=1)
+    resumed.epoch = 2
+    resumed.schedule(warmup=30, accumulate=4, epochs=4)
+    assert [c.stop - c.start for c in whole.chunks(2)] != [c.stop - c.start for c in resumed.chunks(2)]
+    whole.epoch = resumed.epoch = 2
+    a, b = list(whole), list(resumed)
+    assert torch.equal(torch.cat([x["img"] for x in a]), torch.cat([x["img"] for x in b]))
+    assert torch.equal(torch.cat([x["cls"] for x in a]), torch.cat([x["cls"] for x in b]))
 
 
 def test_validation_resize_matches_ultralytics_transforms():
@@ -138,6 +192,16 @@ def _probe_args(tmp_path, **kw):
             "project": str(tmp_path), "exist_ok": True, "amp": False, **kw}  # fmt: skip
 
 
+class _Identity:
+    """No augmentation: the images as stock's fixed batches hold them."""
+
+    def draw(self, n, g, device):
+        return {}
+
+    def apply(self, x, r):
+        return x[:, None].float() / 255
+
+
 class _Fixed:
     """A stock-format loader serving one fixed batch `repeat` times (a stand-in for Ultralytics' shuffled loader)."""
 
@@ -171,7 +235,7 @@ def _one_step_update(trainer_cls, tree, tmp_path, images, labels, **kw):
             if trainer_cls is ClassificationTrainer:  # stock: the 16 images as each of the 4 micro-batches
                 return _Fixed(fixed, 4)
             data = MemoryDataset(images.repeat(4, 1, 1), labels.repeat(4), [])  # fast: the same 64 images, fused
-            return MemoryLoader(data, batch_size, 32, lambda im, g: im[:, None].float() / 255)
+            return MemoryLoader(data, batch_size, 32, _Identity())
 
     seen = {}
 

@@ -65,9 +65,36 @@ def test_predictions_roundtrip(labels, tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
-def test_misclassified_most_confident_first(labels):
-    wrong = _evaluation(labels).misclassified(3)
-    assert len(wrong) == 3 and (wrong["true"] != wrong["pred"]).all() and wrong["confidence"].is_monotonic_decreasing
+def _table(true, probs, names) -> pd.DataFrame:
+    """A predictions table as evaluate() writes it, from true labels and a probability matrix."""
+    probs = np.asarray(probs, dtype=float)
+    pred = probs.argmax(1)
+    table = pd.DataFrame({"file": [f"f{i}.png" for i in range(len(true))], "true_id": true, "pred_id": pred,
+                          "true": np.array(names)[true], "pred": np.array(names)[pred], "confidence": probs.max(1),
+                          "correct": np.asarray(true) == pred})  # fmt: skip
+    return pd.concat([table, pd.DataFrame(probs, columns=[f"p_{n}" for n in names])], axis=1)
+
+
+def test_misclassified_are_the_most_confident_errors(labels):
+    true = np.array([0, 0, 1, 1, 2, 2, 0])
+    conf = [0.40, 0.90, 0.50, 0.95, 0.80, 0.60, 0.70]  # errors everywhere but image 5; file order != confidence
+    pred = np.array([1, 2, 0, 2, 0, 2, 2])
+    probs = np.full((7, 3), 0.0)
+    probs[np.arange(7), pred] = conf
+    probs[np.arange(7), (pred + 1) % 3] = 1 - np.array(conf)
+    ev = Evaluation("test", "w.pt", 0.0, 1.0, _table(true, probs, NAMES), NAMES)
+    wrong = ev.misclassified(3)
+    assert wrong["file"].tolist() == ["f3.png", "f1.png", "f4.png"]  # 0.95, 0.90, 0.80: not the first 3 errors
+    assert wrong["confidence"].tolist() == [0.95, 0.90, 0.80]
+    assert len(ev.misclassified(10)) == 6 and "f5.png" not in ev.misclassified(10)["file"].tolist()
+
+
+def test_top5_counts_a_true_class_ranked_sixth_as_a_miss(tmp_path):
+    names = list("abcdefg")  # 7 classes: top-5 can miss
+    ranks = np.array([[0.30, 0.20, 0.15, 0.12, 0.10, 0.08, 0.05]] * 4)
+    true = np.array([0, 4, 5, 6])  # ranked 1st, 5th, 6th and 7th
+    ev = Evaluation.load(Evaluation("test", "w", 0.25, 0.0, _table(true, ranks, names), names).save(tmp_path / "p.csv"))
+    assert ev.top1 == pytest.approx(0.25) and ev.top5 == pytest.approx(0.5)
 
 
 def test_load_rejects_other_csv(tmp_path):

@@ -46,8 +46,19 @@ def test_val_is_stratified_seeded_and_test_never_moves(source, arrays, tmp_path)
     names = lambda t, s: sorted(p.name for p in (t / s).rglob("*.png"))  # noqa: E731
     assert names(a, "val") != names(b, "val")  # the seed matters
     assert names(a, "test") == names(b, "test")
-    np.testing.assert_array_equal(convert.split_val(arrays["train_labels"], 20, 0),
-                                  convert.split_val(arrays["train_labels"], 20, 0))
+
+
+
+def test_val_split_is_pinned():
+    """The hold-out is a published fact of every tree: the same labels, size and seed give these indices, forever."""
+    labels = np.random.default_rng(5).permutation(np.repeat(np.arange(10), 8)).astype(np.uint8)
+    seed0 = [4, 5, 8, 9, 11, 13, 16, 18, 19, 20, 28, 36, 43, 47, 50, 52, 53, 64, 65, 66]
+    seed1 = [3, 6, 14, 15, 16, 17, 25, 27, 31, 33, 34, 35, 47, 48, 52, 54, 55, 63, 68, 75]
+    assert convert.split_val(labels, 20, 0).tolist() == seed0
+    assert convert.split_val(labels, 20, 1).tolist() == seed1
+    assert np.bincount(labels[seed0], minlength=10).tolist() == [2] * 10  # stratified: 2 of each class
+    remainder = convert.split_val(labels, 21, 0)
+    assert np.bincount(labels[remainder], minlength=10).tolist() == [3] + [2] * 9  # the extra one: lowest label
 
 
 def test_val_zero_is_ultralytics_layout(source, tmp_path):
@@ -132,8 +143,12 @@ def test_parked_old_tree_is_restored(source, tmp_path):
     """A kill between the two renames of the fallback swap leaves the old tree parked: put it back."""
     out = build(source, tmp_path / "fm", val=10)
     digest = tree_digest(out)
-    os.replace(out, tmp_path / ".fm.old-4242")
+    parked = tmp_path / ".fm.old-4242"
+    os.replace(out, parked)
+    (parked / "marker").write_text("the parked tree")  # a rebuild would not have it (inodes can be reused)
     build(source, out, val=10)
+    assert (out / "marker").read_text() == "the parked tree" and not parked.exists()  # put back, not rebuilt
+    (out / "marker").unlink()
     assert tree_digest(out) == digest
 
 

@@ -10,7 +10,7 @@ import fmnist_yolo
 from fmnist_yolo import config, prepare
 from fmnist_yolo.errors import ConfigError
 from fmnist_yolo.train import recipe_path, recipes, resolve_args
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, require, run_cli
 
 FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "batch": 32, "plots": False, "workers": 0}
 
@@ -68,10 +68,7 @@ def test_recipes_command(capsys):
 
 
 def test_make_train_recipe():
-    import shutil
-
-    if not shutil.which("make"):
-        pytest.skip("make not installed")
+    require("make", program=True)
     r = subprocess.run(["make", "-n", "train", "RECIPE=strong", "FAST=True", "EPOCHS=2"], cwd=ROOT, capture_output=True,
                        text=True)  # fmt: skip
     line = next(x for x in r.stdout.splitlines() if "fmnist_yolo train" in x).split()

@@ -14,7 +14,7 @@ import fmnist_yolo
 from fmnist_yolo import config
 from fmnist_yolo.report import place_in_benchmark
 from fmnist_yolo.train import PROVENANCE, TEST_PREDICTIONS
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, one_error, run_cli
 
 HISTORY = ["epoch", "time", "train_loss", "val_top1", "val_top5", "val_loss", "lr_pg0", "lr_pg1", "lr_pg2"]
 
@@ -31,11 +31,10 @@ def plain_ultralytics_copy(run: Path, dest: Path) -> Path:
 # --- without a run ------------------------------------------------------------------------
 
 def test_benchmark_figures_carried_from_shared():
-    """Every accuracy of ../shared/zalando-benchmark.md is in the packaged table."""
-    shared = ROOT.parent / "shared" / "zalando-benchmark.md"
-    if not shared.is_file():
-        pytest.skip("../shared not present")
+    """Every accuracy of the shared zalando-benchmark.md (a copy ships in tests/data) is in the packaged table."""
+    shared = ROOT / "tests" / "data" / "zalando-benchmark.md"
     figures = [float(m) for m in re.findall(r"(?<![\d.])0\.\d{3}(?!\d)", shared.read_text())]
+    assert len(figures) >= 10
     table = fmnist_yolo.benchmark_table()
     assert len(figures) == len(table) and sorted(figures) == sorted(table["test_top1"])
     assert table["test_top1"].is_monotonic_decreasing
@@ -114,6 +113,67 @@ def test_compare_lists_every_run(tiny_run, tmp_path, capsys):
     assert list(written.columns) == list(table.columns) and list(written["name"]) == list(table["name"])
 
 
+def test_plain_ultralytics_run_compares_with_the_epoch_ultralytics_kept(tmp_path):
+    """A run made by Ultralytics alone (no fmnist-yolo code in it): compare reads its own files, and best_epoch is
+    the epoch Ultralytics saved as best.pt (the first with the highest mean of val top-1 and top-5)."""
+    from ultralytics import YOLO
+
+    from fmnist_yolo import prepare
+    from tests.conftest import learnable_arrays, write_source
+
+    write_source(tmp_path / "src", learnable_arrays())
+    tree = prepare(source=tmp_path / "src", out=tmp_path / "tree", val=50, verify=False, workers=1, progress=False)
+    saved = []  # the epoch of each best.pt write, as the trainer decides it
+    model = YOLO("yolo11n-cls.yaml")
+    model.add_callback("on_model_save", lambda t: t.best_fitness == t.fitness and saved.append(t.epoch + 1))
+    model.train(data=str(tree), epochs=6, imgsz=28, batch=16, lr0=0.01, optimizer="SGD", warmup_epochs=0, fliplr=0.0,
+                plots=False, workers=0, device="cpu", project=str(tmp_path / "runs"), name="plain")  # fmt: skip
+    history = fmnist_yolo.load_history(tmp_path / "runs" / "plain")
+    assert history["val_top1"].nunique() > 1  # it learned: the rule has something to choose between
+    row = fmnist_yolo.compare(tmp_path / "runs").iloc[0]
+    assert row["recorded_by"] == "ultralytics" and row["epochs_completed"] == 6 and row["status"] == "finished"
+    assert row["best_epoch"] == saved[-1]
+    assert row["best_val_top1"] == history.loc[saved[-1], "val_top1"]
+
+
+def test_stale_or_missing_stored_predictions_are_rebuilt(source, tmp_path, capsys):
+    """test_predictions.csv is derived from best.pt: one older than best.pt (or none) is evaluated anew, stored, and
+    said so; Run.load and report never show predictions of other weights."""
+    import os
+
+    from fmnist_yolo import prepare
+
+    tree = prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+    run = fmnist_yolo.train(model="yolo11n-cls.yaml", epochs=1, batch=16, plots=False, workers=0, data=str(tree),
+                            project=str(tmp_path / "runs"), name="r")  # fmt: skip
+    preds, best = run.dir / TEST_PREDICTIONS, run.dir / "weights" / "best.pt"
+    table = pd.read_csv(preds)
+    table["confidence"] = 0.123  # a marker: stale predictions must not be shown
+    table.to_csv(preds, index=False)
+    earlier = best.stat().st_mtime - 10
+    os.utime(preds, (earlier, earlier))  # best.pt newer than the predictions, as after training on
+    capsys.readouterr()
+    loaded = fmnist_yolo.Run.load(run.dir)
+    assert "is older than best.pt: evaluating" in capsys.readouterr().err
+    assert (loaded.test.predictions["confidence"] != 0.123).all() and preds.stat().st_mtime >= best.stat().st_mtime
+    assert loaded.test.top1 == pytest.approx(run.test.top1)
+    assert (pd.read_csv(preds)["confidence"] != 0.123).all()  # stored again
+    preds.unlink()
+    fmnist_yolo.report(run.dir)
+    assert "is missing: evaluating" in capsys.readouterr().err and preds.is_file()
+
+
+def test_run_load_evaluates_a_run_trained_without_test(source, tmp_path):
+    from fmnist_yolo import prepare
+
+    tree = prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+    run = fmnist_yolo.train(model="yolo11n-cls.yaml", epochs=1, batch=16, plots=False, workers=0, data=str(tree),
+                            project=str(tmp_path / "runs"), name="r", evaluate_test=False)  # fmt: skip
+    assert run.test is None and not (run.dir / TEST_PREDICTIONS).exists()
+    loaded = fmnist_yolo.Run.load(run.dir)
+    assert len(loaded.test.per_class) == 10 and len(loaded.test.predictions) == 30
+
+
 def _referenced_images(md: str) -> list[str]:
     return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
 
@@ -128,20 +188,24 @@ def test_report_files(tiny_run, tmp_path, monkeypatch, capsys):
     assert code == 0 and f"Report written to {run / 'report.md'}" in out
     md = (run / "report.md").read_text()
     images = _referenced_images(md)
-    assert len(images) == 3
+    assert len(images) == 4
     for rel in images:
         with Image.open(run / rel) as im:
             assert im.format == "PNG" and min(im.size) > 200, rel
     for section in ("## Summary", "## Learning curves", "## Confusion matrix", "## Per-class metrics",
-                    "most confidently misclassified", "## Place in the Fashion-MNIST benchmark"):  # fmt: skip
+                    "## Calibration", "most confidently misclassified", "## Place in the Fashion-MNIST benchmark"):  # fmt: skip
         assert section in md
     assert "Not pretrained" in md and "32 trained" in md
     assert md.count("\n| " + config.CLASS_DIRS[0]) >= 1  # per-class rows are a Markdown table
     tables = {p.stem: p for p in (run / "report").glob("*.csv")}
     assert set(tables) == {"summary", "history", "per_class", "confusion", "confusion_normalized", "top_confusions",
-                           "misclassified", "benchmark"}  # fmt: skip
+                           "misclassified", "calibration", "benchmark"}  # fmt: skip
     wrong = pd.read_csv(tables["misclassified"])
-    assert len(wrong) == 12 and (wrong["true"] != wrong["pred"]).all() and wrong["confidence"].is_monotonic_decreasing
+    stored = pd.read_csv(run / TEST_PREDICTIONS)
+    expected = stored[~stored["correct"]].sort_values("confidence", ascending=False, kind="stable").head(12)
+    assert wrong["file"].tolist() == expected["file"].tolist()  # the 12 most confident errors of all 10,000
+    calibration = pd.read_csv(tables["calibration"])
+    assert calibration["count"].sum() == 10000 and f"**{tiny_run.test.ece:.4f}**" in md
     assert pd.read_csv(tables["per_class"])["support"].sum() == 10000
     bench = pd.read_csv(tables["benchmark"])
     ours = bench[bench["source"] == "this run"]
@@ -170,7 +234,7 @@ def test_report_refuses_missing_images(tiny_run, tmp_path, capsys):
     table["file"] = "/gone/" + table["file"].str.rsplit("/", n=1).str[1]
     table.to_csv(run / TEST_PREDICTIONS, index=False)
     code, _, err = run_cli(["report", str(run)], capsys)
-    last = err.splitlines()[-1]  # (after the warning about loading a checkpoint from outside runs/)
+    last = one_error(err)  # (after the warning about loading a checkpoint from outside runs/)
     assert code == 1 and last.startswith("Error: /gone/") and "test image not found" in last
     assert not (run / "report.md").exists()
     json.loads((run / PROVENANCE).read_text())  # untouched

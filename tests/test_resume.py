@@ -54,6 +54,8 @@ def test_interrupt_then_resume(interrupted, capsys):
         assert err.rstrip().endswith("Interrupted.")
     done = len(load_history(run_dir))
     assert 2 <= done < EPOCHS
+    raw_before = pd.read_csv(run_dir / "results.csv")["epoch"].tolist()  # Ultralytics' own file, as written
+    assert raw_before == list(range(1, done + 1))
     before = json.loads((run_dir / PROVENANCE).read_text())
     assert before["status"] == "running" and before["model"]["pretrained"] is False  # written at the start
     with pytest.raises(ConfigError, match="training has not finished"):
@@ -66,7 +68,13 @@ def test_interrupt_then_resume(interrupted, capsys):
     assert code == 0, err[-2000:]
     assert f"Resuming {run_dir} after epoch " in err and f"Run {run_dir}: val top-1" in out
     history = load_history(run_dir)
-    assert list(history.index) == list(range(1, EPOCHS + 1))  # continued, not restarted; no epoch twice
+    assert list(history.index) == list(range(1, EPOCHS + 1))
+    (resumed,) = json.loads((run_dir / PROVENANCE).read_text())["resumed"]
+    # continued, not restarted: the raw rows go on from the checkpoint's epoch (a kill between an epoch's row and
+    # its checkpoint repeats that one epoch, never more)
+    raw = pd.read_csv(run_dir / "results.csv")["epoch"].tolist()
+    assert raw == raw_before + list(range(resumed["completed_epochs"] + 1, EPOCHS + 1))
+    assert len(raw) - EPOCHS == done - resumed["completed_epochs"] <= 1
     p = json.loads((run_dir / PROVENANCE).read_text())
     assert p["status"] == "finished" and p["epochs_completed"] == EPOCHS and p["epochs_planned"] == EPOCHS
     (resumed,) = p["resumed"]

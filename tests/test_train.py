@@ -74,6 +74,18 @@ def test_weights_found_in_project_dir(tmp_path, monkeypatch):
     assert w.pretrained and Path(w.model).resolve() == (tmp_path / "weights" / "yolo11n-cls.pt").resolve()
 
 
+def test_weights_found_in_ultralytics_weights_dir(tmp_path, monkeypatch):
+    from ultralytics.utils import SETTINGS
+
+    monkeypatch.chdir(tmp_path)  # no ./weights here
+    theirs = tmp_path / "ultralytics-weights"
+    theirs.mkdir()
+    (theirs / "yolo11n-cls.pt").write_bytes(b"stand-in")
+    monkeypatch.setitem(SETTINGS, "weights_dir", str(theirs))  # the tests' private settings (conftest)
+    w = resolve_weights("yolo11n-cls.pt", strict=True)
+    assert w.pretrained and Path(w.model) == theirs / "yolo11n-cls.pt" and str(theirs) in w.source
+
+
 def test_yaml_is_not_pretrained():
     w = resolve_weights("yolo11n-cls.yaml", strict=True)
     assert (w.model, w.pretrained) == ("yolo11n-cls.yaml", False)
@@ -206,3 +218,34 @@ def test_amp_check_offline_tests_the_model_not_a_download(monkeypatch):
         assert engine.check_amp(accelerator_model) is False and calls == [accelerator_model]
         assert engine.check_amp(torch.nn.Linear(2, 2)) is False  # CPU: Ultralytics' own answer (no AMP on CPU)
     assert engine.check_amp is original and len(calls) == 1
+
+
+# --- callbacks and the AMP check, in a real (tiny, synthetic) run ----------------------------
+
+@pytest.fixture
+def small_tree(source, tmp_path):
+    return prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+
+
+def test_callbacks_reach_ultralytics_and_bad_ones_are_refused(small_tree, tmp_path):
+    seen = []
+    fmnist_yolo.train(**FAST, data=str(small_tree), project=str(tmp_path), name="cb", evaluate_test=False,
+                      callbacks={"on_train_epoch_end": lambda t: seen.append(t.epoch)})  # fmt: skip
+    assert seen == [0]
+    for bad in ({"on_train_epoch_end": "not callable"}, [print], print):
+        with pytest.raises(ConfigError, match="callbacks must map Ultralytics event names to functions"):
+            fmnist_yolo.train(callbacks=bad, data=str(small_tree))
+
+
+def test_training_uses_the_offline_amp_check(small_tree, tmp_path, monkeypatch):
+    """On an accelerator without yolo26n.pt, training asks our check about the model it trains, and obeys it."""
+    import importlib
+
+    ft = importlib.import_module("fmnist_yolo.train")
+    asked = []
+    monkeypatch.setattr(ft, "_on_accelerator", lambda model: True)  # the device, mocked: the tests run on CPU
+    monkeypatch.setattr(ft, "AMP_CHECK_WEIGHTS", "absent-for-this-test.pt")
+    monkeypatch.setattr(ft, "amp_agrees", lambda model: asked.append(model) or False)
+    run = fmnist_yolo.train(**FAST, data=str(small_tree), project=str(tmp_path), name="amp", evaluate_test=False)
+    assert len(asked) == 1 and sum(p.numel() for p in asked[0].parameters()) == run.provenance["model"]["parameters"]
+    assert run.provenance["amp"] is False

@@ -12,7 +12,8 @@ import yaml
 import fmnist_yolo
 from fmnist_yolo import prepare
 from fmnist_yolo.errors import ConfigError
-from tests.conftest import run_cli
+from fmnist_yolo.trainer import Trainer
+from tests.conftest import require, run_cli
 
 ft = importlib.import_module("fmnist_yolo.train")  # the module (the package's `train` is the function)
 tune_module = importlib.import_module("fmnist_yolo.tune")
@@ -39,7 +40,7 @@ def test_without_ray_says_how_to_install(monkeypatch, capsys):
 
 
 def test_search_space_is_for_classification():
-    pytest.importorskip("ray.tune")
+    require("ray.tune")
     space = tune_module.search_space()
     assert set(space) == CLASSIFICATION_KEYS
     assert set(space) <= ft.valid_keys()  # all Ultralytics train arguments
@@ -47,7 +48,7 @@ def test_search_space_is_for_classification():
 
 
 def test_unknown_key_and_space_file(tmp_path):
-    pytest.importorskip("ray.tune")
+    require("ray.tune")
     with pytest.raises(ConfigError, match="unknown argument 'iteration'; did you mean 'iterations'"):
         fmnist_yolo.tune(iteration=2)
     f = tmp_path / "space.yaml"
@@ -59,7 +60,7 @@ def test_unknown_key_and_space_file(tmp_path):
 
 
 def test_tune_refuses_a_device_list(tree):
-    pytest.importorskip("ray.tune")
+    require("ray.tune")
     with pytest.raises(ConfigError, match="one device per trial"):
         fmnist_yolo.tune(device="0,1", data=str(tree), iterations=1)
 
@@ -74,7 +75,7 @@ def test_trial_paths_are_absolute(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_tiny_search_writes_table_and_a_best_config_that_trains(tree, tmp_path, capsys):
-    pytest.importorskip("ray.tune")
+    require("ray.tune")
     code, out, err = run_cli(["tune", "iterations=2", "epochs=1", "model=yolo11n-cls.yaml", f"data={tree}",
                               "imgsz=28", "batch=16", "plots=False", "workers=0", f"project={tmp_path}", "name=t"],
                              capsys)  # fmt: skip
@@ -92,6 +93,29 @@ def test_tiny_search_writes_table_and_a_best_config_that_trains(tree, tmp_path, 
     run = fmnist_yolo.train(cfg=str(d / "best_hyperparameters.yaml"), data=str(tree), epochs=1, plots=False,
                             workers=0, project=str(tmp_path), name="from_best")  # fmt: skip
     assert run.provenance["args"]["lr0"] == pytest.approx(best["lr0"]) and run.weights.is_file()
+
+
+@pytest.mark.slow
+def test_asha_stops_the_weak_trial_and_ranks_the_rest(tmp_path):
+    """A grid of three learning rates, run one after another: the hopeless one (lr0=1e-9) is below the others at
+    ASHA's rung after epoch 1 and is stopped; its fmnist_yolo.json says so. The table is ordered by val top-1."""
+    require("ray.tune")
+    from tests.conftest import learnable_arrays, write_source
+
+    write_source(tmp_path / "src", learnable_arrays(per_class_train=30))
+    tree = prepare(source=tmp_path / "src", out=tmp_path / "tree", val=50, verify=False, workers=1, progress=False)
+    table = fmnist_yolo.tune(iterations=1, epochs=3, grace_period=1, space={"lr0": ["grid", [0.02, 0.05, 1e-9]]},
+                             optimizer="SGD", warmup_epochs=0, model="yolo11n-cls.yaml", data=str(tree), imgsz=28,
+                             batch=16, nbs=16, fliplr=0.0, scale=0.0, erasing=0.0, plots=False, workers=0,
+                             project=str(tmp_path), name="asha")  # fmt: skip
+    assert len(table) == 3
+    weak = table.set_index("lr0").loc[1e-9]
+    assert weak["status"] == "stopped" and weak["epochs_run"] == 1
+    assert json.loads((Path(weak["run"]) / "fmnist_yolo.json").read_text())["status"] == "stopped"
+    kept = table[table["status"] == "completed"]
+    assert len(kept) == 2 and (kept["epochs_run"] == 3).all()
+    assert table["best_val_top1"].tolist() == sorted(table["best_val_top1"], reverse=True)  # best first
+    assert table["best_val_top1"].iloc[0] > weak["best_val_top1"] + 0.1  # and the ranking is not a tie
 
 
 # --- multi-GPU: argument handling without GPUs ----------------------------------------------
@@ -113,7 +137,8 @@ def test_device_list_passes_through_to_ultralytics(tree, tmp_path, monkeypatch, 
     with pytest.raises(Captured):
         run_cli(["train", "device=0,1", "batch=128", "model=yolo11n-cls.yaml", f"data={tree}", f"project={tmp_path}"],
                 capsys)  # fmt: skip
-    assert seen["device"] in ("0,1", (0, 1)) and seen["batch"] == 128 and seen["trainer"] is None  # stock: DDP
+    assert seen["device"] in ("0,1", (0, 1)) and seen["batch"] == 128
+    assert seen["trainer"].func is Trainer  # Ultralytics' own trainer (with our selection rule): DDP as stock
     assert ft.device_count(seen["device"]) == 2 and ft.device_count("0") == 1 and ft.device_count([0, 1, 2]) == 3
 
 
