@@ -1,14 +1,56 @@
-"""fmnist-yolo: Ultralytics YOLO classification on Fashion-MNIST, offline and reproducible."""
+"""fmnist-yolo: Ultralytics YOLO classification on Fashion-MNIST, offline and reproducible.
 
-__version__ = "0.1.0"
+The public API is imported on first use (PEP 562), so `import fmnist_yolo` and the CLI's start stay light:
+neither pandas nor torch is loaded until a function that needs them is called.
+"""
 
-from .compare import compare  # noqa: E402
-from .convert import prepare  # noqa: E402
-from .evaluate import Evaluation, evaluate, predict  # noqa: E402
-from .metrics import load_history  # noqa: E402
-from .report import benchmark_table, report  # noqa: E402
-from .train import Run, recipes, train  # noqa: E402
-from .tune import tune  # noqa: E402  (Ray itself is imported on first use)
+from __future__ import annotations
 
-__all__ = ["Evaluation", "Run", "__version__", "benchmark_table", "compare", "evaluate", "load_history", "predict",
-           "prepare", "recipes", "report", "train", "tune"]  # fmt: skip
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+# public name -> module that defines it, in data-flow order
+_API = {
+    "prepare": "fmnist_yolo.data.prepare",
+    "check": "fmnist_yolo.data.check",
+    "evaluate": "fmnist_yolo.evaluation.evaluate",
+    "Evaluation": "fmnist_yolo.evaluation.evaluate",
+    "predict": "fmnist_yolo.evaluation.predict",
+    "train": "fmnist_yolo.training.train",
+    "Run": "fmnist_yolo.training.train",
+    "recipes": "fmnist_yolo.training.args",
+    "load_history": "fmnist_yolo.rundir",
+    "compare": "fmnist_yolo.analysis.compare",
+    "report": "fmnist_yolo.analysis.report",
+    "benchmark_table": "fmnist_yolo.analysis.published",
+    "tune": "fmnist_yolo.search",
+}
+__all__ = ["Evaluation", "Run", "__version__", "benchmark_table", "check", "compare", "evaluate", "load_history",
+           "predict", "prepare", "recipes", "report", "train", "tune"]  # fmt: skip
+
+if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ imports on demand
+    from .analysis.compare import compare
+    from .analysis.published import benchmark_table
+    from .analysis.report import report
+    from .data.check import check
+    from .data.prepare import prepare
+    from .evaluation.evaluate import Evaluation, evaluate
+    from .evaluation.predict import predict
+    from .rundir import load_history
+    from .search import tune
+    from .training.args import recipes
+    from .training.train import Run, train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    raise AttributeError(f"module 'fmnist_yolo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

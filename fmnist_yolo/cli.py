@@ -1,79 +1,205 @@
-"""`fmnist-yolo`: a thin command line over the library; each subcommand calls one function."""
+"""`fmnist-yolo`: the command line. Each command is a function whose docstring is its help and whose body calls
+the library; every option is Ultralytics-style `key=value` and means the same in every command that takes it.
+Errors cross this boundary once, as `Error: <message>` and exit code 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import logging
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULTS
-from .errors import ConfigError, FmnistError
+from .errors import ConfigError, FmnistError, FmnistWarning
+
+# Shared options: one meaning in every command that takes it.
+SHARED = {
+    "csv": "csv=PATH: also write the tables as CSV: a directory, or a .csv file for a command of one table; "
+    "csv=True: the command's own place",
+    "data": "data=TREE: the prepared tree (default datasets/fashion-mnist, prepared when missing)",
+    "model": "model=RUN_DIR|WEIGHTS.pt: a run directory means its weights/best.pt",
+    "workers": "workers=N: processes (default: all cores)",
+}
+COMMANDS: dict[str, Callable] = {}
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from .convert import prepare
-
-    prepare(
-        source=args.source, out=args.out, val=args.val, seed=args.seed,
-        force=args.force, verify=not args.no_verify, workers=args.workers,
-    )  # fmt: skip
-    return 0
+def command(fn: Callable) -> Callable:
+    """Register `fn` as the subcommand named after it (less the cmd_ prefix); its docstring is its help."""
+    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
+    return fn
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    import time
+def typed(value: str):
+    """A command-line value typed as Ultralytics' CLI types it (its smart_value): none/true/false in any case, Python
+    literals (numbers, lists), else the string. Here so that a command does not import Ultralytics to read it."""
+    import ast
 
-    from .check import check
-
-    t0 = time.perf_counter()
-    problems = check(args.tree, workers=args.workers)
-    for row in problems.itertuples():
-        print(f"{row.problem}: {Path(args.tree) / row.path} ({row.detail})")
-    if len(problems):
-        kinds = problems["problem"].value_counts()
-        raise FmnistError(f"{args.tree}: {len(problems)} problems ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
-                          f"`fmnist-yolo prepare --force --out {args.tree}` rebuilds it")  # fmt: skip
-    print(f"{args.tree}: OK, every image matches the manifest ({time.perf_counter() - t0:.1f}s)")
-    return 0
+    lower = value.lower()
+    if lower in ("none", "true", "false"):
+        return {"none": None, "true": True, "false": False}[lower]
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return value
 
 
 def parse_overrides(items: list[str]) -> dict:
     """`key=value` words into a dict, values typed the way Ultralytics' CLI types them."""
-    from ultralytics.cfg import smart_value
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"expected key=value, found {item!r}")
-        out[key.strip()] = smart_value(value.strip())
+        out[key.strip()] = typed(value.strip())
     return out
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+def _split(words: list[str], positional: int = 0) -> tuple[list[str], dict]:
+    """Up to `positional` leading words without '=', then key=value words."""
+    pos = []
+    while words and len(pos) < positional and "=" not in words[0]:
+        pos.append(words.pop(0))
+    return pos, parse_overrides(words)
 
-    train(**parse_overrides(args.overrides))
+
+def _only(kv: dict, allowed: set[str], command: str) -> None:
+    """ConfigError for a key this command does not take, with the closest one or the list."""
+    import difflib
+
+    for key in kv:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"it takes {', '.join(sorted(allowed)) or 'none'}"
+            raise ConfigError(f"unknown {command} argument '{key}'; {hint}")
+
+
+def _csv_target(value, default: Path, single: str | None = None) -> Path | None:
+    """Where csv= writes: None (not asked), the default place (csv=True), a directory, or a .csv file."""
+    if value in (None, False):
+        return None
+    if value is True:
+        return default
+    path = Path(str(value))
+    return path if (single and path.suffix == ".csv") else (path / single if single else path)
+
+
+@command
+def cmd_prepare(words: list[str]) -> int:
+    """Convert the four Fashion-MNIST IDX files into the Ultralytics class-folder tree.
+
+    fmnist-yolo prepare [source=DIR] [out=DIR] [val_size=5000] [split_seed=0] [force=True] [verify=False] [workers=N]
+
+    source=DIR   the four IDX files (default: $FMNIST_SOURCE, datasets/raw/fashion-mnist,
+                 /usr/share/datasets/fashion-mnist, then a download from the official mirrors)
+    out=DIR      the tree to write (default: datasets/fashion-mnist)
+    val_size=N   stratified hold-out from the training images for model selection; 0 = train/test only
+    split_seed=S seed of the hold-out
+    force=True   rebuild even when the tree is up to date
+    verify=False skip the official checksums (for your own IDX files)
+    workers=N    writer processes (default: all cores)
+    """
+    from .data.prepare import prepare
+
+    _, kv = _split(words)
+    _only(kv, {"source", "out", "val_size", "split_seed", "force", "verify", "workers", "link"}, "prepare")
+    prepare(**kv)
     return 0
 
 
-def cmd_tune(args: argparse.Namespace) -> int:
-    from .tune import BEST, RESULTS, tune
+@command
+def cmd_check(words: list[str]) -> int:
+    """Verify a prepared tree against its manifest: missing, extra, truncated and corrupted images, by path.
 
-    table = tune(**parse_overrides(args.overrides))
-    out = Path(table["run"].iloc[0]).parent.parent
+    fmnist-yolo check [TREE] [workers=N]
+
+    Exit code 1 when anything is wrong; Ultralytics' *.cache files are ignored. `fmnist-yolo prepare force=True`
+    repairs the tree.
+    """
+    import time
+
+    from .config import DEFAULTS
+    from .data.check import check
+
+    pos, kv = _split(words, 1)
+    _only(kv, {"workers", "tree"}, "check")
+    tree = Path(kv.pop("tree", None) or (pos[0] if pos else DEFAULTS.out))
+    t0 = time.perf_counter()
+    problems = check(tree, **kv)
+    for row in problems.itertuples():
+        print(f"{row.problem}: {tree / row.path} ({row.detail})")
+    if len(problems):
+        kinds = problems["problem"].value_counts()
+        raise FmnistError(f"{tree}: {len(problems)} problems ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
+                          f"`fmnist-yolo prepare force=True out={tree}` rebuilds it")  # fmt: skip
+    print(f"{tree}: OK, every image matches the manifest ({time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+@command
+def cmd_train(words: list[str]) -> int:
+    """Train (default: the Ultralytics recipe, yolo11n-cls.pt, epochs=100, imgsz=28), select best.pt on val,
+    evaluate it once on test, and record the provenance in RUN/fmnist_yolo.json.
+
+    fmnist-yolo train [key=value ...]
+
+    Any Ultralytics train argument passes through (epochs=5 batch=64 device=cpu ...), and:
+    recipe=NAME|FILE.yaml  a shipped recipe (`fmnist-yolo recipes`) or your own
+    cfg=FILE.yaml          arguments from a file; the command line wins
+    fast=True              the in-memory data path (same optimizer steps as the stock loader)
+    select_on=top1         choose best.pt on val top-1 alone (default top1_top5: Ultralytics' mean)
+    strict_weights=True    refuse the offline from-scratch fallback for missing pretrained weights
+    evaluate_test=False    skip the test evaluation (for sweeps)
+    resume=RUN_DIR         continue an interrupted run from its last.pt (resume=True: the latest run)
+    """
+    from .training.train import train
+
+    _, kv = _split(words)
+    run = train(**kv)
+    print(run.summary_line())
+    return 0
+
+
+@command
+def cmd_tune(words: list[str]) -> int:
+    """Search hyperparameters on Ray Tune: each trial is one train run; ASHA stops weak trials early on val top-1.
+
+    fmnist-yolo tune [iterations=10] [grace_period=1] [space=FILE.yaml] [address=auto] [gpu_per_trial=G]
+                     [cpu_per_trial=C] [project=...] [name=tune] [train key=value ...]
+
+    The space samples lr0, lrf, momentum, weight_decay, warmup_epochs, dropout, fliplr, erasing, scale and
+    auto_augment (not with fast=True); trials never see test. Writes tune_results.csv and best_hyperparameters.yaml
+    (a train cfg=) into runs/classify/tune. Needs the tune extra: pip install 'fmnist-yolo[tune]'.
+    """
+    from .search import BEST, RESULTS, tune
+
+    _, kv = _split(words)
+    table = tune(**kv)
+    out = Path(table.attrs["dir"])
     print(table.drop(columns=["run", "error"]).to_string(index=False, float_format="%.4g"))
     print(f"{len(table)} trials; table in {out / RESULTS}; best configuration in {out / BEST} "
           f"(train with: fmnist-yolo train cfg={out / BEST})")  # fmt: skip
     return 0
 
 
-def cmd_recipes(args: argparse.Namespace) -> int:
-    from .train import recipe_path, recipes
+@command
+def cmd_recipes(words: list[str]) -> int:
+    """List the shipped training recipes, or print one recipe's YAML path.
 
-    if args.name:  # the file alone, for `yolo classify train cfg=$(fmnist-yolo recipes strong)`
-        print(recipe_path(args.name).resolve())
+    fmnist-yolo recipes [NAME]
+
+    Use one with `fmnist-yolo train recipe=NAME`, `make train RECIPE=NAME`, `fmnist_yolo.train(recipe=NAME)`, or
+    Ultralytics' own CLI: `yolo classify train cfg=$(fmnist-yolo recipes NAME) data=fashion-mnist`.
+    """
+    from .training.args import recipe_path, recipes
+
+    pos, kv = _split(words, 1)
+    _only(kv, set(), "recipes")
+    if pos:  # the file alone, for `yolo classify train cfg=$(fmnist-yolo recipes strong)`
+        print(recipe_path(pos[0]).resolve())
         return 0
     for name, path in recipes().items():
         about = path.read_text().splitlines()[0].lstrip("# ").removeprefix(f"{name}: ")
@@ -81,166 +207,198 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_val(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+@command
+def cmd_val(words: list[str]) -> int:
+    """Evaluate weights on a split with Ultralytics' validator: top-1, top-5, macro-F1, ECE and per-class metrics.
 
-    kw = parse_overrides(args.overrides)
-    if "model" not in kw:
+    fmnist-yolo val model=RUN_DIR|WEIGHTS.pt [split=test|val] [data=TREE] [tta=True|flip+shift] [csv=DIR]
+                    [Ultralytics val key=value ...]
+
+    tta=True averages each image's class probabilities with its mirror image's (flip+shift: also 2-pixel shifts);
+    decide it on split=val. csv=DIR writes per_class.csv, confusion.csv and predictions.csv.
+    """
+    from .evaluation.evaluate import evaluate
+
+    _, kv = _split(words)
+    if "model" not in kv:
         raise ConfigError("val needs model=RUN_DIR_OR_WEIGHTS")
-    result = evaluate(kw.pop("model"), kw.pop("split", "test"), kw.pop("data", None), **kw)
+    csv = kv.pop("csv", None)
+    result = evaluate(kv.pop("model"), kv.pop("split", "test"), kv.pop("data", None), **kv)
     print(f"{result.split}: top-1 {result.top1:.4f}, top-5 {result.top5:.4f}, macro-F1 {result.macro_f1:.4f}, "
           f"ECE {result.ece:.4f} ({len(result.predictions)} images, {result.weights}"
           f"{f', TTA {result.tta}' if result.tta else ''})")  # fmt: skip
     print(result.per_class.to_string(float_format="%.4f"))
-    if args.csv:
-        out = Path(args.csv)
-        out.mkdir(parents=True, exist_ok=True)
-        result.per_class.to_csv(out / "per_class.csv")
-        result.confusion.to_csv(out / "confusion.csv")
-        result.save(out / "predictions.csv")
+    if (out := _csv_target(csv, Path("."))) is not None:
+        result.to_csv(out)
         print(f"Wrote per_class.csv, confusion.csv, predictions.csv to {out}")
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .evaluate import predict
+@command
+def cmd_predict(words: list[str]) -> int:
+    """Classify an image or a directory of images: file, class and confidence per image.
 
-    kw = parse_overrides(args.overrides)
-    missing = [k for k in ("model", "source") if k not in kw]
+    fmnist-yolo predict model=RUN_DIR|WEIGHTS.pt source=IMAGE_OR_DIR [csv=FILE.csv|DIR] [Ultralytics key=value ...]
+    """
+    from .evaluation.predict import predict
+
+    _, kv = _split(words)
+    missing = [k for k in ("model", "source") if k not in kv]
     if missing:
         raise ConfigError(f"predict needs {' and '.join(f'{k}=...' for k in missing)}")
-    table = predict(kw.pop("model"), kw.pop("source"), **kw)
+    csv = kv.pop("csv", None)
+    table = predict(kv.pop("model"), kv.pop("source"), **kv)
     print(table.to_string(index=False, float_format="%.4f"))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
+    if (out := _csv_target(csv, Path("predictions.csv"), single="predictions.csv")) is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+        print(f"Wrote {out}")
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+@command
+def cmd_compare(words: list[str]) -> int:
+    """One row per training run under RUNS_DIR (fmnist-yolo's and plain Ultralytics ones), best test top-1 first.
 
-    table = compare(args.runs_dir)
+    fmnist-yolo compare [RUNS_DIR] [csv=FILE.csv|DIR] [skip_damaged=True]
+
+    Columns: model, pretrained, epochs, imgsz, best epoch and val top-1, test top-1/top-5, macro-F1, ECE,
+    parameters, train time, device, status. The table is written to RUNS_DIR/compare.csv unless csv= says where.
+    skip_damaged=True lists a run with damaged files as "damaged" instead of stopping at it.
+    """
+    from .analysis.compare import compare
+    from .config import RUNS_DIR
+
+    pos, kv = _split(words, 1)
+    _only(kv, {"csv", "skip_damaged", "runs_dir"}, "compare")
+    runs_dir = Path(kv.pop("runs_dir", None) or (pos[0] if pos else RUNS_DIR))
+    csv = _csv_target(kv.pop("csv", True), runs_dir / "compare.csv", single="compare.csv")
+    table = compare(runs_dir, csv=csv, **kv)
     if table.empty:
-        raise ConfigError(f"{args.runs_dir}: no training runs found")
-    csv = Path(args.csv or Path(args.runs_dir) / "compare.csv")
-    table.to_csv(csv, index=False)
-    shown = table.drop(columns=["path"])
-    print(shown.to_string(index=False, float_format="%.4f"))
-    print(f"{len(table)} runs; table written to {csv}")
+        raise ConfigError(f"{runs_dir}: no training runs found")
+    print(table.drop(columns=["path"]).to_string(index=False, float_format="%.4f"))
+    print(f"{len(table)} runs; table written to {table.attrs['csv']}")
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from .report import report
-    from .train import check_keys
+@command
+def cmd_report(words: list[str]) -> int:
+    """Write RUN/report.md with its figures in RUN/report/: provenance, learning curves, confusion, per-class
+    metrics, calibration, the most confidently misclassified test images, and the place among published results.
 
-    kw = parse_overrides(args.overrides)
-    check_keys(kw, {"data"})
-    path = report(args.run, data=kw.get("data"), csv=args.csv, top=args.top)
-    print(f"Report written to {path}" + (f" (tables as CSV in {path.parent / 'report'})" if args.csv else ""))
+    fmnist-yolo report RUN [data=TREE] [csv=True] [top=25]
+
+    data=TREE evaluates best.pt on another tree; csv=True also writes every table as CSV into RUN/report/;
+    top=N shows the N most confident errors.
+    """
+    from .analysis.report import report
+
+    pos, kv = _split(words, 1)
+    _only(kv, {"data", "csv", "top", "run"}, "report")
+    run = kv.pop("run", None) or (pos[0] if pos else None)
+    if run is None:
+        raise ConfigError("report needs a run directory: fmnist-yolo report RUN")
+    path = report(run, **kv)
+    print(f"Report written to {path}" + (f" (tables as CSV in {path.parent / 'report'})" if kv.get("csv") else ""))
     return 0
+
+
+# Flags of fmnist-yolo 0.1, still accepted (with a warning): flag -> key (or (key, value) for a switch).
+OLD_FLAGS = {
+    "--source": "source", "--out": "out", "--val": "val_size", "--seed": "split_seed", "--workers": "workers",
+    "--force": ("force", True), "--no-verify": ("verify", False), "--top": "top", "--csv": "csv",
+}  # fmt: skip
+
+
+def _modernise(command: str, words: list[str]) -> list[str]:
+    """Turn 0.1's --flags into key=value words, saying so once per flag."""
+    out, i = [], 0
+    while i < len(words):
+        flag = words[i]
+        key = OLD_FLAGS.get(flag.split("=", 1)[0])
+        if key is None:
+            out.append(flag)
+            i += 1
+            continue
+        if isinstance(key, tuple):
+            new = f"{key[0]}={key[1]}"
+            i += 1
+        elif flag == "--csv" and command == "report":  # a switch there: tables into RUN/report/
+            new = "csv=True"
+            i += 1
+        elif "=" in flag:
+            new = f"{key}={flag.split('=', 1)[1]}"
+            i += 1
+        else:
+            if i + 1 >= len(words):
+                raise ConfigError(f"{flag} needs a value")
+            new = f"{key}={words[i + 1]}"
+            i += 2
+        warnings.warn(f"{flag} is deprecated; write {new.split('=')[0]}=...", DeprecationWarning, stacklevel=2)
+        out.append(new)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per registered command, its docstring as its help."""
     parser = argparse.ArgumentParser(
-        prog="fmnist-yolo", description="Ultralytics YOLO classification on Fashion-MNIST, offline and reproducible."
+        prog="fmnist-yolo",
+        description="Ultralytics YOLO classification on Fashion-MNIST, offline and reproducible. Every option is "
+        "key=value; `fmnist-yolo COMMAND --help` shows a command's.",
+        epilog="Shared options: " + "; ".join(SHARED.values()),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("prepare", help="convert the IDX files into the Ultralytics class-folder tree")
-    p.add_argument("--source", metavar="DIR", help="directory with the four IDX files (default: $FMNIST_SOURCE, "
-                   "datasets/raw/fashion-mnist, /usr/share/datasets/fashion-mnist, then download)")
-    p.add_argument("--out", metavar="DIR", default=str(DEFAULTS.out), help="tree to write (default: %(default)s)")
-    p.add_argument("--val", type=int, default=DEFAULTS.val, metavar="N",
-                   help="stratified hold-out from train for model selection; 0 = train/test only (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the hold-out (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="rebuild even if the tree is up to date")
-    p.add_argument("--no-verify", action="store_true", help="skip the official checksums (for your own IDX files)")
-    p.add_argument("--workers", type=int, default=None, help="writer processes (default: all cores)")
-    p.set_defaults(func=cmd_prepare)
-
-    p = sub.add_parser("check", help="verify a prepared tree against its manifest (missing, extra, damaged images)",
-                       description="Check every image of TREE against manifest.json and files.sha256: missing, extra, "
-                       "truncated and corrupted files are listed by path, and the exit code is 1 if any. Ultralytics' "
-                       "*.cache files are ignored. `prepare --force` repairs a damaged tree.")
-    p.add_argument("tree", nargs="?", default=str(DEFAULTS.out), metavar="TREE", help="(default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="reader processes (default: all cores)")
-    p.set_defaults(func=cmd_check)
-
-    kv = "Ultralytics-style key=value arguments"
-    p = sub.add_parser("train", help="train (default: yolo11n-cls.pt, epochs=100, imgsz=28), then evaluate on test",
-                       description="Train on the prepared tree with Ultralytics, select best.pt on val, evaluate it "
-                       "once on test and write fmnist_yolo.json into the run directory. Any Ultralytics train "
-                       "argument passes through, e.g. `fmnist-yolo train epochs=5 batch=64 device=cpu`; cfg=FILE.yaml "
-                       "reads arguments from a file; strict_weights=True refuses the offline from-scratch fallback; "
-                       "resume=RUN_DIR continues an interrupted run from its last.pt.")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("tune", help="hyperparameter search on Ray Tune (ASHA on val top-1)",
-                       description="Search hyperparameters with Ray Tune: each trial is one `fmnist-yolo train` with "
-                       "sampled lr0, lrf, momentum, weight_decay, warmup_epochs, dropout, fliplr, erasing, scale, "
-                       "auto_augment (not with fast=True); ASHA stops weak trials early on val top-1; test is never touched. "
-                       "Tune keys: iterations=N (trials), grace_period=E, address=RAY_ADDRESS (join a cluster), "
-                       "gpu_per_trial=G, cpu_per_trial=C, space=FILE.yaml; every train key passes through, e.g. "
-                       "`fmnist-yolo tune iterations=20 epochs=10 fraction=0.25 fast=True`. Writes tune_results.csv "
-                       "and best_hyperparameters.yaml into runs/classify/tune (project=/name=). Needs the tune extra: "
-                       "pip install 'fmnist-yolo[tune]'.")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
-    p.set_defaults(func=cmd_tune)
-
-    p = sub.add_parser("recipes", help="list the shipped training recipes, or print one's YAML path",
-                       description="Recipes are YAML files of train arguments. Use one with `fmnist-yolo train "
-                       "recipe=NAME`, `make train RECIPE=NAME`, `fmnist_yolo.train(recipe=NAME)`, or Ultralytics' own "
-                       "CLI: `yolo classify train cfg=$(fmnist-yolo recipes NAME) data=fashion-mnist`.")
-    p.add_argument("name", nargs="?", metavar="NAME", help="print this recipe's file path")
-    p.set_defaults(func=cmd_recipes)
-
-    p = sub.add_parser("val", help="evaluate weights on a split: model=RUN_DIR_OR_WEIGHTS split=test|val",
-                       description="Evaluate with Ultralytics' validator; prints top-1/top-5, macro-F1 and per-class "
-                       "metrics. Example: fmnist-yolo val model=runs/classify/train split=test")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
-    p.add_argument("--csv", metavar="DIR", help="also write per_class.csv, confusion.csv and predictions.csv to DIR")
-    p.set_defaults(func=cmd_val)
-
-    p = sub.add_parser("predict", help="classify images: model=... source=IMAGE_OR_DIR",
-                       description="Classify an image or a directory; prints file, class and confidence.")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=kv)
-    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("compare", help="one row per run under RUNS_DIR, best test top-1 first; writes CSV",
-                       description="Tabulate every training run under RUNS_DIR (fmnist-yolo's and plain Ultralytics "
-                       "ones): model, pretrained, epochs, imgsz, best val top-1, test top-1/top-5, macro-F1, "
-                       "parameters, train time, device.")
-    p.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR", help="(default: %(default)s)")
-    p.add_argument("--csv", metavar="FILE", help="where to write the table (default: RUNS_DIR/compare.csv)")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("report", help="write RUN/report.md: provenance, curves, confusion, errors, benchmark",
-                       description="Write RUN/report.md with PNG figures in RUN/report/: provenance summary, learning "
-                       "curves, confusion heatmap, per-class table, the most confidently misclassified test images, "
-                       "and the run's place among published Fashion-MNIST results. data=TREE re-evaluates on TREE.")
-    p.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/classify/train")
-    p.add_argument("overrides", nargs="*", metavar="data=TREE", help="evaluate on this tree instead")
-    p.add_argument("--csv", action="store_true", help="also write every table as CSV into RUN/report/")
-    p.add_argument("--top", type=int, default=25, metavar="N", help="misclassified images to show (default: 25)")
-    p.set_defaults(func=cmd_report)
+    for name, fn in COMMANDS.items():
+        doc = inspect.getdoc(fn) or ""
+        p = sub.add_parser(name, help=doc.split("\n\n")[0].replace("\n", " "), description=doc,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        p.add_argument("words", nargs="*", metavar="key=value")
     return parser
+
+
+class _StderrHandler(logging.Handler):
+    """The library's log lines on the current stderr, as plain text."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, (FmnistWarning, DeprecationWarning)) or "fmnist_yolo" in str(filename):
+        text = str(message)
+        print(text if text.startswith("WARNING") else f"WARNING: {text}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; domain errors become `Error: ...` and exit code 1."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS or {"-h", "--help"} & set(argv):
+        build_parser().parse_args(argv)  # help, --version or a usage error: argparse prints it and exits
+    command, words = argv[0], argv[1:]  # the words are ours to read: key=value, and 0.1's --flags
+    log = logging.getLogger("fmnist_yolo")
+    handler = _StderrHandler()
+    log.addHandler(handler)
+    level, log.level = log.level, logging.INFO
+    shown = warnings.showwarning
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", FmnistWarning)
+            warnings.filterwarnings("default", category=DeprecationWarning, module=r"fmnist_yolo\b")
+            warnings.showwarning = _show_warning
+            return COMMANDS[command](_modernise(command, words))
     except FmnistError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
+        log.removeHandler(handler)
+        log.level = level
 
 
 if __name__ == "__main__":

@@ -37,23 +37,28 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt-get install datase
 SOURCE_ENV = "FMNIST_SOURCE"  # environment variable naming a source directory
 
 
+RUNS_DIR = Path("runs")  # the project's runs, whatever Ultralytics' own runs_dir setting says
+WEIGHTS_DIR = Path("weights")  # the project's pretrained weights, looked up before Ultralytics' weights_dir
+RECIPES_DIR = Path(__file__).parent / "training" / "recipes"  # shipped recipes: YAML files of train arguments
+DEFAULT_RECIPE = "default"  # the Ultralytics recipe; its file is the one source of model, epochs and imgsz
+
+
 @dataclass(frozen=True)
 class Config:
-    """Defaults for every entry point; `key=value` overrides, keyword arguments and cfg= YAML replace them."""
+    """fmnist-yolo's own defaults. The training recipe itself (model, epochs, imgsz) lives in the default recipe's
+    YAML file and everything else is Ultralytics' default; `key=value` overrides, keyword arguments, recipe and
+    cfg= files replace them."""
 
     # --- data preparation ---
     out: Path = Path("datasets/fashion-mnist")  # the prepared class-folder tree (`data=` default for training)
     raw_dir: Path = Path("datasets/raw/fashion-mnist")  # project copy of the IDX files; downloads land here
-    val: int = 5000  # stratified, seeded hold-out from the 60k train images (500/class); 0 = Ultralytics' train/test
-    seed: int = 0  # seed of the val hold-out
+    val_size: int = 5000  # stratified hold-out from the 60k train images (500/class); 0 = Ultralytics' train/test
+    split_seed: int = 0  # seed of the val hold-out (not Ultralytics' training `seed`)
     verify: bool = True  # check source files against the official checksums
-    # --- training (everything else is Ultralytics' own default) ---
-    model: str = "yolo11n-cls.pt"  # weights or model YAML; falls back to the YAML offline (recorded)
-    epochs: int = 100  # the Ultralytics Fashion-MNIST recipe
-    imgsz: int = 28  # requested size; Ultralytics rounds it up to the stride (32) and we record both
+    # --- training: the keys fmnist-yolo adds to Ultralytics' ---
+    recipe: str = DEFAULT_RECIPE  # a shipped recipe (`fmnist-yolo recipes`) or a recipe YAML path
     strict_weights: bool = False  # True: missing pretrained weights is an error, not a from-scratch fallback
-    recipe: str = "default"  # a shipped recipe (fmnist_yolo/recipes/NAME.yaml) or a YAML path; see `fmnist-yolo recipes`
-    fast: bool = False  # in-memory data path with batched augmentation on the training device (fmnist_yolo.memory)
+    fast: bool = False  # the in-memory data path with batched augmentation on the device (fmnist_yolo.training.fast)
     evaluate_test: bool = True  # evaluate best.pt once on test after training (off for sweeps: keep test unseen)
     select_on: str = "top1_top5"  # best.pt = the epoch with the best val "top1_top5" (Ultralytics' mean) or "top1"
 
@@ -63,7 +68,5 @@ class Config:
 
 
 DEFAULTS = Config()
-TRAIN_KEYS = ("model", "epochs", "imgsz", "strict_weights", "fast", "evaluate_test", "select_on")  # Config fields: train arguments
-OWN_TRAIN_KEYS = frozenset({"strict_weights", "recipe", "fast", "evaluate_test", "select_on"})  # train keys fmnist-yolo adds to Ultralytics'
-RECIPES_DIR = Path(__file__).parent / "recipes"  # shipped recipes: YAML files of train arguments
+OWN_TRAIN_KEYS = ("recipe", "strict_weights", "fast", "evaluate_test", "select_on")  # train keys Ultralytics lacks
 CONFIG_FIELDS = tuple(f.name for f in fields(Config))

@@ -1,10 +1,14 @@
-"""Writing a file so that readers, and a kill, only ever see the old or the complete new version."""
+"""Reading and writing project files: writes are atomic, reads of damaged files raise one line naming the file."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from .errors import FmnistError
 
 
 @contextlib.contextmanager
@@ -17,3 +21,60 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` atomically: readers, and a kill, see the old or the whole new file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def read_text(path: str | Path, error: type[FmnistError], what: str) -> str:
+    """The file's text; `error` naming the file when it cannot be read (missing, a directory, not UTF-8)."""
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: {what} is a directory, not a file") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: {what} is not a text file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+
+
+def read_json(path: str | Path, error: type[FmnistError], what: str) -> Any:
+    """Parsed JSON; `error` with the file, line and problem when it is damaged."""
+    text = read_text(path, error, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: {what} is not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def read_yaml(path: str | Path, error: type[FmnistError], what: str) -> Any:
+    """Parsed YAML; `error` with the file and problem when it is damaged."""
+    import yaml
+
+    text = read_text(path, error, what)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise error(f"{path}: {what} is not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def read_csv(path: str | Path, error: type[FmnistError], what: str, columns: tuple[str, ...] = ()):
+    """A CSV as a DataFrame with these `columns` at least; `error` naming the file and what is wrong."""
+    import pandas as pd
+
+    read_text(path, error, what)  # missing, unreadable, binary: one line
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise error(f"{path}: {what} is not a valid CSV table ({str(e).splitlines()[0]})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise error(f"{path}: {what} lacks the column(s) {', '.join(missing)} (damaged or not such a file)")
+    return table

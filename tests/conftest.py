@@ -106,7 +106,7 @@ def trusted(monkeypatch, source, arrays):
     for key, (name, _, _) in config.SOURCE_FILES.items():
         raw = (source / f"{name}.gz").read_bytes()
         table[key] = (name, hashlib.md5(raw).hexdigest(), hashlib.sha256(gzip.decompress(raw)).hexdigest())
-    monkeypatch.setattr("fmnist_yolo.sources.SOURCE_FILES", table)
+    monkeypatch.setattr("fmnist_yolo.data.sources.SOURCE_FILES", table)
     return table
 
 
@@ -189,6 +189,20 @@ def require(component: str, program: bool = False):
         if os.environ.get("CI"):
             pytest.fail(f"{component} is missing in CI: {e}")
         pytest.skip(f"{component} not installed: {e}")
+
+
+def write_checkpoint(path: Path, nc: int = 10, task: str = "classify") -> Path:
+    """A small real Ultralytics checkpoint (untrained yolo11n-cls, or a detection model) at `path`."""
+    import torch
+    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
+
+    torch.manual_seed(0)
+    model = ClassificationModel("yolo11n-cls.yaml", nc=nc, verbose=False) if task == "classify" else \
+        DetectionModel("yolo11n.yaml", nc=nc, verbose=False)  # fmt: skip
+    model.names = {i: f"class{i}" for i in range(nc)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.half(), "epoch": -1, "optimizer": None, "train_args": {"task": task}}, path)
+    return path
 
 
 def one_error(err: str) -> str:

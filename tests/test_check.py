@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from fmnist_yolo import prepare
-from fmnist_yolo.check import check
+from fmnist_yolo.data.check import check
 from tests.conftest import run_cli, tree_digest
 
 
 @pytest.fixture
 def tree(source, tmp_path):
-    out = prepare(source=source, out=tmp_path / "fm", verify=False, val=10, workers=1, progress=False)
+    out = prepare(source=source, out=tmp_path / "fm", verify=False, val_size=10, workers=1, progress=False)
     return out, tree_digest(out)
 
 
@@ -47,13 +47,12 @@ def test_damage_is_reported_by_path_and_force_repairs(tree, source, capsys):
                      str(modified): "corrupted", "test/8_bag/stray.png": "extra"}  # fmt: skip
     code, stdout, err = run_cli(["check", str(out)], capsys)
     assert code == 1 and err.count("\n") == 1
-    assert err.startswith(f"Error: {out}: 5 problems (") and "2 corrupted" in err and "prepare --force" in err
+    assert err.startswith(f"Error: {out}: 5 problems (") and "2 corrupted" in err and "prepare force=True" in err
     for path in (missing, truncated, garbled, modified):
         assert str(out / path) in stdout
     assert "decodes, but checksum differs" in stdout and "not a decodable PNG" in stdout
 
-    code, _, _ = run_cli(["prepare", "--source", str(source), "--out", str(out), "--no-verify", "--force", "--val",
-                          "10", "--workers", "1"], capsys)  # fmt: skip
+    code, _, _ = run_cli(["prepare", f"source={source}", f"out={out}", "verify=False", "force=True", "val_size=10", "workers=1"], capsys)  # fmt: skip
     assert code == 0 and check(out).empty and tree_digest(out) == digest
 
 
@@ -77,7 +76,7 @@ def test_unusable_tree(damage, message, tree, capsys):
 
 def test_parallel_check_agrees(tree, monkeypatch):
     """Many small chunks over two worker processes find exactly what one process finds, damage in several chunks."""
-    import fmnist_yolo.check as check_module
+    import fmnist_yolo.data.check as check_module
 
     out, _ = tree
     pngs = sorted(out.rglob("*.png"))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from fmnist_yolo import prepare
-from fmnist_yolo.compare import best_epoch
-from fmnist_yolo.evaluate import evaluate, tta_views
+from fmnist_yolo.rundir import best_epoch
+from fmnist_yolo.evaluation.evaluate import evaluate, tta_views
 
 RUN = {"model": "yolo11n-cls.yaml", "imgsz": 28, "batch": 16, "plots": False, "workers": 0, "device": "cpu"}
 
@@ -24,7 +24,7 @@ def tiny(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("evaluate")
     write_source(root / "src", synthetic_arrays())
-    tree = prepare(source=root / "src", out=root / "tree", val=20, verify=False, workers=1, progress=False)
+    tree = prepare(source=root / "src", out=root / "tree", val_size=20, verify=False, workers=1, progress=False)
     fitness = []
     record = {"on_fit_epoch_end": lambda t: fitness.append((t.fitness, t.metrics["metrics/accuracy_top1"],
                                                             t.metrics["metrics/accuracy_top5"]))}  # fmt: skip

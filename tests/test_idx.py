@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from fmnist_yolo import idx
+from fmnist_yolo.data import idx
 from fmnist_yolo.errors import IDXError
 from tests.conftest import images_idx, labels_idx
 

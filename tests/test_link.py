@@ -1,20 +1,30 @@
 """The datasets_dir link that lets `yolo ... data=fashion-mnist` find the tree: made once, never replacing."""
 
-from fmnist_yolo.link import link_for_ultralytics
+import logging
+
+import pytest
+
+from fmnist_yolo.data.link import link_for_ultralytics
 
 
-def test_link_made_and_says_how_to_undo(tmp_path, capsys):
+@pytest.fixture(autouse=True)
+def _info(caplog):
+    caplog.set_level(logging.INFO, logger="fmnist_yolo")
+
+
+def test_link_made_and_says_how_to_undo(tmp_path, caplog):
     tree = tmp_path / "project" / "fashion-mnist"
     tree.mkdir(parents=True)
     link = link_for_ultralytics(tree, tmp_path / "datasets")
     assert link == tmp_path / "datasets" / "fashion-mnist" and link.is_symlink() and link.resolve() == tree.resolve()
-    err = capsys.readouterr().err
-    assert f"Linked {link} -> {tree.resolve()}" in err and f"undo with: rm {link}" in err
+    said = caplog.text
+    assert f"Linked {link} -> {tree.resolve()}" in said and f"undo with: rm {link}" in said
+    caplog.clear()
     assert link_for_ultralytics(tree, tmp_path / "datasets") == link  # again: nothing to do, nothing said
-    assert capsys.readouterr().err == ""
+    assert caplog.text == ""
 
 
-def test_existing_name_is_never_replaced(tmp_path, capsys):
+def test_existing_name_is_never_replaced(tmp_path, caplog):
     tree = tmp_path / "project" / "fashion-mnist"
     tree.mkdir(parents=True)
     datasets = tmp_path / "datasets"
@@ -23,8 +33,8 @@ def test_existing_name_is_never_replaced(tmp_path, capsys):
     (theirs / "keep.txt").write_text("the user's own copy")
     assert link_for_ultralytics(tree, datasets) is None
     assert not theirs.is_symlink() and (theirs / "keep.txt").read_text() == "the user's own copy"
-    err = capsys.readouterr().err
-    assert "already exists and is not this tree, so it was left alone" in err and f"data={tree.resolve()}" in err
+    said = caplog.text
+    assert "already exists and is not this tree, so it was left alone" in said and f"data={tree.resolve()}" in said
     other = tmp_path / "other"
     other.mkdir()
     theirs_link = tmp_path / "datasets2" / "fashion-mnist"

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmnist_yolo import metrics
-from fmnist_yolo.errors import ConfigError
-from fmnist_yolo.evaluate import Evaluation
+from fmnist_yolo.evaluation import metrics
+from fmnist_yolo.errors import RunError
+from fmnist_yolo.evaluation.evaluate import Evaluation
 
 NAMES = ["a", "b", "c"]
 
@@ -99,7 +99,7 @@ def test_top5_counts_a_true_class_ranked_sixth_as_a_miss(tmp_path):
 
 def test_load_rejects_other_csv(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(ConfigError, match="x.csv: not a predictions file"):
+    with pytest.raises(RunError, match="x.csv: not a predictions file"):
         Evaluation.load(tmp_path / "x.csv")
 
 

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fmnist_yolo import config, convert, prepare
-from fmnist_yolo.errors import FmnistError
+from fmnist_yolo import config, prepare
+from fmnist_yolo.data import prepare as convert
+from fmnist_yolo.errors import ConfigError, FmnistError
 from tests.conftest import NAMES, images_idx, labels_idx, run_cli, tree_digest, write_source
 
 
@@ -21,7 +22,7 @@ def build(source, out, **kw):
 
 
 def test_layout_and_pixels(source, arrays, tmp_path):
-    out = build(source, tmp_path / "fm", val=20, seed=3)
+    out = build(source, tmp_path / "fm", val_size=20, split_seed=3)
     for split in ("train", "val", "test"):
         assert sorted(p.name for p in (out / split).iterdir()) == list(config.CLASS_DIRS)
     assert list(config.CLASS_DIRS) == sorted(config.CLASS_DIRS)  # string sort = label order
@@ -39,8 +40,8 @@ def test_layout_and_pixels(source, arrays, tmp_path):
 
 
 def test_val_is_stratified_seeded_and_test_never_moves(source, arrays, tmp_path):
-    a = build(source, tmp_path / "a", val=20, seed=0)
-    b = build(source, tmp_path / "b", val=20, seed=1)
+    a = build(source, tmp_path / "a", val_size=20, split_seed=0)
+    b = build(source, tmp_path / "b", val_size=20, split_seed=1)
     counts = json.loads((a / "manifest.json").read_text())["counts"]
     assert set(counts["val"].values()) == {2} and set(counts["train"].values()) == {6}
     names = lambda t, s: sorted(p.name for p in (t / s).rglob("*.png"))  # noqa: E731
@@ -62,28 +63,28 @@ def test_val_split_is_pinned():
 
 
 def test_val_zero_is_ultralytics_layout(source, tmp_path):
-    out = build(source, tmp_path / "fm", val=0)
+    out = build(source, tmp_path / "fm", val_size=0)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["test", "train"]
     assert len(list((out / "train").rglob("*.png"))) == 80
 
 
 def test_val_too_large(source, tmp_path):
     with pytest.raises(FmnistError, match="leaves no training images"):
-        build(source, tmp_path / "fm", val=80)
+        build(source, tmp_path / "fm", val_size=80)
 
 
 def test_deterministic(source, tmp_path):
-    a = build(source, tmp_path / "a", val=10)
-    b = build(source, tmp_path / "b", val=10)
+    a = build(source, tmp_path / "a", val_size=10)
+    b = build(source, tmp_path / "b", val_size=10)
     assert tree_digest(a) == tree_digest(b)
-    prepare(source=source, out=a, val=10, verify=False, force=True, workers=2, progress=False)
+    prepare(source=source, out=a, val_size=10, verify=False, force=True, workers=2, progress=False)
     assert tree_digest(a) == tree_digest(b)  # parallel writer, same bytes
 
 
 def test_checksum_list_matches_files(source, tmp_path):
     import hashlib
 
-    out = build(source, tmp_path / "fm", val=10)
+    out = build(source, tmp_path / "fm", val_size=10)
     lines = (out / "files.sha256").read_text().splitlines()
     assert len(lines) == 110
     for line in lines:
@@ -92,31 +93,31 @@ def test_checksum_list_matches_files(source, tmp_path):
 
 
 def test_rerun_skips_and_force_rebuilds(source, tmp_path, monkeypatch):
-    out = build(source, tmp_path / "fm", val=10)
+    out = build(source, tmp_path / "fm", val_size=10)
     stamp = (out / "manifest.json").stat().st_mtime_ns
 
     def no_write(*a, **k):
         raise AssertionError("tree rewritten although up to date")
 
     monkeypatch.setattr(convert, "write_tree", no_write)
-    build(source, out, val=10)
+    build(source, out, val_size=10)
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
     with pytest.raises(AssertionError):  # other options: rebuild
-        build(source, out, val=20)
+        build(source, out, val_size=20)
     with pytest.raises(AssertionError):
-        build(source, out, val=10, force=True)
+        build(source, out, val_size=10, force=True)
 
 
 def test_rerun_with_same_payload_elsewhere_skips(source, arrays, tmp_path, monkeypatch):
-    out = build(source, tmp_path / "fm", val=10)
+    out = build(source, tmp_path / "fm", val_size=10)
     copy = tmp_path / "copy"
     write_source(copy, arrays, gz=False)  # same payloads, raw instead of gzip
     monkeypatch.setattr(convert, "write_tree", lambda *a, **k: pytest.fail("rewritten"))
-    build(copy, out, val=10)
+    build(copy, out, val_size=10)
 
 
 def test_failure_mid_write_keeps_old_tree(source, tmp_path, monkeypatch):
-    out = build(source, tmp_path / "fm", val=10)
+    out = build(source, tmp_path / "fm", val_size=10)
     before = tree_digest(out)
     real, calls = convert._write_chunk, []
 
@@ -127,7 +128,7 @@ def test_failure_mid_write_keeps_old_tree(source, tmp_path, monkeypatch):
 
     monkeypatch.setattr(convert, "_write_chunk", failing)
     with pytest.raises(FmnistError, match="No space left on device"):
-        build(source, out, val=10, force=True)
+        build(source, out, val_size=10, force=True)
     assert calls and tree_digest(out) == before
     assert not list(tmp_path.glob(".fm.tmp-*"))
 
@@ -135,27 +136,27 @@ def test_failure_mid_write_keeps_old_tree(source, tmp_path, monkeypatch):
 def test_stale_temp_dirs_are_cleaned(source, tmp_path):
     stale = tmp_path / ".fm.tmp-999999"
     (stale / "train").mkdir(parents=True)
-    build(source, tmp_path / "fm", val=10)
+    build(source, tmp_path / "fm", val_size=10)
     assert not stale.exists()
 
 
 def test_parked_old_tree_is_restored(source, tmp_path):
     """A kill between the two renames of the fallback swap leaves the old tree parked: put it back."""
-    out = build(source, tmp_path / "fm", val=10)
+    out = build(source, tmp_path / "fm", val_size=10)
     digest = tree_digest(out)
     parked = tmp_path / ".fm.old-4242"
     os.replace(out, parked)
     (parked / "marker").write_text("the parked tree")  # a rebuild would not have it (inodes can be reused)
-    build(source, out, val=10)
+    build(source, out, val_size=10)
     assert (out / "marker").read_text() == "the parked tree" and not parked.exists()  # put back, not rebuilt
     (out / "marker").unlink()
     assert tree_digest(out) == digest
 
 
 def test_fallback_swap_without_rename_exchange(source, tmp_path, monkeypatch):
-    out = build(source, tmp_path / "fm", val=10)
+    out = build(source, tmp_path / "fm", val_size=10)
     monkeypatch.setattr(convert, "_rename_exchange", lambda a, b: False)
-    build(source, out, val=20)
+    build(source, out, val_size=20)
     assert json.loads((out / "manifest.json").read_text())["options"]["val"] == 20
     assert not list(tmp_path.glob(".fm.*-*"))
 
@@ -200,7 +201,7 @@ BAD_FILES = {
 
 @pytest.fixture
 def good_tree(source, tmp_path):
-    out = build(source, tmp_path / "fm", val=10)
+    out = build(source, tmp_path / "fm", val_size=10)
     return out, tree_digest(out)
 
 
@@ -210,8 +211,8 @@ def test_bad_source_file(case, verify, source, good_tree, trusted, capsys):
     out, digest = good_tree
     mutate, message = BAD_FILES[case]
     named = mutate(source)
-    argv = ["prepare", "--source", str(source), "--out", str(out), "--val", "10", "--force", "--workers", "1"]
-    code, _, err = run_cli(argv + ([] if verify else ["--no-verify"]), capsys)
+    argv = ["prepare", f"source={source}", f"out={out}", "val_size=10", "force=True", "workers=1"]
+    code, _, err = run_cli(argv + ([] if verify else ["verify=False"]), capsys)
     assert code == 1
     assert err.startswith("Error: ") and err.count("\n") == 1, err
     assert str(named) in err and message in err
@@ -222,15 +223,15 @@ def test_checksum_mismatch(source, arrays, good_tree, trusted, capsys):
     out, digest = good_tree
     changed = dict(arrays, test_images=255 - arrays["test_images"])  # valid IDX, other pixels
     write_source(source, changed)
-    argv = ["prepare", "--source", str(source), "--out", str(out), "--val", "10", "--force"]
+    argv = ["prepare", f"source={source}", f"out={out}", "val_size=10", "force=True"]
     code, _, err = run_cli(argv, capsys)
     assert code == 1 and "t10k-images-idx3-ubyte.gz: checksum mismatch" in err and err.count("\n") == 1
     assert tree_digest(out) == digest
-    assert run_cli(argv + ["--no-verify", "--workers", "1"], capsys)[0] == 0  # own IDX files: allowed
+    assert run_cli(argv + ["verify=False", "workers=1"], capsys)[0] == 0  # own IDX files: allowed
 
 
 def test_trusted_source_verifies(source, tmp_path, trusted):
-    out = prepare(source=source, out=tmp_path / "fm", val=10, workers=1, progress=False)
+    out = prepare(source=source, out=tmp_path / "fm", val_size=10, workers=1, progress=False)
     assert json.loads((out / "manifest.json").read_text())["verified"] is True
 
 
@@ -247,7 +248,7 @@ def test_bad_source_dir(kind, message, verify, tmp_path, good_tree, capsys):
         src.mkdir()
     elif kind == "file":
         src.write_text("x")
-    argv = ["prepare", "--source", str(src), "--out", str(out)] + ([] if verify else ["--no-verify"])
+    argv = ["prepare", f"source={src}", f"out={out}"] + ([] if verify else ["verify=False"])
     code, _, err = run_cli(argv, capsys)
     assert code == 1 and err.startswith(f"Error: {src}: {message}") and err.count("\n") == 1
     assert tree_digest(out) == digest
@@ -256,7 +257,7 @@ def test_bad_source_dir(kind, message, verify, tmp_path, good_tree, capsys):
 def test_output_is_a_file(source, tmp_path, capsys):
     target = tmp_path / "fm"
     target.write_text("precious")
-    code, _, err = run_cli(["prepare", "--source", str(source), "--out", str(target), "--no-verify"], capsys)
+    code, _, err = run_cli(["prepare", f"source={source}", f"out={target}", "verify=False"], capsys)
     assert code == 1 and err == f"Error: {target}: output path exists and is a file\n"
     assert target.read_text() == "precious"
 
@@ -268,7 +269,7 @@ def test_unwritable_output(source, good_tree, monkeypatch, capsys):
     else:
         monkeypatch.setattr(convert.os, "access", lambda p, mode: False)
     try:
-        code, _, err = run_cli(["prepare", "--source", str(source), "--out", str(out), "--no-verify", "--force"],
+        code, _, err = run_cli(["prepare", f"source={source}", f"out={out}", "verify=False", "force=True"],
                                capsys)
     finally:
         os.chmod(out.parent, 0o755)
@@ -283,7 +284,15 @@ def test_write_permission_error_names_file(source, good_tree, monkeypatch, capsy
         raise PermissionError(errno.EACCES, "Permission denied", os.path.join(root, names[0]))
 
     monkeypatch.setattr(convert, "_write_chunk", denied)
-    code, _, err = run_cli(["prepare", "--source", str(source), "--out", str(out), "--no-verify", "--force",
-                            "--workers", "1", "--val", "10"], capsys)
+    code, _, err = run_cli(["prepare", f"source={source}", f"out={out}", "verify=False", "force=True",
+                            "workers=1", "val_size=10"], capsys)
     assert code == 1 and "Permission denied" in err and ".png" in err and err.count("\n") == 1
     assert tree_digest(out) == digest
+
+
+def test_old_argument_names_still_work_and_say_so(source, tmp_path):
+    with pytest.warns(DeprecationWarning, match="use val_size="):
+        out = prepare(source=source, out=tmp_path / "fm", val=10, seed=2, verify=False, workers=1, progress=False)
+    assert json.loads((out / "manifest.json").read_text())["options"] == {"val": 10, "seed": 2}
+    with pytest.raises(ConfigError, match="unknown argument 'vall'"):
+        prepare(source=source, out=tmp_path / "fm", vall=10)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist_yolo import config, convert, prepare
+from fmnist_yolo import config, prepare
+from fmnist_yolo.data import prepare as convert
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ from PIL import Image
 
 import fmnist_yolo
 from fmnist_yolo import config
-from fmnist_yolo.report import place_in_benchmark
-from fmnist_yolo.train import PROVENANCE, TEST_PREDICTIONS
+from fmnist_yolo.analysis.published import place_in_benchmark
+from fmnist_yolo.rundir import PROVENANCE, TEST_PREDICTIONS
 from tests.conftest import ROOT, one_error, run_cli
 
 HISTORY = ["epoch", "time", "train_loss", "val_top1", "val_top5", "val_loss", "lr_pg0", "lr_pg1", "lr_pg2"]
@@ -55,7 +55,7 @@ def test_place_in_benchmark_ranks():
     [
         (["compare", "/no/such/runs"], "/no/such/runs: runs directory not found"),
         (["report", "/no/such/run"], "/no/such/run: not a training run directory"),
-        (["report", ".", "dat=x"], "unknown argument 'dat'; did you mean 'data'?"),
+        (["report", ".", "dat=x"], "unknown report argument 'dat'; did you mean 'data'?"),
     ],
 )
 def test_errors(argv, message, capsys):
@@ -122,7 +122,7 @@ def test_plain_ultralytics_run_compares_with_the_epoch_ultralytics_kept(tmp_path
     from tests.conftest import learnable_arrays, write_source
 
     write_source(tmp_path / "src", learnable_arrays())
-    tree = prepare(source=tmp_path / "src", out=tmp_path / "tree", val=50, verify=False, workers=1, progress=False)
+    tree = prepare(source=tmp_path / "src", out=tmp_path / "tree", val_size=50, verify=False, workers=1, progress=False)
     saved = []  # the epoch of each best.pt write, as the trainer decides it
     model = YOLO("yolo11n-cls.yaml")
     model.add_callback("on_model_save", lambda t: t.best_fitness == t.fitness and saved.append(t.epoch + 1))
@@ -136,14 +136,14 @@ def test_plain_ultralytics_run_compares_with_the_epoch_ultralytics_kept(tmp_path
     assert row["best_val_top1"] == history.loc[saved[-1], "val_top1"]
 
 
-def test_stale_or_missing_stored_predictions_are_rebuilt(source, tmp_path, capsys):
+def test_stale_or_missing_stored_predictions_are_rebuilt(source, tmp_path, caplog):
     """test_predictions.csv is derived from best.pt: one older than best.pt (or none) is evaluated anew, stored, and
     said so; Run.load and report never show predictions of other weights."""
     import os
 
     from fmnist_yolo import prepare
 
-    tree = prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+    tree = prepare(source=source, out=tmp_path / "tree", val_size=20, verify=False, workers=1, progress=False)
     run = fmnist_yolo.train(model="yolo11n-cls.yaml", epochs=1, batch=16, plots=False, workers=0, data=str(tree),
                             project=str(tmp_path / "runs"), name="r")  # fmt: skip
     preds, best = run.dir / TEST_PREDICTIONS, run.dir / "weights" / "best.pt"
@@ -152,21 +152,23 @@ def test_stale_or_missing_stored_predictions_are_rebuilt(source, tmp_path, capsy
     table.to_csv(preds, index=False)
     earlier = best.stat().st_mtime - 10
     os.utime(preds, (earlier, earlier))  # best.pt newer than the predictions, as after training on
-    capsys.readouterr()
+    caplog.set_level("INFO", logger="fmnist_yolo")
+    caplog.clear()
     loaded = fmnist_yolo.Run.load(run.dir)
-    assert "is older than best.pt: evaluating" in capsys.readouterr().err
+    assert "is older than best.pt: evaluated" in caplog.text
     assert (loaded.test.predictions["confidence"] != 0.123).all() and preds.stat().st_mtime >= best.stat().st_mtime
     assert loaded.test.top1 == pytest.approx(run.test.top1)
     assert (pd.read_csv(preds)["confidence"] != 0.123).all()  # stored again
     preds.unlink()
+    caplog.clear()
     fmnist_yolo.report(run.dir)
-    assert "is missing: evaluating" in capsys.readouterr().err and preds.is_file()
+    assert "is missing: evaluated" in caplog.text and preds.is_file()
 
 
 def test_run_load_evaluates_a_run_trained_without_test(source, tmp_path):
     from fmnist_yolo import prepare
 
-    tree = prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+    tree = prepare(source=source, out=tmp_path / "tree", val_size=20, verify=False, workers=1, progress=False)
     run = fmnist_yolo.train(model="yolo11n-cls.yaml", epochs=1, batch=16, plots=False, workers=0, data=str(tree),
                             project=str(tmp_path / "runs"), name="r", evaluate_test=False)  # fmt: skip
     assert run.test is None and not (run.dir / TEST_PREDICTIONS).exists()
@@ -184,7 +186,7 @@ def test_report_files(tiny_run, tmp_path, monkeypatch, capsys):
     shutil.copytree(tiny_run.dir, run)
     # Offline: drawing must not reach for Ultralytics' font (or anything else) download
     monkeypatch.setattr("ultralytics.utils.downloads.safe_download", lambda *a, **k: pytest.fail("download"))
-    code, out, _ = run_cli(["report", str(run), "--csv", "--top", "12"], capsys)
+    code, out, _ = run_cli(["report", str(run), "csv=True", "top=12"], capsys)
     assert code == 0 and f"Report written to {run / 'report.md'}" in out
     md = (run / "report.md").read_text()
     images = _referenced_images(md)

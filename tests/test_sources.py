@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fmnist_yolo import config, sources
+from fmnist_yolo import config
+from fmnist_yolo.data import sources
 from fmnist_yolo.errors import ChecksumError, FmnistError
 from tests.conftest import NAMES, write_source
 
@@ -174,5 +175,5 @@ def test_prepare_downloads_as_last_resort(server, source, trusted, tmp_path, mon
     monkeypatch.setattr(sources, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(sources, "MIRRORS", (url,))
     monkeypatch.setattr(sources, "DEFAULTS", config.DEFAULTS.replace(raw_dir=tmp_path / "raw"))
-    out = prepare(out=tmp_path / "fm", val=10, workers=1, progress=False)
+    out = prepare(out=tmp_path / "fm", val_size=10, workers=1, progress=False)
     assert len(list(out.rglob("*.png"))) == 110 and len(list((tmp_path / "raw").glob("*.gz"))) == 4

@@ -9,10 +9,11 @@ import pytest
 
 import fmnist_yolo
 from fmnist_yolo import config, prepare
-from fmnist_yolo.convert import manifest_checksum
-from fmnist_yolo.errors import ConfigError, FmnistError
-from fmnist_yolo.train import resolve_args, resolve_weights
-from tests.conftest import run_cli
+from fmnist_yolo.data.tree import manifest_checksum
+from fmnist_yolo.errors import ConfigError, FmnistError, FmnistWarning
+from fmnist_yolo.training.args import resolve_args
+from fmnist_yolo.training.weights import resolve_weights
+from tests.conftest import run_cli, write_checkpoint
 
 FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "batch": 32, "plots": False, "workers": 0}
 
@@ -35,7 +36,7 @@ def test_defaults_and_precedence(tmp_path):
         (["train", "model=nope/missing.pt"], "nope/missing.pt: model file not found"),
         (["train", "epochs=abc"], "'epochs' must be an int"),
         (["train", "justaword"], "expected key=value, found 'justaword'"),
-        (["train", "cfg=/does/not/exist.yaml"], "/does/not/exist.yaml: cannot read config"),
+        (["train", "cfg=/does/not/exist.yaml"], "/does/not/exist.yaml: argument file not found"),
         (["val"], "val needs model=RUN_DIR_OR_WEIGHTS"),
         (["val", "model=/no/such/run"], "/no/such/run: model file not found"),
         (["predict", "model=x.pt"], "predict needs source=..."),
@@ -55,12 +56,12 @@ def test_unknown_key_in_cfg_file(tmp_path):
 
 # --- weights -----------------------------------------------------------------------------
 
-def test_offline_fallback_and_strict(tmp_path, monkeypatch, capsys):
+def test_offline_fallback_and_strict(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    w = resolve_weights("yolo11n-cls.pt")
-    err = capsys.readouterr().err
+    with pytest.warns(FmnistWarning) as said:
+        w = resolve_weights("yolo11n-cls.pt")
     assert (w.model, w.pretrained) == ("yolo11n-cls.yaml", False)
-    assert err.count("WARNING") == 1 and "tried" in err and "weights/" in err
+    assert len(said) == 1 and "tried" in str(said[0].message) and "weights/" in str(said[0].message)
     assert any("download" in t for t in w.tried) and str(tmp_path / "weights" / "yolo11n-cls.pt") in w.tried
     with pytest.raises(FmnistError, match="pretrained weights not available"):
         resolve_weights("yolo11n-cls.pt", strict=True)
@@ -68,8 +69,7 @@ def test_offline_fallback_and_strict(tmp_path, monkeypatch, capsys):
 
 def test_weights_found_in_project_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "yolo11n-cls.pt").write_bytes(b"stand-in")
+    write_checkpoint(tmp_path / "weights" / "yolo11n-cls.pt")
     w = resolve_weights("yolo11n-cls.pt", strict=True)
     assert w.pretrained and Path(w.model).resolve() == (tmp_path / "weights" / "yolo11n-cls.pt").resolve()
 
@@ -79,8 +79,7 @@ def test_weights_found_in_ultralytics_weights_dir(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # no ./weights here
     theirs = tmp_path / "ultralytics-weights"
-    theirs.mkdir()
-    (theirs / "yolo11n-cls.pt").write_bytes(b"stand-in")
+    write_checkpoint(theirs / "yolo11n-cls.pt")
     monkeypatch.setitem(SETTINGS, "weights_dir", str(theirs))  # the tests' private settings (conftest)
     w = resolve_weights("yolo11n-cls.pt", strict=True)
     assert w.pretrained and Path(w.model) == theirs / "yolo11n-cls.pt" and str(theirs) in w.source
@@ -128,7 +127,7 @@ def test_evaluate_agrees_with_ultralytics(tiny_run, real_tree):
 
 @pytest.mark.slow
 def test_val_command_and_predict(tiny_run, real_tree, tmp_path, capsys):
-    code, out, _ = run_cli(["val", f"model={tiny_run.dir}", "split=val", "batch=64", "--csv", str(tmp_path)], capsys)
+    code, out, _ = run_cli(["val", f"model={tiny_run.dir}", "split=val", "batch=64", f"csv={tmp_path}"], capsys)
     assert code == 0 and "val: top-1" in out and "5000 images" in out
     per_class = pd.read_csv(tmp_path / "per_class.csv", index_col="class")
     assert list(per_class.index) == list(config.CLASS_DIRS) and per_class["support"].sum() == 5000
@@ -137,8 +136,8 @@ def test_val_command_and_predict(tiny_run, real_tree, tmp_path, capsys):
     table = fmnist_yolo.predict(tiny_run.dir, real_tree / "test" / "8_bag")
     assert len(table) == 1000 and set(table["class"]) <= set(config.CLASS_DIRS)
     assert table["confidence"].between(0, 1).all()
-    code, _, _ = run_cli(["predict", f"model={tiny_run.dir}", f"source={real_tree / 'test' / '8_bag'}", "--csv",
-                          str(tmp_path / "pred.csv")], capsys)  # fmt: skip
+    code, _, _ = run_cli(["predict", f"model={tiny_run.dir}", f"source={real_tree / 'test' / '8_bag'}",
+                          f"csv={tmp_path / 'pred.csv'}"], capsys)  # fmt: skip
     assert code == 0 and pd.read_csv(tmp_path / "pred.csv").equals(table)
 
 
@@ -155,32 +154,34 @@ def test_cli_train_default_model_falls_back(real_tree, tmp_path, monkeypatch, ca
     assert p["model"]["requested"] == "yolo11n-cls.pt" and p["model"]["pretrained"] is False
 
 
-def test_tree_without_val_warns_test_selects(source, tmp_path, capsys):
-    tree = prepare(source=source, out=tmp_path / "noval", val=0, verify=False, workers=1, progress=False)
-    run = fmnist_yolo.train(**FAST, data=str(tree), imgsz=28, project=str(tmp_path), name="noval")
-    err = capsys.readouterr().err
-    assert "selects best.pt on test/" in err
+def test_tree_without_val_warns_test_selects(source, tmp_path):
+    tree = prepare(source=source, out=tmp_path / "noval", val_size=0, verify=False, workers=1, progress=False)
+    with pytest.warns(FmnistWarning, match="selects best.pt on test/"):
+        run = fmnist_yolo.train(**FAST, data=str(tree), imgsz=28, project=str(tmp_path), name="noval")
     assert run.provenance["data"]["model_selection_split"] == "test"
     assert len(run.history) == 1 and {"train_loss", "val_top1", "val_top5"} <= set(run.history.columns)
 
 
-def test_untrusted_weights_warn_once(tmp_path, monkeypatch, capsys):
-    from fmnist_yolo.evaluate import resolve_weights_path
+def test_untrusted_weights_warn_once(tmp_path, monkeypatch):
+    import warnings
+
+    from fmnist_yolo.evaluation.evaluate import resolve_weights_path
 
     monkeypatch.chdir(tmp_path)
     outside = tmp_path / "downloads" / "someone.pt"
     inside = tmp_path / "runs" / "classify" / "train" / "weights" / "best.pt"
     for p in (outside, inside, tmp_path / "weights" / "mine.pt"):
-        p.parent.mkdir(parents=True)
-        p.write_bytes(b"stand-in")
-    resolve_weights_path(inside)
-    resolve_weights_path(inside.parents[1])
-    resolve_weights("weights/mine.pt")
-    assert "WARNING" not in capsys.readouterr().err  # the project's own runs/ and weights/ are trusted
-    resolve_weights_path(outside)
-    resolve_weights(str(outside))
-    err = capsys.readouterr().err
-    assert err.count("WARNING") == 1 and str(outside) in err and "can run code when loaded" in err
+        write_checkpoint(p)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        resolve_weights_path(inside)
+        resolve_weights_path(inside.parents[1])
+        resolve_weights("weights/mine.pt")
+        assert not [w for w in said if issubclass(w.category, FmnistWarning)]  # the project's runs/, weights/
+        resolve_weights_path(outside)
+        resolve_weights(str(outside))
+    ours = [str(w.message) for w in said if issubclass(w.category, FmnistWarning)]
+    assert len(ours) == 1 and str(outside) in ours[0] and "can run code when loaded" in ours[0]
 
 
 # --- mixed precision offline ---------------------------------------------------------------
@@ -189,7 +190,7 @@ def test_amp_agrees_catches_fp16_overflow():
     import torch
     from ultralytics.nn.tasks import ClassificationModel
 
-    from fmnist_yolo.train import amp_agrees
+    from fmnist_yolo.compat import amp_agrees
 
     torch.manual_seed(0)
     model = ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False)
@@ -206,7 +207,7 @@ def test_amp_check_offline_tests_the_model_not_a_download(monkeypatch):
     import torch
     import ultralytics.engine.trainer as engine
 
-    ft = importlib.import_module("fmnist_yolo.train")  # the module; the package's `train` is the function
+    ft = importlib.import_module("fmnist_yolo.compat")  # the module; the package's `train` is the function
 
     original = engine.check_amp
     calls = []
@@ -224,7 +225,7 @@ def test_amp_check_offline_tests_the_model_not_a_download(monkeypatch):
 
 @pytest.fixture
 def small_tree(source, tmp_path):
-    return prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+    return prepare(source=source, out=tmp_path / "tree", val_size=20, verify=False, workers=1, progress=False)
 
 
 def test_callbacks_reach_ultralytics_and_bad_ones_are_refused(small_tree, tmp_path):
@@ -241,7 +242,7 @@ def test_training_uses_the_offline_amp_check(small_tree, tmp_path, monkeypatch):
     """On an accelerator without yolo26n.pt, training asks our check about the model it trains, and obeys it."""
     import importlib
 
-    ft = importlib.import_module("fmnist_yolo.train")
+    ft = importlib.import_module("fmnist_yolo.compat")
     asked = []
     monkeypatch.setattr(ft, "_on_accelerator", lambda model: True)  # the device, mocked: the tests run on CPU
     monkeypatch.setattr(ft, "AMP_CHECK_WEIGHTS", "absent-for-this-test.pt")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IDXError
+from ..errors import IDXError
 
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dims
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dim

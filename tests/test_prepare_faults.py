@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fmnist_yolo import convert, prepare
-from fmnist_yolo.check import check
+from fmnist_yolo import prepare
+from fmnist_yolo.data import prepare as convert
+from fmnist_yolo.data.check import check
 from tests.conftest import ROOT, one_error, run_cli, synthetic_arrays, tree_digest, write_source
 
-OPTS = ["--no-verify", "--val", "500", "--workers", "2"]
+OPTS = ["verify=False", "val_size=500", "workers=2"]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,8 @@ def big_source(tmp_path_factory):
 
 
 def _prepare_cmd(source: Path, out: Path, seed: int) -> list[str]:
-    return [sys.executable, "-m", "fmnist_yolo", "prepare", "--source", str(source), "--out", str(out),
-            "--seed", str(seed), "--force", *OPTS]  # fmt: skip
+    return [sys.executable, "-m", "fmnist_yolo", "prepare", f"source={source}", f"out={out}",
+            f"split_seed={seed}", "force=True", *OPTS]  # fmt: skip
 
 
 def _written(out: Path) -> int:
@@ -78,10 +79,10 @@ def _kill_when(cmd: list[str], ready, timeout: float = 60) -> bool:
 @pytest.mark.slow
 def test_sigkill_at_many_points_keeps_previous_tree(big_source, tmp_path):
     out, ref = tmp_path / "fm", tmp_path / "ref"
-    run = dict(source=big_source, verify=False, val=500, workers=2, progress=False)
-    prepare(out=ref, seed=1, **run)  # what an uninterrupted seed-1 run produces
+    run = dict(source=big_source, verify=False, val_size=500, workers=2, progress=False)
+    prepare(out=ref, split_seed=1, **run)  # what an uninterrupted seed-1 run produces
     new = tree_digest(ref)
-    prepare(out=out, seed=0, **run)
+    prepare(out=out, split_seed=0, **run)
     old = tree_digest(out)
     total = 7000
     manifest = out / "manifest.json"
@@ -108,7 +109,7 @@ def test_sigkill_at_many_points_keeps_previous_tree(big_source, tmp_path):
         if name.endswith("written") and name != "all written":
             assert killed and outcomes[name] == "old", f"killed at {name}: {outcomes[name]}"
         if outcomes[name] == "new":  # the run got past its atomic swap: restore the old tree for the next point
-            prepare(out=out, seed=0, force=True, **run)
+            prepare(out=out, split_seed=0, force=True, **run)
     print("kill outcomes:", outcomes)
     assert list(outcomes.values()).count("old") >= 5, outcomes
     # The next run cleans up after the killed ones and produces the same tree as an uninterrupted run
@@ -121,26 +122,25 @@ def test_sigkill_at_many_points_keeps_previous_tree(big_source, tmp_path):
 def test_concurrent_prepares_serialise(source, tmp_path):
     """Two prepares of one output at once: the second waits for the lock, and the tree is whole."""
     out = tmp_path / "fm"
-    run = dict(source=source, out=out, verify=False, val=10, workers=1, progress=False)
-    prepare(seed=0, **run)
+    run = dict(source=source, out=out, verify=False, val_size=10, workers=1, progress=False)
+    prepare(split_seed=0, **run)
     with convert._lock(out):  # hold the lock as another prepare would
-        proc = subprocess.Popen([sys.executable, "-m", "fmnist_yolo", "prepare", "--source", str(source), "--out",
-                                 str(out), "--no-verify", "--val", "10", "--seed", "1", "--workers", "1"],
+        proc = subprocess.Popen([sys.executable, "-m", "fmnist_yolo", "prepare", f"source={source}", f"out={out}", "verify=False", "val_size=10", "split_seed=1", "workers=1"],
                                 cwd=tmp_path, stderr=subprocess.PIPE, text=True)  # fmt: skip
         waiting = proc.stderr.readline()
         assert "Waiting for another prepare" in waiting
         time.sleep(0.3)
         assert proc.poll() is None  # still waiting: it never writes while another run holds the lock
     assert proc.wait(timeout=60) == 0
-    ref = prepare(**{**run, "out": tmp_path / "ref"}, seed=1)
+    ref = prepare(**{**run, "out": tmp_path / "ref"}, split_seed=1)
     assert tree_digest(out) == tree_digest(ref) and check(out).empty
 
 
 def test_concurrent_prepares_racing(source, tmp_path):
     """Both started together: each either waits or finds the tree up to date; never a broken tree."""
     out = tmp_path / "fm"
-    cmd = [sys.executable, "-m", "fmnist_yolo", "prepare", "--source", str(source), "--out", str(out), "--no-verify",
-           "--val", "10", "--workers", "1", "--force"]  # fmt: skip
+    cmd = [sys.executable, "-m", "fmnist_yolo", "prepare", f"source={source}", f"out={out}", "verify=False",
+           "val_size=10", "workers=1", "force=True"]  # fmt: skip
     procs = [subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errs
@@ -149,7 +149,7 @@ def test_concurrent_prepares_racing(source, tmp_path):
 
 @pytest.fixture
 def good_tree(source, tmp_path):
-    out = prepare(source=source, out=tmp_path / "fm", verify=False, val=10, workers=1, progress=False)
+    out = prepare(source=source, out=tmp_path / "fm", verify=False, val_size=10, workers=1, progress=False)
     return out, tree_digest(out)
 
 
@@ -172,8 +172,8 @@ def test_disk_full(where, source, good_tree, monkeypatch, capsys):
             return real(self, *a, **k)
 
         monkeypatch.setattr(Path, "write_text", write_text)
-    code, _, err = run_cli(["prepare", "--source", str(source), "--out", str(out), "--no-verify", "--force",
-                            "--workers", "1", "--val", "10", "--seed", "3"], capsys)  # fmt: skip
+    code, _, err = run_cli(["prepare", f"source={source}", f"out={out}", "verify=False", "force=True",
+                            "workers=1", "val_size=10", "split_seed=3"], capsys)  # fmt: skip
     last = one_error(err)  # (after the progress counter)
     assert code == 1 and err.endswith(last + "\n") and "No space left on device" in last, err
     assert last.startswith(f"Error: {out.parent}/.fm.tmp-")  # names the file it could not write

@@ -12,7 +12,7 @@ import pytest
 import fmnist_yolo
 from fmnist_yolo import load_history, prepare
 from fmnist_yolo.errors import ConfigError
-from fmnist_yolo.train import PROVENANCE, SAFE_LAST
+from fmnist_yolo.rundir import PROVENANCE, SAFE_LAST
 from tests.conftest import ROOT, run_cli
 
 EPOCHS = 25
@@ -33,7 +33,7 @@ def _epochs_done(run_dir) -> int:
 @pytest.fixture
 def interrupted(request, source, tmp_path):
     """A run of EPOCHS epochs on a tiny tree, stopped by a signal once two epochs are saved."""
-    tree = prepare(source=source, out=tmp_path / "fm", val=10, verify=False, workers=1, progress=False)
+    tree = prepare(source=source, out=tmp_path / "fm", val_size=10, verify=False, workers=1, progress=False)
     run_dir = tmp_path / "runs" / "r"
     proc = subprocess.Popen(_train_cmd(tree, tmp_path / "runs"), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -102,9 +102,9 @@ def test_resume_errors(tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_truncated_last_falls_back_to_safe_copy(source, tmp_path, capsys):
     """A kill during Ultralytics' in-place write of last.pt: resume uses the atomic copy of the epoch before."""
-    from fmnist_yolo.train import resume_checkpoint
+    from fmnist_yolo.training.train import resume_checkpoint
 
-    tree = prepare(source=source, out=tmp_path / "fm", val=10, verify=False, workers=1, progress=False)
+    tree = prepare(source=source, out=tmp_path / "fm", val_size=10, verify=False, workers=1, progress=False)
     run = fmnist_yolo.train(model="yolo11n-cls.yaml", epochs=2, batch=16, workers=0, plots=False, data=str(tree),
                             project=str(tmp_path / "runs"), name="r")  # fmt: skip
     safe = run.dir / "weights" / SAFE_LAST

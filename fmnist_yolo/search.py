@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -11,8 +10,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from . import compat
 from .errors import ConfigError, FmnistError
-from .metrics import load_history
+from .files import write_text
+from .rundir import load_history, read_provenance, write_provenance
 
 METRIC = "metrics/accuracy_top1"  # what Ultralytics reports to Ray Tune each epoch: val top-1
 RESULTS = "tune_results.csv"
@@ -91,14 +92,11 @@ def _absolute(args: dict[str, Any]) -> dict[str, Any]:
 
 def _trial(config: dict, base: dict, report_last: bool) -> None:
     """One trial, in a Ray worker: a normal fmnist-yolo run that reports val metrics after each epoch."""
-    import ultralytics.utils.callbacks.raytune as stock_reporter
     from ray import tune
 
-    from .train import train
+    from .training.train import train
 
-    # Ultralytics' own Ray Tune callback (on when its `raytune` setting is) also reports the final evaluation of
-    # best.pt as epoch N+1, which ASHA takes for one more epoch; this worker process reports through ours only.
-    stock_reporter.callbacks = {}
+    compat.drop_stock_raytune_reporter()  # it would report best.pt's final evaluation as one more epoch
 
     def report(trainer) -> None:
         # Not the final evaluation of best.pt; under ASHA not the last epoch either: a scheduler decision there
@@ -125,7 +123,9 @@ def tune(**kwargs: Any) -> pd.DataFrame:
         One row per trial (its hyperparameters, best val top-1, epochs run, status, run dir), best first; also
         written as RUN_DIR/tune_results.csv, with the best configuration as RUN_DIR/best_hyperparameters.yaml.
     """
-    from .train import check_keys, device_count, ensure_tree, resolve_args, valid_keys
+    from .data.prepare import ensure_tree
+    from .training.args import check_keys, device_count, resolve_args, valid_keys
+    from .training.train import project_dir
 
     ray, rt = _ray()
     check_keys(kwargs, valid_keys() | TUNE_KEYS)
@@ -135,7 +135,7 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     gpus = float(kwargs.pop("gpu_per_trial", 0) or 0)
     cpus = float(kwargs.pop("cpu_per_trial", 0) or os.cpu_count() or 1)
     space_spec = kwargs.pop("space", None)
-    project = Path(kwargs.pop("project", None) or "runs/classify").absolute()
+    project = Path(project_dir(kwargs.pop("project", None)))  # as train resolves it
     name = kwargs.pop("name", None) or "tune"
     resolved = resolve_args(kwargs)  # validates everything up front, in this process, with clear errors
     space = search_space(space_spec, fast=bool(resolved.get("fast")))
@@ -165,8 +165,9 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     finally:
         ray.shutdown()
     table = _table(grid, list(space), out / "trials", epochs)
-    table.to_csv(out / RESULTS, index=False)
+    write_text(out / RESULTS, table.to_csv(index=False))
     _write_best(out / BEST, table, list(space), resolved, time.time() - t0)
+    table.attrs["dir"] = str(out)  # the search's directory: tune_results.csv, best_hyperparameters.yaml, trials/
     return table
 
 
@@ -204,18 +205,18 @@ def _table(grid, keys: list[str], trials: Path, epochs: int) -> pd.DataFrame:
 
 def _settle(run_dir: Path, epochs: int) -> str:
     """'completed', or 'stopped' for a trial ASHA ended early (its provenance still says running: Ray killed it)."""
-    from .train import PROVENANCE, _write_provenance
-
     try:
-        provenance = json.loads((run_dir / PROVENANCE).read_text())
-    except (OSError, ValueError):
+        record = read_provenance(run_dir)
+    except FmnistError:
+        return "unknown"  # damaged
+    if record is None:
         return "unknown"  # on another machine of a cluster, or never started
-    if provenance.get("status") == "finished":
+    if record.status == "finished":
         return "completed"
-    if provenance.get("status") == "running":
-        provenance.update(status="stopped", stopped_by="ASHA early stopping (fmnist-yolo tune)")
-        _write_provenance(run_dir, provenance)
-    return "stopped"
+    if record.status == "running":
+        record.status, record.stopped_by = "stopped", "ASHA early stopping (fmnist-yolo tune)"
+        write_provenance(run_dir, record)
+    return record.status
 
 
 def _write_best(path: Path, table: pd.DataFrame, keys: list[str], resolved: dict, seconds: float) -> None:
@@ -229,4 +230,4 @@ def _write_best(path: Path, table: pd.DataFrame, keys: list[str], resolved: dict
     header = (f"# Best of {len(table)} trials by val top-1 ({best['best_val_top1']:.4f}, trial {best['trial']}), "
               f"searched with epochs={resolved['epochs']}, fraction={resolved.get('fraction', 1.0)} in {seconds:.0f}s.\n"
               f"# Train with it: fmnist-yolo train cfg={path} epochs=N\n")  # fmt: skip
-    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    write_text(path, header + yaml.safe_dump(config, sort_keys=False))

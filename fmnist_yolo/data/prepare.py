@@ -14,24 +14,25 @@ import ctypes
 import ctypes.util
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from . import __version__
-from .config import CLASS_DIRS, DEFAULTS
-from .errors import ConfigError, FmnistError
+from .. import __version__
+from ..config import CLASS_DIRS, DEFAULTS
+from ..errors import ConfigError, DataError, FmnistError
 from .sources import Arrays, Source, load, resolve_source
+from .tree import CHECKSUMS, FORMAT, MANIFEST, read_manifest
+from .workers import pool
 
-FORMAT = 1  # bump when the tree layout or file encoding changes; older trees are then rebuilt
-MANIFEST = "manifest.json"
-CHECKSUMS = "files.sha256"
+log = logging.getLogger(__name__)
+
 # Stored deflate: 28x28 images gain ~15% from compression but encode 2.5x slower, and each file
 # occupies a 4 KiB block either way.
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 0]
@@ -45,12 +46,12 @@ def split_val(labels: np.ndarray, n_val: int, seed: int) -> np.ndarray:
     """
     classes = np.unique(labels)
     if n_val < 0:
-        raise ConfigError(f"val must be >= 0, found {n_val}")
+        raise ConfigError(f"val_size must be >= 0, found {n_val}")
     per_class = np.full(len(classes), n_val // len(classes))
     per_class[: n_val % len(classes)] += 1
     counts = np.bincount(labels, minlength=classes.max() + 1)[classes]
     if (per_class >= counts).any() and n_val:
-        raise ConfigError(f"val={n_val} leaves no training images for some class (class sizes {counts.min()}..)")
+        raise ConfigError(f"val_size={n_val} leaves no training images for some class (class sizes {counts.min()}..)")
     order = np.random.default_rng(seed).permutation(len(labels))
     order = order[np.argsort(labels[order], kind="stable")]  # grouped by class, shuffled within
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -148,27 +149,6 @@ class Progress:
             print(file=sys.stderr)
 
 
-def _mp_context():
-    import multiprocessing
-
-    # fork starts workers in milliseconds; spawn (elsewhere) re-imports numpy and cv2 in each.
-    return multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-
-
-def pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that die with this one: a killed prepare leaves no orphan writing into its temp tree."""
-    return ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_die_with_parent, initargs=(os.getpid(),))
-
-
-def _die_with_parent(parent: int) -> None:
-    if sys.platform == "linux":
-        pr_set_pdeathsig = 1
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl(pr_set_pdeathsig, 9)  # SIGKILL
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def manifest(arrays: Arrays, layout: dict, n_val: int, seed: int, verify: bool, digests: dict[str, str]) -> dict:
     """The tree's manifest: what went in, with which options, and what came out."""
     counts = {
@@ -187,22 +167,6 @@ def manifest(arrays: Arrays, layout: dict, n_val: int, seed: int, verify: bool, 
         "sources": arrays.fingerprints,
         "files_sha256": hashlib.sha256(listing.encode()).hexdigest(),
     }, listing
-
-
-def read_manifest(tree: Path) -> dict | None:
-    """The manifest of a prepared tree, or None when there is none readable."""
-    try:
-        return json.loads((Path(tree) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def manifest_checksum(tree: Path) -> str | None:
-    """SHA-256 of a tree's manifest file, which pins every image through its file list hash."""
-    try:
-        return hashlib.sha256((Path(tree) / MANIFEST).read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def _up_to_date(old: dict | None, n_val: int, seed: int, verify: bool, source: Source | None, arrays=None) -> bool:
@@ -235,7 +199,7 @@ def _lock(out: Path):
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"Waiting for another prepare of {out} to finish (lock {lock_path})...", file=sys.stderr)
+            log.info(f"Waiting for another prepare of {out} to finish (lock {lock_path})...")
             fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 
@@ -281,13 +245,14 @@ def _rename_exchange(a: Path, b: Path) -> bool:
 def prepare(
     source: str | Path | None = None,
     out: str | Path | None = None,
-    val: int = DEFAULTS.val,
-    seed: int = DEFAULTS.seed,
+    val_size: int = DEFAULTS.val_size,
+    split_seed: int = DEFAULTS.split_seed,
     force: bool = False,
     verify: bool = True,
     workers: int | None = None,
     progress: bool = True,
     link: bool | None = None,
+    **deprecated,
 ) -> Path:
     """Build (or confirm up to date) the Ultralytics class-folder tree from the IDX files.
 
@@ -295,25 +260,36 @@ def prepare(
         source: directory with the four IDX files; None resolves $FMNIST_SOURCE, the project raw dir,
             Debian's package, then downloads.
         out: tree to write; default `datasets/fashion-mnist`.
-        val: images held out from train for model selection (stratified); 0 = no val/ split.
-        seed: seed of the hold-out.
+        val_size: images held out from train for model selection (stratified); 0 = no val/ split.
+        split_seed: seed of the hold-out.
         force: rebuild even when the manifest says the tree is up to date.
         verify: check the sources against the official checksums.
         workers: writer processes (default: all cores).
+        progress: show a progress counter and the result line (stderr).
         link: make `yolo ... data=fashion-mnist` find the tree (default: only for the default `out`).
 
     Returns:
         The absolute path of the tree.
     """
+    val_size, split_seed = _renamed(deprecated, val_size, split_seed)
+    for key, value, kinds in (("val_size", val_size, int), ("split_seed", split_seed, int), ("force", force, bool),
+                              ("verify", verify, bool), ("workers", workers, (int, type(None))),
+                              ("source", source, (str, Path, type(None))), ("out", out, (str, Path, type(None))),
+                              ("link", link, (bool, type(None)))):  # fmt: skip
+        if not isinstance(value, kinds) or (kinds is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}={value!r}: expected {_kind(kinds)}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers={workers} is out of range: workers must be >= 1")
+    val, seed = val_size, split_seed
     out = Path(out or DEFAULTS.out).absolute()
     if out.exists() and not out.is_dir():
-        raise FmnistError(f"{out}: output path exists and is a file")
+        raise DataError(f"{out}: output path exists and is a file")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise FmnistError(f"{out.parent}: cannot create output directory: {e.strerror}") from None
+        raise DataError(f"{out.parent}: cannot create output directory: {e.strerror}") from None
     if not os.access(out.parent, os.W_OK):
-        raise FmnistError(f"{out.parent}: output directory is not writable")
+        raise DataError(f"{out.parent}: output directory is not writable")
     t0 = time.perf_counter()
     with _lock(out):
         _clean_stale(out)
@@ -323,12 +299,12 @@ def prepare(
             with contextlib.suppress(FmnistError):
                 src = resolve_source(source, download=False)
             if _up_to_date(old, val, seed, verify, src):
-                _report(f"{out} is up to date ({old['total']} images); use --force to rebuild", progress)
+                _report(f"{out} is up to date ({old['total']} images); force=True rebuilds it", progress)
                 return _finish(out, link)
         src = src or resolve_source(source)
         arrays = load(src, verify)
         if not force and _up_to_date(old, val, seed, verify, src, arrays):
-            _report(f"{out} is up to date ({old['total']} images, same source payloads); use --force to rebuild", progress)
+            _report(f"{out} is up to date ({old['total']} images, same source payloads); force=True rebuilds it", progress)
             return _finish(out, link)
         layout = plan(arrays.train_labels, arrays.test_labels, val, seed)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -340,7 +316,7 @@ def prepare(
             (tmp / MANIFEST).write_text(json.dumps(info, indent=1) + "\n")
             _swap(tmp, out)
         except OSError as e:
-            raise FmnistError(f"{e.filename or out}: cannot write tree: {e.strerror or e}") from None
+            raise DataError(f"{e.filename or out}: cannot write tree: {e.strerror or e}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     counts = {s: sum(c.values()) for s, c in info["counts"].items()}
@@ -353,6 +329,25 @@ def prepare(
     return _finish(out, link)
 
 
+def _kind(kinds) -> str:
+    names = {int: "an integer", bool: "True or False", str: "a path", type(None): "nothing"}
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds if k is not Path))
+
+
+def _renamed(deprecated: dict, val_size: int, split_seed: int) -> tuple[int, int]:
+    """prepare(val=, seed=) from before 0.2: renamed so as not to collide with Ultralytics' `val` and `seed`."""
+    import warnings
+
+    for old, new in (("val", "val_size"), ("seed", "split_seed")):
+        if old in deprecated:
+            warnings.warn(f"prepare({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+    unknown = set(deprecated) - {"val", "seed"}
+    if unknown:
+        raise ConfigError(f"prepare: unknown argument '{sorted(unknown)[0]}'")
+    return deprecated.get("val", val_size), deprecated.get("seed", split_seed)
+
+
 def _finish(out: Path, link: bool | None) -> Path:
     from .link import ensure_link
 
@@ -363,4 +358,20 @@ def _finish(out: Path, link: bool | None) -> Path:
 
 def _report(message: str, enabled: bool) -> None:
     if enabled:
-        print(message, file=sys.stderr)
+        log.info(message)
+
+
+def ensure_tree(data: str | Path | None) -> Path:
+    """The tree a command uses: the default one, prepared when missing; any other must exist (a path, or a name
+    under Ultralytics' datasets_dir, resolved the way Ultralytics does)."""
+    if data is None or Path(data).absolute() == DEFAULTS.out.absolute():
+        tree = DEFAULTS.out.absolute()
+        return tree if read_manifest(tree) else prepare()
+    tree = Path(data)
+    if not tree.is_dir():
+        from ultralytics.utils import DATASETS_DIR
+
+        if (DATASETS_DIR / tree).is_dir():
+            return (DATASETS_DIR / tree).resolve()
+        raise ConfigError(f"{data}: dataset directory not found (run `fmnist-yolo prepare` or pass data=DIR)")
+    return tree.absolute()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fmnist_yolo import config, prepare
-from fmnist_yolo.memory import (Augment, Chunk, MemoryDataset, MemoryLoader, MemoryTrainer, load_split,
+from fmnist_yolo.training.fast import (Augment, Chunk, MemoryDataset, MemoryLoader, MemoryTrainer, load_split,
                                 resize_like_validation, step_plan)  # fmt: skip
 
 FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "plots": False, "workers": 0, "imgsz": 28}
@@ -19,7 +19,7 @@ FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "plots": False, "workers": 0, 
 
 @pytest.fixture
 def tree(source, tmp_path):
-    return prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+    return prepare(source=source, out=tmp_path / "tree", val_size=20, verify=False, workers=1, progress=False)
 
 
 def stock_samples(tree, split, fraction=1.0):
@@ -162,7 +162,7 @@ def test_fast_run_is_an_ultralytics_run(tree, tmp_path):
     from ultralytics.models.yolo.classify import ClassificationValidator
 
     import fmnist_yolo
-    from fmnist_yolo.memory import MemoryTrainer
+    from fmnist_yolo.training.fast import MemoryTrainer
 
     run = fmnist_yolo.train(**FAST, data=str(tree), fast=True, project=str(tmp_path), name="fast")
     p = json.loads((run.dir / "fmnist_yolo.json").read_text())

@@ -12,18 +12,19 @@ import yaml
 import fmnist_yolo
 from fmnist_yolo import prepare
 from fmnist_yolo.errors import ConfigError
-from fmnist_yolo.trainer import Trainer
+from fmnist_yolo.training.trainer import Trainer
 from tests.conftest import require, run_cli
 
-ft = importlib.import_module("fmnist_yolo.train")  # the module (the package's `train` is the function)
-tune_module = importlib.import_module("fmnist_yolo.tune")
+args_module = importlib.import_module("fmnist_yolo.training.args")
+train_module = importlib.import_module("fmnist_yolo.training.train")
+tune_module = importlib.import_module("fmnist_yolo.search")
 CLASSIFICATION_KEYS = {"lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "dropout", "fliplr", "erasing",
                        "scale", "auto_augment"}  # fmt: skip
 
 
 @pytest.fixture
 def tree(source, tmp_path):
-    return prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+    return prepare(source=source, out=tmp_path / "tree", val_size=20, verify=False, workers=1, progress=False)
 
 
 def test_without_ray_says_how_to_install(monkeypatch, capsys):
@@ -43,7 +44,7 @@ def test_search_space_is_for_classification():
     require("ray.tune")
     space = tune_module.search_space()
     assert set(space) == CLASSIFICATION_KEYS
-    assert set(space) <= ft.valid_keys()  # all Ultralytics train arguments
+    assert set(space) <= args_module.valid_keys()  # all Ultralytics train arguments
     assert not set(space) & {"box", "dfl", "cls", "mosaic", "mixup", "hsv_h", "hsv_s", "flipud", "degrees"}
 
 
@@ -103,7 +104,7 @@ def test_asha_stops_the_weak_trial_and_ranks_the_rest(tmp_path):
     from tests.conftest import learnable_arrays, write_source
 
     write_source(tmp_path / "src", learnable_arrays(per_class_train=30))
-    tree = prepare(source=tmp_path / "src", out=tmp_path / "tree", val=50, verify=False, workers=1, progress=False)
+    tree = prepare(source=tmp_path / "src", out=tmp_path / "tree", val_size=50, verify=False, workers=1, progress=False)
     table = fmnist_yolo.tune(iterations=1, epochs=3, grace_period=1, space={"lr0": ["grid", [0.02, 0.05, 1e-9]]},
                              optimizer="SGD", warmup_epochs=0, model="yolo11n-cls.yaml", data=str(tree), imgsz=28,
                              batch=16, nbs=16, fliplr=0.0, scale=0.0, erasing=0.0, plots=False, workers=0,
@@ -139,7 +140,7 @@ def test_device_list_passes_through_to_ultralytics(tree, tmp_path, monkeypatch, 
                 capsys)  # fmt: skip
     assert seen["device"] in ("0,1", (0, 1)) and seen["batch"] == 128
     assert seen["trainer"].func is Trainer  # Ultralytics' own trainer (with our selection rule): DDP as stock
-    assert ft.device_count(seen["device"]) == 2 and ft.device_count("0") == 1 and ft.device_count([0, 1, 2]) == 3
+    assert args_module.device_count(seen["device"]) == 2 and args_module.device_count("0") == 1 and args_module.device_count([0, 1, 2]) == 3
 
 
 def test_fast_refuses_several_devices(tree, capsys):
@@ -154,6 +155,8 @@ def test_provenance_records_world_size():
 
     trainer = SimpleNamespace(args=SimpleNamespace(imgsz=32), model=torch.nn.Linear(2, 2), device="cuda:0",
                               world_size=2, epochs=3, save_dir="runs/x", amp=torch.tensor(True))  # fmt: skip
-    provenance = {"imgsz": {}, "model": {}}
-    ft._record_trainer(provenance, trainer)
-    assert provenance["world_size"] == 2 and provenance["amp"] is True and provenance["model"]["parameters"] == 6
+    from fmnist_yolo.rundir import Provenance
+
+    record = Provenance()
+    train_module._record_trainer(record, trainer)
+    assert record.world_size == 2 and record.amp is True and record.model["parameters"] == 6

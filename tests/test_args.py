@@ -9,16 +9,19 @@ import yaml
 import fmnist_yolo
 from fmnist_yolo import config, prepare
 from fmnist_yolo.errors import ConfigError
-from fmnist_yolo.train import recipe_path, recipes, resolve_args
+from fmnist_yolo.training.args import recipe_path, recipes, resolve_args
 from tests.conftest import ROOT, require, run_cli
 
 FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "batch": 32, "plots": False, "workers": 0}
 
 
-def test_default_recipe_is_the_config_defaults():
+def test_the_default_recipe_is_the_one_source_of_the_training_defaults():
     shipped = yaml.safe_load(recipe_path("default").read_text())
-    assert shipped == {k: getattr(config.DEFAULTS, k) for k in ("model", "epochs", "imgsz")}
-    assert config.DEFAULTS.recipe == "default"
+    assert shipped == {"model": "yolo11n-cls.pt", "epochs": 100, "imgsz": 28}  # the Ultralytics recipe
+    assert not {"model", "epochs", "imgsz"} & set(config.CONFIG_FIELDS)  # no second copy to keep equal
+    assert config.DEFAULTS.recipe == config.DEFAULT_RECIPE == "default"
+    args = resolve_args({})
+    assert {k: args[k] for k in shipped} == shipped
 
 
 @pytest.mark.parametrize("name", sorted(recipes()))
@@ -76,7 +79,7 @@ def test_make_train_recipe():
 
 
 def test_run_records_recipe_and_skips_test(source, tmp_path):
-    tree = prepare(source=source, out=tmp_path / "tree", val=20, verify=False, workers=1, progress=False)
+    tree = prepare(source=source, out=tmp_path / "tree", val_size=20, verify=False, workers=1, progress=False)
     run = fmnist_yolo.train(**FAST, data=str(tree), project=str(tmp_path), name="r", evaluate_test=False)
     p = json.loads((run.dir / "fmnist_yolo.json").read_text())
     assert p["recipe"] == {"name": "default", "file": str(recipe_path("default").resolve())}

@@ -7,18 +7,20 @@ package, then a download from the official mirrors into the project's raw direct
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..config import DEBIAN_DIR, DEFAULTS, MIRRORS, SOURCE_ENV, SOURCE_FILES
+from ..errors import ChecksumError, DataError, IDXError
 from . import idx
-from .config import DEBIAN_DIR, DEFAULTS, MIRRORS, SOURCE_ENV, SOURCE_FILES
-from .errors import ChecksumError, FmnistError, IDXError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,7 +88,7 @@ def resolve_source(source: str | Path | None = None, raw_dir: Path | None = None
         if _has_files(directory):
             return Source(directory, origin, locate_files(directory))
     if not download:
-        raise FmnistError(f"{raw_dir}: no Fashion-MNIST files found and downloading is disabled")
+        raise DataError(f"{raw_dir}: no Fashion-MNIST files found and downloading is disabled")
     download_official(raw_dir)
     return Source(raw_dir, "download", locate_files(raw_dir))
 
@@ -149,7 +151,7 @@ def fetch(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
     from urllib3.exceptions import HTTPError as TransferError
     from urllib3.exceptions import ReadTimeoutError
 
-    print(f"Downloading {url} ...", file=sys.stderr)
+    log.info(f"Downloading {url} ...")
     expected = 0
     try:
         with requests.get(url, stream=True, timeout=timeout, headers={"Accept-Encoding": "identity"}) as r:
@@ -180,7 +182,7 @@ def download_official(raw_dir: Path, mirrors: tuple[str, ...] | None = None, tim
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise FmnistError(f"{raw_dir}: cannot create download directory: {e.strerror}") from None
+        raise DataError(f"{raw_dir}: cannot create download directory: {e.strerror}") from None
     for key, (name, _, _) in SOURCE_FILES.items():
         final = raw_dir / f"{name}.gz"
         if final.exists():
@@ -194,12 +196,12 @@ def download_official(raw_dir: Path, mirrors: tuple[str, ...] | None = None, tim
                 verify(key, final, raw, payload)
                 os.replace(got, final)
                 break
-            except (ConnectionError, OSError, FmnistError) as e:
+            except (ConnectionError, OSError, DataError) as e:
                 errors.append(f"{mirror}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         else:
-            raise FmnistError(
+            raise DataError(
                 f"{final}: download failed from every mirror ({'; '.join(errors)}); "
                 f"install Debian's dataset-fashion-mnist or pass --source DIR"
             )

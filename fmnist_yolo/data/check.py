@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .convert import CHECKSUMS, MANIFEST, pool, read_manifest
-from .errors import ConfigError
+from ..errors import DataError
+from .tree import CHECKSUMS, MANIFEST, read_listing, read_manifest
+from .workers import pool
 
 PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG
 # Written into the tree by others: Ultralytics' label caches (train.cache, ...), editors' and OS droppings are not.
@@ -49,18 +50,6 @@ def _inspect_files(root: str, items: list[tuple[str, str]]) -> list[tuple[str, s
     return problems
 
 
-def read_listing(tree: Path, manifest: dict) -> dict[str, str]:
-    """files.sha256 as {relative path: sha256}, after checking it against the manifest's hash of it."""
-    path = tree / CHECKSUMS
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the file list: {e.strerror}") from None
-    if hashlib.sha256(text.encode()).hexdigest() != manifest.get("files_sha256"):
-        raise ConfigError(f"{path}: does not match the hash recorded in {MANIFEST} (file list edited or damaged)")
-    return {rel: sha for sha, _, rel in (line.partition("  ") for line in text.splitlines())}
-
-
 def check(tree: str | Path, workers: int | None = None) -> pd.DataFrame:
     """Check `tree` against its manifest; return one row per problem (empty when the tree is intact).
 
@@ -70,10 +59,10 @@ def check(tree: str | Path, workers: int | None = None) -> pd.DataFrame:
     """
     tree = Path(tree)
     if not tree.is_dir():
-        raise ConfigError(f"{tree}: dataset directory not found")
+        raise DataError(f"{tree}: dataset directory not found")
     manifest = read_manifest(tree)
     if manifest is None:
-        raise ConfigError(f"{tree}: no readable {MANIFEST} (not a tree written by `fmnist-yolo prepare`)")
+        raise DataError(f"{tree}: no readable {MANIFEST} (not a tree written by `fmnist-yolo prepare`)")
     listing = read_listing(tree, manifest)
     own = {(MANIFEST,), (CHECKSUMS,)}
     on_disk = {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -79,28 +77,3 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> fl
     table = calibration(confidence, correct, bins)
     filled = table[table["count"] > 0]
     return float((filled["count"] * filled["gap"].abs()).sum() / max(int(table["count"].sum()), 1))
-
-
-HISTORY_COLUMNS = {
-    "train/loss": "train_loss",
-    "metrics/accuracy_top1": "val_top1",
-    "metrics/accuracy_top5": "val_top5",
-    "val/loss": "val_loss",
-    "lr/pg0": "lr_pg0",
-    "lr/pg1": "lr_pg1",
-    "lr/pg2": "lr_pg2",
-}
-
-
-def load_history(run: str | Path) -> pd.DataFrame:
-    """A run's `results.csv` as a tidy DataFrame: one row per epoch, numeric columns.
-
-    Columns: epoch, time (cumulative seconds), train_loss, val_loss, val_top1, val_top5, lr_pg0..2.
-    """
-    path = Path(run)
-    path = path / "results.csv" if path.is_dir() else path
-    df = pd.read_csv(path)
-    df.columns = [c.strip() for c in df.columns]
-    df = df.rename(columns=HISTORY_COLUMNS).apply(pd.to_numeric, errors="coerce").astype({"epoch": int})
-    # A run killed between writing an epoch's row and its checkpoint repeats that epoch when resumed: keep the rerun
-    return df.drop_duplicates("epoch", keep="last").set_index("epoch", drop=False)

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..checkpoints import check_classifier, load_checkpoint, warn_if_untrusted
+from ..errors import ConfigError, RunError
+from ..files import atomic_path, read_csv
+from ..rundir import paths, predictions_current, read_args, read_provenance
 from . import metrics
-from .errors import ConfigError
-from .files import atomic_path
 
 
 @dataclass
@@ -67,6 +69,15 @@ class Evaluation:
         wrong = self.predictions[~self.predictions["correct"]]
         return wrong.nlargest(n, "confidence")[["file", "true", "pred", "confidence"]]
 
+    def to_csv(self, directory: str | Path) -> list[Path]:
+        """Write per_class.csv, confusion.csv and predictions.csv into `directory`; return their paths."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for name, table in (("per_class", self.per_class), ("confusion", self.confusion)):
+            with atomic_path(d / f"{name}.csv") as tmp:
+                table.to_csv(tmp)
+        return [d / "per_class.csv", d / "confusion.csv", self.save(d / "predictions.csv")]
+
     def save(self, path: str | Path) -> Path:
         """Write the per-image predictions (with probabilities) as CSV; `Evaluation.load` reads them back."""
         with atomic_path(path) as tmp:
@@ -76,27 +87,47 @@ class Evaluation:
     @classmethod
     def load(cls, path: str | Path, split: str = "test", weights: str = "") -> Evaluation:
         """An Evaluation from a predictions CSV; top-1/top-5 recomputed from the stored probabilities."""
-        table = pd.read_csv(path)
+        table = read_csv(path, RunError, "predictions file")
         names = [c[2:] for c in table.columns if c.startswith("p_")]
         if not names or not {"true_id", "pred_id", "correct"} <= set(table.columns):
-            raise ConfigError(f"{path}: not a predictions file (expected true_id, pred_id, correct, p_<class>)")
+            raise RunError(f"{path}: not a predictions file (expected true_id, pred_id, correct, p_<class>)")
+        if table[["true_id", "pred_id", "correct", *[f"p_{n}" for n in names]]].isna().any().any():
+            raise RunError(f"{path}: predictions file is damaged (missing values; cut off?)")
         probs = table[[f"p_{n}" for n in names]].to_numpy()
         top5 = (np.argsort(-probs, axis=1, kind="stable")[:, :5] == table["true_id"].to_numpy()[:, None]).any(1)
         return cls(split, weights, float(table["correct"].mean()), float(top5.mean()), table, names)
 
 
-def resolve_weights_path(model: str | Path) -> Path:
-    """A run directory means its best weights; anything else must be an existing file."""
-    from .train import warn_if_untrusted
+def check_ultralytics_keys(args: dict, command: str) -> None:
+    """ConfigError for a key Ultralytics does not know (its SyntaxError would be a traceback), with a suggestion."""
+    import difflib
 
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    for key in args:
+        if key not in DEFAULT_CFG_DICT:
+            close = difflib.get_close_matches(key, DEFAULT_CFG_DICT, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (see `yolo cfg` for what {command} accepts)"
+            raise ConfigError(f"unknown argument '{key}'{hint}")
+
+
+def resolve_weights_path(model: str | Path) -> Path:
+    """A run directory means its best weights (else last.pt); anything else must be a classification checkpoint.
+
+    The file is loaded and checked here: a damaged or foreign checkpoint is one line, not a traceback from torch.
+    """
     p = Path(model)
     if p.is_dir():
-        p = next((c for c in (p / "weights" / "best.pt", p / "weights" / "last.pt") if c.is_file()), None)
+        run = paths(p)
+        p = next((c for c in (run.best, run.last) if c.is_file()), None)
         if p is None:
-            raise ConfigError(f"{model}: no weights/best.pt or weights/last.pt in this run directory")
+            raise RunError(f"{model}: no weights/best.pt or weights/last.pt in this run directory")
     elif not p.is_file():
         raise ConfigError(f"{p}: model file not found")
+    if p.suffix != ".pt":
+        raise ConfigError(f"{p}: not a .pt checkpoint (export formats are evaluated with `fmnist-yolo export`)")
     warn_if_untrusted(p)
+    check_classifier(p, load_checkpoint(p))
     return p
 
 
@@ -184,7 +215,7 @@ def evaluate(weights: str | Path, split: str = "test", data: str | Path | None =
     import torch
     from ultralytics import YOLO
 
-    from .train import ensure_tree
+    from ..data.prepare import ensure_tree
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, found {split!r}")
@@ -197,11 +228,15 @@ def evaluate(weights: str | Path, split: str = "test", data: str | Path | None =
     if not (tree / split).is_dir():
         raise ConfigError(f"{tree}: no {split}/ split")
     tta = _tta(tta)
+    check_ultralytics_keys(overrides, "val")
     model = YOLO(str(path))
     captured = {}
     model.add_callback("on_val_end", lambda v: captured.setdefault("v", v))
     args = {"plots": False, **overrides, "data": str(tree), "split": split}
-    model.val(validator=partial(_capturing_validator(), tta=tta), **args)
+    try:
+        model.val(validator=partial(_capturing_validator(), tta=tta), **args)
+    except (ValueError, TypeError, SyntaxError, FileNotFoundError) as e:  # Ultralytics' argument and data errors
+        raise ConfigError(f"{path}: cannot evaluate on {tree / split}: {str(e).splitlines()[0]}") from None
     v = captured["v"]
     probs = torch.cat(v.probs).numpy()
     true = torch.cat(v.targets).numpy().astype(int)
@@ -217,63 +252,42 @@ def evaluate(weights: str | Path, split: str = "test", data: str | Path | None =
     return Evaluation(split, str(path), float(v.metrics.top1), float(v.metrics.top5), table, names, tta)
 
 
+def stored_test(run_dir: str | Path) -> Evaluation | None:
+    """best.pt's stored test evaluation, or None when there is none or it is older than best.pt."""
+    run = paths(run_dir)
+    if not predictions_current(run_dir):
+        return None
+    return Evaluation.load(run.test_predictions, "test", str(run.best))
+
+
 def best_on_test(run_dir: str | Path, data: str | Path | None = None) -> Evaluation:
     """best.pt of a run on test: the predictions stored at training time when current, else a fresh evaluation,
-    which is stored (test_predictions.csv is derived from best.pt: rebuilt when missing or older, and said so)."""
-    import json
-    import sys
+    which is stored (test_predictions.csv is derived from best.pt: rebuilt when missing or older, and said so).
 
-    import yaml
+    A damaged stored file is rebuilt too. `data` evaluates on another tree (and stores that).
+    """
+    import logging
 
-    from .train import PROVENANCE, TEST_PREDICTIONS, stored_test
-
-    run_dir = Path(run_dir)
+    run = paths(run_dir)
     weights = resolve_weights_path(run_dir)
-    if data is None and (stored := stored_test(run_dir)) is not None:
-        return stored
+    why = None
     if data is None:
-        if (run_dir / PROVENANCE).is_file():
-            data = json.loads((run_dir / PROVENANCE).read_text())["data"]["tree"]
-        else:  # a plain `yolo classify train` run: its data= argument (a path or a name under datasets_dir)
-            data = (yaml.safe_load((run_dir / "args.yaml").read_text()) or {}).get("data")
-        preds = run_dir / TEST_PREDICTIONS
-        why = "is older than best.pt" if preds.is_file() else "is missing"
-        print(f"Note: {preds} {why}: evaluating {weights} on test once and storing the predictions", file=sys.stderr)
+        try:
+            if (stored := stored_test(run_dir)) is not None:
+                return stored
+            why = "is older than best.pt" if run.test_predictions.is_file() else "is missing"
+        except RunError as e:
+            why = f"is damaged ({str(e).split(': ', 1)[-1]})"
+        record = read_provenance(run_dir)
+        # a plain `yolo classify train` run: its data= argument (a path or a name under datasets_dir)
+        data = record.data.get("tree") if record is not None else read_args(run_dir).get("data")
     result = evaluate(weights, "test", data)
-    result.save(run_dir / TEST_PREDICTIONS)
+    with contextlib.suppress(OSError):  # a read-only run directory: the evaluation stands, unstored
+        result.save(run.test_predictions)
+    if why:
+        logging.getLogger(__name__).info(f"Note: {run.test_predictions} {why}: evaluated {weights} on test once "
+                                         "and stored the predictions")  # fmt: skip
     return result
 
 
-def predict(model: str | Path, source: str | Path, **overrides) -> pd.DataFrame:
-    """Classify an image or a directory of images; one row per image: file, class, confidence."""
-    from ultralytics import YOLO
-
-    weights = resolve_weights_path(model)
-    if not Path(source).exists():
-        raise ConfigError(f"{source}: source not found")
-    rows = []
-    with _not_the_yolo_cli():
-        results = YOLO(str(weights)).predict(source=str(source), verbose=False, **overrides)
-    for r in results:
-        rows.append({"file": r.path, "class_id": int(r.probs.top1), "class": r.names[int(r.probs.top1)],
-                     "confidence": float(r.probs.top1conf)})  # fmt: skip
-    return pd.DataFrame(rows, columns=["file", "class_id", "class", "confidence"])
-
-
-@contextlib.contextmanager
-def _not_the_yolo_cli():
-    """Ultralytics treats a process whose argv[0] ends in 'yolo' (so `fmnist-yolo`) as its own CLI and
-    then predicts without returning results; hide the name for the call."""
-    from ultralytics.utils import ARGV
-
-    saved = ARGV[0] if ARGV else None
-    if saved is not None:
-        ARGV[0] = "fmnist-yolo-api"  # anything not ending in "yolo"
-    try:
-        yield
-    finally:
-        if saved is not None:
-            ARGV[0] = saved
-
-
-__all__ = ["Evaluation", "evaluate", "predict", "best_on_test"]
+__all__ = ["Evaluation", "best_on_test", "evaluate", "stored_test"]

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from .files import atomic_path
+from ..files import atomic_path
 
 DPI = 110
 

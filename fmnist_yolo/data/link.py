@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def ensure_link(tree: Path) -> Path | None:
@@ -61,21 +63,15 @@ def link_for_ultralytics(tree: Path, datasets_dir: Path | None = None) -> Path |
     if link.resolve() == tree:
         return link  # already linked, or the tree itself lives there
     if link.exists() or link.is_symlink():
-        print(
-            f"Note: {link} already exists and is not this tree, so it was left alone; "
-            f"`yolo ... data={tree.name}` uses it. Pass data={tree} to use this tree.",
-            file=sys.stderr,
-        )
+        log.info(f"Note: {link} already exists and is not this tree, so it was left alone; "
+                 f"`yolo ... data={tree.name}` uses it. Pass data={tree} to use this tree.")
         return None
     try:
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(tree, link, target_is_directory=True)
     except OSError as e:
-        print(f"Note: could not link {link} -> {tree} ({e.strerror}); pass data={tree} to yolo.", file=sys.stderr)
+        log.warning(f"Note: could not link {link} -> {tree} ({e.strerror}); pass data={tree} to yolo.")
         return None
-    print(
-        f"Linked {link} -> {tree} so that `yolo classify train data={tree.name}` finds it "
-        f"(Ultralytics' datasets_dir; undo with: rm {link})",
-        file=sys.stderr,
-    )
+    log.info(f"Linked {link} -> {tree} so that `yolo classify train data={tree.name}` finds it "
+             f"(Ultralytics' datasets_dir; undo with: rm {link})")
     return link

@@ -1,0 +1,1 @@
+"""Stage 4: run directories read for people (compare, report, plots, published)."""

@@ -1,0 +1,135 @@
+"""Every place fmnist-yolo changes Ultralytics' internals, in one module; checked against Ultralytics 8.4.190.
+
+An Ultralytics upgrade that renames or removes one of these breaks `tests/test_compat.py` first, loudly.
+Subclass seams (the fast trainer, the selection rule, the capturing validator) stay in their stages; the
+internal methods they override are listed in SEAMS so the same test watches them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
+
+CHECKED_AGAINST = "8.4.190"
+AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what Ultralytics 8.4's check_amp downloads (a detection model) to test AMP
+
+# (module, attribute) this module replaces or reads; (class, method) our subclasses override or rely on.
+PATCHED = [
+    ("ultralytics.engine.trainer", "check_amp"),
+    ("ultralytics.utils", "ARGV"),
+    ("ultralytics.utils.callbacks.raytune", "callbacks"),
+]
+SEAMS = [
+    ("ultralytics.engine.trainer.BaseTrainer", "_build_train_pipeline"),  # the fast loader's step plan
+    ("ultralytics.engine.trainer.BaseTrainer", "_get_warmup_iterations"),
+    ("ultralytics.engine.trainer.BaseTrainer", "optimizer_step"),
+    ("ultralytics.engine.trainer.BaseTrainer", "preprocess_batch"),
+    ("ultralytics.models.yolo.classify.ClassificationTrainer", "get_validator"),  # the selection rule
+    ("ultralytics.models.yolo.classify.ClassificationTrainer", "get_dataloader"),
+    ("ultralytics.models.yolo.classify.ClassificationValidator", "update_metrics"),  # capturing validator, TTA
+    ("ultralytics.models.yolo.classify.ClassificationValidator", "preprocess"),
+    ("ultralytics.models.yolo.classify.ClassificationValidator", "get_dataloader"),
+    ("ultralytics.utils.metrics.ClassifyMetrics", "fitness"),
+]
+
+
+def amp_agrees(model, imgsz: int = 64, dtype=None) -> bool:
+    """Whether this classification model's class probabilities under autocast match FP32 on a fixed random batch."""
+    import torch
+
+    device = next(model.parameters()).device
+    x = torch.rand(8, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0)).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            full = model(x)
+            with torch.autocast(device.type, dtype=dtype or torch.float16):
+                mixed = model(x)
+    finally:
+        model.train(was_training)
+    full, mixed = (y[0] if isinstance(y, (list, tuple)) else y for y in (full, mixed))  # eval: (probs, logits)
+    return bool(torch.isfinite(mixed).all() and (full - mixed.float()).abs().max() < 0.02)
+
+
+def _on_accelerator(model) -> bool:
+    """Whether Ultralytics' AMP check would test this model (it answers False itself on CPU and MPS)."""
+    return next(model.parameters()).device.type not in {"cpu", "mps"}
+
+
+@contextlib.contextmanager
+def amp_check_offline() -> Iterator[None]:
+    """Within: Ultralytics' AMP check tests the model being trained when its own test model is not at hand.
+
+    Ultralytics 8.4 downloads yolo26n.pt to compare FP16 with FP32 and, when it cannot, keeps AMP on untested.
+    Where that file is absent (offline, or never downloaded), this compares the model being trained instead: AMP
+    stays on when FP16 agrees and is turned off, as Ultralytics does, when it does not. GPUs that Ultralytics
+    knows to be broken in FP16 are still refused first, by Ultralytics' own check.
+    """
+    import ultralytics.engine.trainer as engine
+    from ultralytics.utils import WEIGHTS_DIR
+
+    original = engine.check_amp
+
+    def check(model) -> bool:
+        if not _on_accelerator(model) or (WEIGHTS_DIR / AMP_CHECK_WEIGHTS).is_file() or _known_bad_gpu(model):
+            return original(model)
+        ok = amp_agrees(model)
+        print(f"AMP: {'checks passed on the model itself' if ok else 'FP16 disagrees with FP32: AMP disabled'} "
+              f"({AMP_CHECK_WEIGHTS} for Ultralytics' check is not available)", file=sys.stderr)  # fmt: skip
+        return ok
+
+    engine.check_amp = check
+    try:
+        yield
+    finally:
+        engine.check_amp = original
+
+
+def _known_bad_gpu(model) -> bool:
+    """GPUs whose FP16 Ultralytics 8.4's check_amp refuses by name (GTX 16xx, Quadro T-series, ...)."""
+    import re
+
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return False
+    name = torch.cuda.get_device_name(device)
+    return bool(re.search(r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)",
+                          name, re.IGNORECASE))  # fmt: skip
+
+
+@contextlib.contextmanager
+def not_the_yolo_cli() -> Iterator[None]:
+    """Ultralytics treats a process whose argv[0] ends in 'yolo' (so `fmnist-yolo`) as its own CLI and then
+    predicts without returning results; hide the name for the call."""
+    from ultralytics.utils import ARGV
+
+    saved = ARGV[0] if ARGV else None
+    if saved is not None:
+        ARGV[0] = "fmnist-yolo-api"  # anything not ending in "yolo"
+    try:
+        yield
+    finally:
+        if saved is not None:
+            ARGV[0] = saved
+
+
+@contextlib.contextmanager
+def quiet_ray_outside_searches() -> Iterator[None]:
+    """With Ray installed, Ultralytics' Ray Tune callback asks Ray for a trial id after every epoch, and Ray warns
+    each time it is asked outside a search; silence that one warning while training."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`get_trial_id` is meant to only be called inside")
+        yield
+
+
+def drop_stock_raytune_reporter() -> None:
+    """In a tune trial's worker: Ultralytics' own Ray Tune callback also reports the final evaluation of best.pt as
+    epoch N+1, which ASHA takes for one more epoch; the trial reports through fmnist-yolo's callback only."""
+    import ultralytics.utils.callbacks.raytune as stock_reporter
+
+    stock_reporter.callbacks = {}

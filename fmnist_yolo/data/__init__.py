@@ -1,0 +1,1 @@
+"""Stage 1: the Fashion-MNIST files in, the Ultralytics class-folder tree out (idx, sources, prepare, tree, check, link)."""

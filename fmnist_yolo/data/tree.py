@@ -1,0 +1,75 @@
+"""The prepared tree's contract: its layout, its manifest and file list, and whether it is what it claims to be.
+
+    TREE/{train,val,test}/<i>_<class>/<source split>_<index>.png   8-bit grey PNGs, pixel-exact to the IDX data
+    TREE/manifest.json   format, options (val size, split seed), source checksums, counts per split and class,
+                         and the hash of files.sha256
+    TREE/files.sha256    one `sha256  relative/path` line per image (`sha256sum -c` reads it)
+
+prepare.py is its one writer; check.py, training and evaluation read it through the functions here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..config import CLASS_DIRS
+from ..errors import DataError
+
+FORMAT = 1  # bump when the tree layout or file encoding changes; older trees are then rebuilt
+MANIFEST = "manifest.json"
+CHECKSUMS = "files.sha256"
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIX = ".png"
+
+
+def read_manifest(tree: Path) -> dict | None:
+    """The manifest of a prepared tree, or None when there is none readable."""
+    try:
+        return json.loads((Path(tree) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def manifest_checksum(tree: Path) -> str | None:
+    """SHA-256 of a tree's manifest file, which pins every image through its file list hash."""
+    try:
+        return hashlib.sha256((Path(tree) / MANIFEST).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def read_listing(tree: Path, manifest: dict) -> dict[str, str]:
+    """files.sha256 as {relative path: sha256}, after checking it against the manifest's hash of it."""
+    path = tree / CHECKSUMS
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file list: {e.strerror}") from None
+    if hashlib.sha256(text.encode()).hexdigest() != manifest.get("files_sha256"):
+        raise DataError(f"{path}: does not match the hash recorded in {MANIFEST} (file list edited or damaged)")
+    return {rel: sha for sha, _, rel in (line.partition("  ") for line in text.splitlines())}
+
+
+def counts_on_disk(tree: Path, split: str) -> dict[str, int]:
+    """Images per class folder of one split, as they are on disk now (no decoding: cheap)."""
+    d = Path(tree) / split
+    return {c: sum(1 for p in (d / c).iterdir() if p.suffix == IMAGE_SUFFIX) if (d / c).is_dir() else 0
+            for c in CLASS_DIRS}  # fmt: skip
+
+
+def check_counts(tree: Path) -> None:
+    """DataError unless every split has the images per class that the manifest says (a cheap check before use).
+
+    A tree that is not fmnist-yolo's (no manifest) is not checked: it is the user's own.
+    """
+    manifest = read_manifest(tree)
+    if manifest is None:
+        return
+    for split, expected in manifest.get("counts", {}).items():
+        found = counts_on_disk(tree, split)
+        for cls, n in expected.items():
+            if found.get(cls, 0) != n:
+                raise DataError(f"{Path(tree) / split / cls}: {found.get(cls, 0)} images, the manifest says {n} "
+                                f"(run `fmnist-yolo check {tree}`; `fmnist-yolo prepare force=True` rebuilds it)")

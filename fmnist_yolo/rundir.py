@@ -1,0 +1,227 @@
+"""The run directory contract: what a training run leaves on disk, its one provenance writer and its readers.
+
+    RUN/fmnist_yolo.json        the provenance record (Provenance), written by fmnist-yolo only
+    RUN/args.yaml               Ultralytics' own record of the train arguments
+    RUN/results.csv             Ultralytics' per-epoch history (load_history reads it)
+    RUN/weights/best.pt         best epoch on val;  RUN/weights/last.pt  the latest epoch (resume)
+    RUN/weights/.last.safe.pt   an atomic copy of last.pt (Ultralytics writes last.pt in place)
+    RUN/test_predictions.csv    best.pt's per-image test predictions (derived: rebuilt when stale)
+    RUN/report.md, RUN/report/  the report (derived)
+
+Plain `yolo classify train` runs have the Ultralytics files only; every reader here accepts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import RunError
+from .files import read_csv, read_json, read_yaml, write_text
+
+SCHEMA = 2  # fmnist_yolo.json's schema; 1 (no "schema" key) is read with defaults
+PROVENANCE = "fmnist_yolo.json"
+TEST_PREDICTIONS = "test_predictions.csv"
+RESULTS = "results.csv"
+ARGS = "args.yaml"
+SAFE_LAST = ".last.safe.pt"
+REPORT = "report.md"
+REPORT_ASSETS = "report"
+STATUSES = ("running", "finished", "stopped", "failed")  # stopped: ended early by a search (ASHA)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path of the contract for one run directory."""
+
+    dir: Path
+
+    @property
+    def provenance(self) -> Path:
+        return self.dir / PROVENANCE
+
+    @property
+    def args(self) -> Path:
+        return self.dir / ARGS
+
+    @property
+    def results(self) -> Path:
+        return self.dir / RESULTS
+
+    @property
+    def best(self) -> Path:
+        return self.dir / "weights" / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.dir / "weights" / "last.pt"
+
+    @property
+    def safe_last(self) -> Path:
+        return self.dir / "weights" / SAFE_LAST
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.dir / TEST_PREDICTIONS
+
+    @property
+    def report(self) -> Path:
+        return self.dir / REPORT
+
+    @property
+    def report_assets(self) -> Path:
+        return self.dir / REPORT_ASSETS
+
+
+def paths(run_dir: str | Path) -> RunPaths:
+    """The contract's paths for `run_dir`."""
+    return RunPaths(Path(run_dir))
+
+
+def is_run(run_dir: str | Path) -> bool:
+    """Whether `run_dir` is a training run directory (Ultralytics writes args.yaml and results.csv into each)."""
+    p = paths(run_dir)
+    return p.args.is_file() and p.results.is_file()
+
+
+@dataclass
+class Provenance:
+    """fmnist_yolo.json: how a run was made and what it gave. Nested parts are plain dicts, as in the file.
+
+    status: running (written when training starts), finished, stopped (by a search), failed (before its first
+    epoch ended). metrics: {"val": {top1, top5}, "test": Evaluation.summary() or None}.
+    """
+
+    status: str = "running"
+    args: dict = field(default_factory=dict)  # the resolved train arguments, ours included
+    recipe: dict = field(default_factory=dict)  # {name, file}
+    requested: dict = field(default_factory=dict)  # the arguments as the user gave them
+    imgsz: dict = field(default_factory=dict)  # {requested, effective, note}
+    model: dict = field(default_factory=dict)  # {requested, used, pretrained, source, tried, parameters}
+    data: dict = field(default_factory=dict)  # {tree, manifest_sha256, has_val, model_selection_split, _metric}
+    device: str | None = None
+    amp: bool | None = None
+    world_size: int = 1
+    epochs_planned: int | None = None
+    epochs_completed: int | None = None
+    run_dir: str | None = None
+    versions: dict = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    metrics: dict = field(default_factory=dict)
+    test_predictions: str | None = None
+    resumed: list = field(default_factory=list)  # one entry per resume: checkpoint, completed_epochs, at, ...
+    error: str | None = None  # why a failed run failed
+    stopped_by: str | None = None
+    export: dict = field(default_factory=dict)  # exported models and their agreement with best.pt
+    fmnist_yolo_version: str = __version__
+    schema: int = SCHEMA
+    extra: dict = field(default_factory=dict)  # keys of a newer schema, kept as read
+
+    @property
+    def select_on(self) -> str:
+        """How best.pt was chosen: "top1_top5" (Ultralytics' rule) or "top1"."""
+        return self.args.get("select_on") or self.data.get("model_selection_metric") or "top1_top5"
+
+    @property
+    def test(self) -> dict | None:
+        """The test summary of best.pt, or None (not evaluated yet, or evaluate_test=False)."""
+        return (self.metrics or {}).get("test")
+
+    def to_dict(self) -> dict:
+        """The JSON object written to fmnist_yolo.json."""
+        d = dataclasses.asdict(self)
+        return {**d.pop("extra"), **d}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | Path = PROVENANCE) -> Provenance:
+        """A record from a file's JSON object; missing keys (older schema) take their defaults."""
+        if not isinstance(d, dict):
+            raise RunError(f"{source}: not a provenance record (a JSON object expected, found {type(d).__name__})")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        defaults = cls()
+        wrong = [k for k, v in known.items()
+                 if isinstance(getattr(defaults, k), (dict, list)) and not isinstance(v, type(getattr(defaults, k)))]
+        if wrong:
+            raise RunError(f"{source}: damaged provenance record: '{wrong[0]}' has the wrong type")
+        if known.get("status", "running") not in STATUSES:
+            raise RunError(f"{source}: unknown status {known['status']!r} (expected one of {', '.join(STATUSES)})")
+        return cls(**{**known, "schema": d.get("schema", 1)}, extra={k: v for k, v in d.items() if k not in names})
+
+
+def read_provenance(run_dir: str | Path) -> Provenance | None:
+    """The run's provenance record; None for a run that fmnist-yolo did not make (no fmnist_yolo.json).
+
+    Raises RunError naming the file when it is unreadable or damaged.
+    """
+    path = paths(run_dir).provenance
+    if not path.exists():
+        return None
+    return Provenance.from_dict(read_json(path, RunError, "provenance record"), path)
+
+
+def write_provenance(run_dir: str | Path, record: Provenance) -> Path:
+    """The one writer of fmnist_yolo.json: atomic, so a kill never leaves half a record."""
+    import json
+
+    return write_text(paths(run_dir).provenance, json.dumps(record.to_dict(), indent=1, default=str) + "\n")
+
+
+def read_args(run_dir: str | Path) -> dict:
+    """Ultralytics' args.yaml of the run (a mapping); RunError naming the file when damaged."""
+    path = paths(run_dir).args
+    args = read_yaml(path, RunError, "Ultralytics' argument record") or {}
+    if not isinstance(args, dict):
+        raise RunError(f"{path}: Ultralytics' argument record is not a mapping")
+    return args
+
+
+HISTORY_COLUMNS = {
+    "train/loss": "train_loss",
+    "metrics/accuracy_top1": "val_top1",
+    "metrics/accuracy_top5": "val_top5",
+    "val/loss": "val_loss",
+    "lr/pg0": "lr_pg0",
+    "lr/pg1": "lr_pg1",
+    "lr/pg2": "lr_pg2",
+}
+
+
+def load_history(run: str | Path):
+    """A run's `results.csv` as a tidy DataFrame: one row per epoch, numeric columns.
+
+    Columns: epoch, time (cumulative seconds), train_loss, val_loss, val_top1, val_top5, lr_pg0..2 (and any other
+    learning-rate groups as Ultralytics names them). RunError names the file when it is cut off or damaged.
+    """
+    import pandas as pd
+
+    path = Path(run)
+    path = path / RESULTS if path.is_dir() else path
+    table = read_csv(path, RunError, "training history", ("epoch", "metrics/accuracy_top1", "metrics/accuracy_top5"))
+    df = table.rename(columns=HISTORY_COLUMNS).apply(pd.to_numeric, errors="coerce")
+    bad = df[["epoch", "val_top1", "val_top5"]].isna().any(axis=1)
+    if bad.any():
+        row = int(bad.to_numpy().argmax()) + 2  # the header is line 1
+        raise RunError(f"{path}: training history is damaged at line {row} (a missing or non-numeric value)")
+    df = df.astype({"epoch": int})
+    # A run killed between writing an epoch's row and its checkpoint repeats that epoch when resumed: keep the rerun
+    return df.drop_duplicates("epoch", keep="last").set_index("epoch", drop=False)
+
+
+def best_epoch(history, select_on: str = "top1_top5") -> int | None:
+    """The epoch saved as best.pt: the last with the highest fitness, Ultralytics' mean(top-1, top-5) or top-1.
+
+    The last, not the first: Ultralytics 8.4 rewrites best.pt whenever an epoch's fitness equals the best so far.
+    """
+    fitness = history["val_top1"] if select_on == "top1" else (history["val_top1"] + history["val_top5"]) / 2
+    return None if fitness.isna().all() else int(fitness[fitness == fitness.max()].index[-1])
+
+
+def predictions_current(run_dir: str | Path) -> bool:
+    """Whether test_predictions.csv exists and is not older than best.pt (else it is rebuilt from best.pt)."""
+    p = paths(run_dir)
+    if not p.test_predictions.is_file():
+        return False
+    return not p.best.is_file() or p.test_predictions.stat().st_mtime >= p.best.stat().st_mtime

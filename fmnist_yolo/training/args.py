@@ -1,0 +1,134 @@
+"""Train arguments: recipes, cfg= files and explicit values resolved in that order, every key and value checked."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from ..config import DEFAULT_RECIPE, DEFAULTS, OWN_TRAIN_KEYS, RECIPES_DIR
+from ..errors import ConfigError
+from ..files import read_yaml
+
+SELECT_ON = ("top1_top5", "top1")  # Ultralytics' fitness (mean of val top-1 and top-5), or val top-1 alone
+
+
+def valid_keys() -> set[str]:
+    """Every key `train` accepts: Ultralytics' arguments plus fmnist-yolo's own."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return set(DEFAULT_CFG_DICT) | set(OWN_TRAIN_KEYS)
+
+
+def check_keys(args: dict[str, Any], allowed: set[str], where: str = "argument") -> None:
+    """Raise ConfigError for the first unknown key, suggesting the closest valid one."""
+    for key in args:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else " (see `yolo cfg` for Ultralytics' arguments)"
+            raise ConfigError(f"unknown {where} '{key}'{hint}")
+
+
+def read_args_yaml(path: str | Path, allowed: set[str]) -> dict[str, Any]:
+    """Train arguments from a YAML mapping, every key checked against `allowed`."""
+    args = read_yaml(path, ConfigError, "argument file") or {}
+    if not isinstance(args, dict):
+        raise ConfigError(f"{path}: expected a mapping of arguments, found {type(args).__name__}")
+    check_keys(args, allowed, where=f"argument in {path}")
+    return args
+
+
+def recipes() -> dict[str, Path]:
+    """Shipped recipes: name -> YAML file."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A shipped recipe's file by name, or a recipe YAML given by path."""
+    shipped = recipes()
+    if str(recipe) in shipped:
+        return shipped[str(recipe)]
+    if Path(recipe).suffix in (".yaml", ".yml") and Path(recipe).is_file():
+        return Path(recipe)
+    close = difflib.get_close_matches(str(recipe), shipped, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"unknown recipe '{recipe}' (shipped: {', '.join(shipped)}; or a YAML path){hint}")
+
+
+def resolve_args(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The default recipe < the chosen recipe < cfg= file < explicit overrides; keys, types and ranges checked.
+
+    The default recipe's file is the one source of model, epochs and imgsz; fmnist-yolo's own keys default to
+    `Config`; everything else is Ultralytics' default, left unset here.
+    """
+    from ultralytics.cfg import check_cfg
+
+    overrides = dict(overrides)
+    allowed = valid_keys()
+    check_keys(overrides, allowed)
+    cfg = overrides.pop("cfg", None)
+    from_file = read_args_yaml(cfg, allowed - {"cfg"}) if cfg else {}
+    recipe = overrides.pop("recipe", None) or from_file.pop("recipe", None) or DEFAULTS.recipe
+    base = read_args_yaml(recipe_path(DEFAULT_RECIPE), allowed - {"cfg", "recipe"})
+    from_recipe = read_args_yaml(recipe_path(recipe), allowed - {"cfg", "recipe"})
+    own = {k: getattr(DEFAULTS, k) for k in OWN_TRAIN_KEYS}
+    args = {**own, **base, "data": None, **from_recipe, **from_file, **overrides, "recipe": str(recipe)}
+    try:
+        check_cfg({k: v for k, v in args.items() if k not in OWN_TRAIN_KEYS and v is not None})
+    except (TypeError, ValueError, SyntaxError) as e:
+        raise ConfigError(str(e).splitlines()[0].strip()) from None
+    check_values(args)
+    return args
+
+
+def _number(args: dict, key: str) -> float | None:
+    value = args.get(key)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+# key -> (test, the accepted range as said in the message); Ultralytics' check_cfg checks types and 0..1 fractions
+RANGES = {
+    "epochs": (lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+    "imgsz": (lambda v: 1 <= v <= 8192 and v == int(v), "an integer from 1 to 8192"),
+    "batch": (lambda v: v == -1 or 0 < v < 1 or (v >= 1 and v == int(v)),
+              "an integer >= 1, -1 (AutoBatch) or a fraction of GPU memory in (0, 1)"),
+    "fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "lr0": (lambda v: v > 0, "> 0"),
+    "lrf": (lambda v: v > 0, "in (0, 1]"),
+    "nbs": (lambda v: v >= 1, ">= 1"),
+    "workers": (lambda v: v >= 0, ">= 0"),
+    "patience": (lambda v: v >= 0, ">= 0"),
+    "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "save_period": (lambda v: v >= -1, ">= 1, or -1 (off)"),
+    "scale": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "time": (lambda v: v > 0, "> 0 (hours)"),
+}  # fmt: skip
+
+
+def check_values(args: dict[str, Any]) -> None:
+    """ConfigError naming the key and its accepted range for a value out of range or a combination that cannot work."""
+    for key, (ok, accepted) in RANGES.items():
+        value = _number(args, key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{key}={args[key]} is out of range: {key} must be {accepted}")
+    imgsz = args.get("imgsz")
+    if isinstance(imgsz, (list, tuple)):
+        raise ConfigError(f"imgsz={imgsz}: classification trains square images; give one integer")
+    if args.get("select_on") not in SELECT_ON:
+        raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}, found '{args.get('select_on')}'")
+    if args.get("fast") and device_count(args.get("device")) > 1:
+        raise ConfigError(f"fast=True trains on one device, found device={args['device']}; drop fast=True for "
+                          "multi-GPU (DDP) training")  # fmt: skip
+    if args.get("fast") and args.get("time"):
+        raise ConfigError("fast=True plans its optimizer steps by epoch: give epochs=, not time=")
+
+
+def device_count(device: Any) -> int:
+    """How many devices a `device=` value names: 0,1 / "0,1" / [0, 1] are two (Ultralytics then trains with DDP)."""
+    if device is None or isinstance(device, int):
+        return 1
+    parts = [p for p in str(device).strip("()[] ").replace(" ", "").split(",") if p]
+    return max(len(parts), 1)

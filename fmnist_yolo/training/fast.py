@@ -1,0 +1,368 @@
+"""The fast data path: the split decoded once into one uint8 tensor, batches augmented in torch on the device.
+
+`MemoryTrainer` is Ultralytics' ClassificationTrainer with the data loaders replaced: model, optimizer, schedule,
+EMA, validator, checkpoints, results.csv and callbacks stay Ultralytics'. Selected by `fast=True`.
+
+It trains the recipe it is given. Stock Ultralytics adds the gradients of `accumulate = nbs / batch` micro-batches
+(each a mean over `batch` images) before each optimizer step, and ramps `accumulate` from 1 during warm-up. The fast
+loader replays that schedule (`step_plan`) and fuses the micro-batches of one step into one forward pass whose loss
+is their sum (`ChunkLoss`), so the optimizer, the number of steps, the gradient, the warm-up and the learning rate
+of every step are stock's. What differs: BatchNorm normalises over the fused chunk (64 images at the defaults, not
+16), and the augmentations are batched re-implementations (auto_augment's per-image policies are not reproduced).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ultralytics.data.augment import classify_transforms
+from ultralytics.data.dataset import ClassificationDataset
+from ultralytics.utils import LOGGER
+from ultralytics.utils.torch_utils import unwrap_model
+
+from ..errors import ConfigError, DataError
+from .trainer import Trainer, check_all_images_used
+
+
+def decode(files: list[str], workers: int | None = None) -> np.ndarray:
+    """Read grey PNGs into one (N, H, W) uint8 array (OpenCV releases the GIL, so threads scale).
+
+    Not Ultralytics' ClassificationDataset.cache_images: it decodes in colour on cpu_count - 1 threads, 7.4 s
+    for the 55k training images on 2 cores against 3.5 s here.
+    """
+    import cv2
+
+    def read(f: str) -> np.ndarray:
+        im = cv2.imread(f, cv2.IMREAD_GRAYSCALE)
+        if im is None:
+            raise DataError(f"{f}: cannot decode image (run `fmnist-yolo check`; `fmnist-yolo prepare force=True` "
+                            "repairs the tree)")
+        return im
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        images = list(pool.map(read, files, chunksize=512))
+    if len({im.shape for im in images}) > 1:
+        raise DataError(f"{Path(files[0]).parent.parent}: images differ in size; the fast loader needs one size")
+    return np.stack(images)
+
+
+@dataclass
+class Augment:
+    """Batched training augmentation: Ultralytics' classify_augmentations on grey images, as a tensor operation.
+
+    RandomResizedCrop (area in [1 - scale, 1], aspect in [3/4, 4/3], random position), horizontal/vertical flips,
+    brightness and contrast jitter of +-hsv_v only where stock applies ColorJitter (auto_augment off: stock disables
+    it under RandAugment/AutoAugment/AugMix; hue and saturation are no-ops on grey), random erasing to 0 (area
+    2-33 %, aspect 0.3-3.3, as torchvision's RandomErasing). Not reproduced: auto_augment's per-image policies.
+    Like stock, `translate` does nothing here (classify_augmentations has no shift).
+    """
+
+    size: int
+    scale: float = 0.5
+    fliplr: float = 0.5
+    flipud: float = 0.0
+    hsv_v: float = 0.0
+    erasing: float = 0.4
+
+    @classmethod
+    def from_args(cls, args) -> Augment:
+        """The augmentation stock Ultralytics would apply for these train arguments (less auto_augment)."""
+        jitter = 0.0 if args.auto_augment else float(args.hsv_v)  # stock: no ColorJitter with an auto_augment policy
+        return cls(int(args.imgsz), float(args.scale), float(args.fliplr), float(args.flipud), jitter,
+                   float(args.erasing))  # fmt: skip
+
+    def draw(self, n: int, g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+        """Every random choice for `n` images, one row each: slices of it augment any batching of the same images
+        identically (an epoch's images do not depend on how its micro-batches are fused)."""
+
+        def uniform(lo: float, hi: float) -> torch.Tensor:
+            return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
+
+        return {
+            "area": uniform(1 - self.scale, 1.0), "log_ratio": uniform(math.log(3 / 4), math.log(4 / 3)),
+            "cx": uniform(-1, 1), "cy": uniform(-1, 1), "fliplr": uniform(0, 1), "flipud": uniform(0, 1),
+            "contrast": uniform(1 - self.hsv_v, 1 + self.hsv_v), "brightness": uniform(1 - self.hsv_v, 1 + self.hsv_v),
+            "e_area": uniform(0.02, 0.33), "e_log_ratio": uniform(math.log(0.3), math.log(3.3)),
+            "e_y": uniform(0, 1), "e_x": uniform(0, 1), "e_on": uniform(0, 1),
+        }  # fmt: skip
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1], random choices drawn from `g`."""
+        return self.apply(x, self.draw(len(x), g, x.device))
+
+    def apply(self, x: torch.Tensor, r: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1], with the random choices `r` (see draw)."""
+        b, dev = len(x), x.device
+        x = x[:, None].float() / 255
+        ratio = torch.exp(r["log_ratio"])
+        w, h = torch.sqrt(r["area"] * ratio).clamp(max=1), torch.sqrt(r["area"] / ratio).clamp(max=1)  # of the side
+        cx, cy = r["cx"] * (1 - w), r["cy"] * (1 - h)  # crop centre, crop stays inside
+        sx = torch.where(r["fliplr"] < self.fliplr, -w, w)
+        sy = torch.where(r["flipud"] < self.flipud, -h, h)
+        zero = torch.zeros_like(w)
+        theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, sy, cy], 1)], 1)
+        grid = F.affine_grid(theta, [b, 1, self.size, self.size], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.hsv_v:
+            mean = x.mean((1, 2, 3), keepdim=True)
+            x = (((x - mean) * r["contrast"].view(b, 1, 1, 1) + mean) * r["brightness"].view(b, 1, 1, 1)).clamp(0, 1)
+        if self.erasing:
+            e_area, e_ratio = r["e_area"] * self.size**2, torch.exp(r["e_log_ratio"])
+            eh = torch.sqrt(e_area * e_ratio).clamp(max=self.size)
+            ew = torch.sqrt(e_area / e_ratio).clamp(max=self.size)
+            y0, x0 = r["e_y"] * (self.size - eh), r["e_x"] * (self.size - ew)
+            on = r["e_on"] < self.erasing
+            rows = torch.arange(self.size, device=dev).view(1, -1, 1)
+            cols = torch.arange(self.size, device=dev).view(1, 1, -1)
+            box = ((rows >= y0.view(-1, 1, 1)) & (rows < (y0 + eh).view(-1, 1, 1))
+                   & (cols >= x0.view(-1, 1, 1)) & (cols < (x0 + ew).view(-1, 1, 1)) & on.view(-1, 1, 1))  # fmt: skip
+            x = x.masked_fill(box[:, None], 0.0)
+        return x
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive micro-batches of one epoch, trained in one forward pass."""
+
+    start: int  # first micro-batch (index within the epoch)
+    stop: int  # one past the last
+    steps: bool  # stock takes an optimizer step after the last one (False: the gradient carries into the next chunk)
+    ni: int  # stock's global index of the last micro-batch: the warm-up's lr and momentum at the step are taken here
+
+
+def step_plan(micro_batches: int, start_epoch: int, epochs: int, warmup: int, accumulate: int) -> dict[int, list]:
+    """Stock Ultralytics' accumulation schedule as chunks: epoch -> [Chunk, ...].
+
+    The logic of BaseTrainer._do_train (checked against Ultralytics 8.4.190): micro-batch `ni` (global index) sets
+    `accumulate` to round(interp(ni, [0, warmup], [1, accumulate])) while ni <= warmup, and a step follows when
+    ni - last_step >= accumulate. `last_step` starts at -1 (also on resume) and runs across epochs, so a step's
+    micro-batches can straddle an epoch boundary.
+    """
+    plan, last, acc = {}, -1, accumulate
+    for epoch in range(start_epoch, epochs):
+        chunks, start = [], 0
+        for i in range(micro_batches):
+            ni = i + micro_batches * epoch
+            if warmup and ni <= warmup:
+                acc = max(1, int(np.interp(ni, [0, warmup], [1, accumulate]).round()))
+            if ni - last >= acc:
+                chunks.append(Chunk(start, i + 1, True, ni))
+                start, last = i + 1, ni
+        if start < micro_batches:
+            chunks.append(Chunk(start, micro_batches, False, micro_batches * (epoch + 1) - 1))
+        plan[epoch] = chunks
+    return plan
+
+
+class ChunkLoss:
+    """Stock's classification loss summed over the micro-batches of a chunk.
+
+    Each image weighs 1 / (its micro-batch's size), so the gradient is the sum of the micro-batch means that stock
+    accumulates before a step, the short last micro-batch of an epoch included. The logged loss is the chunk's mean.
+    """
+
+    def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict]:
+        preds = preds[1] if isinstance(preds, (list, tuple)) else preds
+        ce = F.cross_entropy(preds, batch["cls"], reduction="none")
+        loss = (ce * batch["weight"]).sum() if "weight" in batch else ce.mean()
+        return loss, {"loss": ce.mean().detach()}
+
+
+def resize_like_validation(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, H, W) uint8 -> (B, 1, size, size) in [0, 1], as Ultralytics' classify_transforms (bilinear, 8-bit result)."""
+    x = x[:, None].float()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = x.round().clamp(0, 255)  # PIL resizes to 8-bit pixels before ToTensor
+    return x / 255
+
+
+class MemoryDataset:
+    """One split in memory: (N, H, W) uint8 images and int64 labels, on the training device."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, files: list[str]):
+        self.images, self.labels, self.files = images, labels, files
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class MemoryLoader:
+    """Batches of a MemoryDataset in Ultralytics' format ({"img": (B, 3, S, S) float, "cls": (B,) int64}).
+
+    Validation: fixed order, `batch_size` images a batch, the validation resize only.
+    Training: a seeded shuffle and augmentation per epoch (seed + epoch: reproducible, also after a resume), cut into
+    micro-batches of `batch_size` as stock does. Without a step schedule each micro-batch is one batch; with one
+    (`schedule`, set by MemoryTrainer) each batch is a chunk of micro-batches fused for one optimizer step, and
+    carries "weight" (per image, for ChunkLoss) and "chunk".
+    """
+
+    num_workers = 0
+    drop_last = False
+
+    def __init__(self, dataset: MemoryDataset, batch_size: int, size: int, augment: Augment | None, seed: int = 0):
+        self.dataset, self.batch_size, self.size, self.augment, self.seed = dataset, batch_size, size, augment, seed
+        self.sampler = range(len(dataset))  # Ultralytics reads len(loader.sampler)
+        self.epoch = 0
+        self.micro_batches = math.ceil(len(dataset) / batch_size)
+        self._schedule: tuple[int, int, int] | None = None  # (warmup, accumulate, epochs)
+        self._plan: dict[int, list[Chunk]] | None = None
+
+    def schedule(self, warmup: int, accumulate: int, epochs: int) -> None:
+        """Fuse micro-batches as stock Ultralytics accumulates them (step_plan), from the next epoch iterated on."""
+        self._schedule, self._plan = (warmup, accumulate, epochs), None
+
+    def chunks(self, epoch: int) -> list[Chunk]:
+        """The chunks of one epoch (one micro-batch each, all stepping, without a schedule)."""
+        if self._schedule is None:
+            return [Chunk(i, i + 1, True, i + self.micro_batches * epoch) for i in range(self.micro_batches)]
+        if self._plan is None or epoch not in self._plan:  # planned from the first epoch trained (resume: its own)
+            warmup, accumulate, epochs = self._schedule
+            start = epoch if self._plan is not None else min(epoch, self.epoch)
+            self._plan = step_plan(self.micro_batches, start, max(epochs, epoch + 1), warmup, accumulate)
+        return self._plan[epoch]
+
+    def __len__(self) -> int:
+        """Batches an epoch: micro-batches, or with a schedule the chunks of an epoch after warm-up (the most)."""
+        if self._schedule is None:
+            return self.micro_batches
+        warmup, _, epochs = self._schedule
+        self.chunks(self.epoch)  # plan from the current epoch
+        after = max(self.epoch, min(math.ceil((warmup + 1) / self.micro_batches), epochs - 1))
+        return max(len(self.chunks(e)) for e in range(after, max(epochs, after + 1)))
+
+    def reset(self) -> None:
+        """Nothing to rebuild (Ultralytics calls it when closing mosaic)."""
+
+    def __iter__(self):
+        images, labels = self.dataset.images, self.dataset.labels
+        n = len(self.dataset)
+        if self.augment is None:
+            for start in range(0, n, self.batch_size):
+                x = resize_like_validation(images[start : start + self.batch_size], self.size)
+                yield {"img": x.expand(-1, 3, -1, -1).contiguous(), "cls": labels[start : start + self.batch_size]}
+            return
+        g = torch.Generator(device=images.device)
+        g.manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(n, generator=g, device=images.device)
+        draws = self.augment.draw(n, g, images.device)  # per position in the epoch: any chunking augments alike
+        b, last = self.batch_size, n - (self.micro_batches - 1) * self.batch_size  # the epoch's last micro-batch
+        for chunk in self.chunks(self.epoch):
+            span = slice(chunk.start * b, chunk.stop * b)
+            idx = order[span]
+            weight = torch.full((len(idx),), 1 / b, device=images.device)
+            if chunk.stop == self.micro_batches and last != b:
+                weight[-last:] = 1 / last
+            x = self.augment.apply(images[idx], {k: v[span] for k, v in draws.items()})
+            batch = {"img": x.expand(-1, 3, -1, -1).contiguous(), "cls": labels[idx]}
+            yield {**batch, "weight": weight, "chunk": chunk} if self._schedule else batch
+        self.epoch += 1
+
+
+def load_split(path: str | Path, args, names: dict[int, str], mode: str, device: torch.device) -> MemoryDataset:
+    """The images Ultralytics would use for this split (its fraction, its class indices), decoded into memory."""
+    split = "train" if mode == "train" else args.split
+    listing = ClassificationDataset(str(path), args, augment=False, prefix=split, names=names)
+    check_all_images_used(listing, path, args.fraction, split)
+    files = [s[0] for s in listing.samples]
+    if not files:
+        raise DataError(f"{path}: no images in the {mode} split")
+    images = torch.from_numpy(decode(files)).to(device)
+    labels = torch.tensor([s[1] for s in listing.samples], dtype=torch.int64, device=device)
+    return MemoryDataset(images, labels, files)
+
+
+class MemoryTrainer(Trainer):
+    """ClassificationTrainer whose loaders serve a pre-decoded in-memory split, augmented in batches on the device.
+
+    Stock's optimizer, steps, gradient scale, warm-up and learning rates (see the module docstring): the loop runs one
+    iteration per fused chunk, and `optimizer_step` steps where stock does, with stock's warm-up values.
+    """
+
+    _STEP_ALWAYS = -sys.maxsize  # loop's `ni - last_opt_step >= accumulate` always true: the plan decides the steps
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.world_size > 1:
+            raise ConfigError("fast=True trains on one device; drop fast=True for multi-GPU (DDP) training")
+        if self.args.time:
+            raise ConfigError("fast=True plans its optimizer steps by epoch; use epochs= instead of time=")
+        if self.device.type == "cpu":  # Ultralytics leaves a core idle for loader workers that this path does not use
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.add_callback("on_train_epoch_start", lambda t: setattr(t.train_loader, "epoch", t.epoch))
+        self.add_callback("on_pretrain_routine_end", MemoryTrainer._start_plan)
+        self._splits: dict[str, MemoryDataset] = {}
+        self._chunk: Chunk | None = None
+        self.stock_accumulate, self.stock_warmup = 1, 0
+        differs = ["BatchNorm normalises over each fused chunk of nbs images (stock: each micro-batch of batch)"]
+        if self.args.auto_augment:
+            differs.append(f"auto_augment={self.args.auto_augment} is not applied (stock applies it per image)")
+        LOGGER.warning(f"fast=True trains stock's optimizer steps, gradients and schedule; it differs in: "
+                       f"{'; '.join(differs)}. Drop fast=True for the stock loader.")  # fmt: skip
+
+    def get_dataloader(self, dataset_path, batch_size: int = 16, rank: int = 0, mode: str = "train"):
+        key = f"{mode}:{dataset_path}"
+        if key not in self._splits:
+            self._splits[key] = load_split(dataset_path, self.args, self.data["names"], mode, self.device)
+            LOGGER.info(f"fast loader: {len(self._splits[key])} {mode} images of {dataset_path} in memory "
+                        f"({self._splits[key].images.nbytes / 1e6:.0f} MB, {self.device})")  # fmt: skip
+        size = int(self.args.imgsz)
+        if mode == "train":
+            return MemoryLoader(self._splits[key], batch_size, size, Augment.from_args(self.args), self.args.seed)
+        unwrap_model(self.model).transforms = classify_transforms(size=size)  # for best.pt's predictor, as stock
+        return MemoryLoader(self._splits[key], batch_size, size, None)
+
+    def _build_train_pipeline(self):
+        """Stock's loaders, accumulation and optimizer, then the loader fuses what stock would accumulate."""
+        super()._build_train_pipeline()
+        loader = self.train_loader
+        self.stock_accumulate = self.accumulate
+        self.stock_warmup = super()._get_warmup_iterations(loader.micro_batches)
+        loader.schedule(self.stock_warmup, self.stock_accumulate, self.epochs)
+        loader.epoch = self.start_epoch
+        self.accumulate = self._STEP_ALWAYS
+
+    def _start_plan(self) -> None:
+        """After a resume has set start_epoch: plan from there, and sum the losses of fused micro-batches."""
+        self.train_loader.schedule(self.stock_warmup, self.stock_accumulate, self.epochs)
+        self.train_loader.epoch = self.start_epoch
+        unwrap_model(self.model).criterion = ChunkLoss()  # training model only: checkpoints strip the criterion
+
+    def _get_warmup_iterations(self, num_batches):
+        return 0  # the loop's per-batch warm-up is off: optimizer_step applies stock's, per micro-batch index
+
+    def preprocess_batch(self, batch):
+        self._chunk = batch.pop("chunk", None)
+        return batch  # already on the device
+
+    def optimizer_step(self):
+        """Step where stock steps, with the lr and momentum stock's warm-up gives at that micro-batch."""
+        chunk = self._chunk
+        if chunk is not None and not chunk.steps:
+            return  # stock adds this gradient to the next micro-batches' before stepping
+        if chunk is not None and self.stock_warmup:
+            self._warmup(chunk.ni)
+        super().optimizer_step()
+
+    def _warmup(self, ni: int) -> None:
+        """Stock's warm-up of lr and momentum at global micro-batch `ni` (BaseTrainer._do_train, Ultralytics 8.4.190)."""
+        nw, a = self.stock_warmup, self.args
+        for x in self.optimizer.param_groups:
+            target = x["initial_lr"] * self.lf(self.epoch)
+            if ni <= nw:
+                start = a.warmup_bias_lr if x.get("param_group") == "bias" else 0.0
+                x["lr"] = float(np.interp(ni, [0, nw], [start, target]))
+                if "momentum" in x:
+                    x["momentum"] = float(np.interp(ni, [0, nw], [a.warmup_momentum, a.momentum]))
+            else:  # after warm-up: where stock's last warm-up micro-batch left them (the scheduler's lr)
+                x["lr"] = target
+                if "momentum" in x:
+                    x["momentum"] = a.momentum

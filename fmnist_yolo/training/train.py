@@ -1,0 +1,333 @@
+"""Train with Ultralytics on the prepared tree, evaluate best.pt once on test, and keep the provenance record.
+
+train() resolves the arguments (args.py) and the weights (weights.py), hands Ultralytics its own trainer or the
+fast one (trainer.py, fast.py), and writes the run directory's record through its contract (rundir.py): at the
+start (status running), at the end (finished, with val and test metrics), or when it fails before its first epoch
+(failed). resume= continues an interrupted run from its last.pt.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, compat
+from ..checkpoints import load_checkpoint, warn_if_untrusted
+from ..config import RUNS_DIR
+from ..errors import ConfigError, FmnistError, RunError, warn
+from ..files import atomic_path
+from ..rundir import Provenance, best_epoch, load_history, paths, read_provenance, write_provenance
+from .args import check_keys, recipe_path, resolve_args, valid_keys
+from .weights import Weights, resolve_weights
+
+log = logging.getLogger(__name__)
+IMGSZ_NOTE = "Ultralytics rounds imgsz up to a multiple of the model stride (32)"
+
+
+@dataclass
+class Run:
+    """A training run: its directory, its provenance record, and best.pt's evaluation on test (or None)."""
+
+    dir: Path
+    record: Provenance
+    test: Any = None  # evaluation.Evaluation of best.pt on test
+
+    @property
+    def provenance(self) -> dict:
+        """fmnist_yolo.json as a dict."""
+        return self.record.to_dict()
+
+    @property
+    def val(self) -> dict:
+        """best.pt's val top-1 and top-5, as the trainer measured them."""
+        return self.record.metrics.get("val", {})
+
+    @property
+    def weights(self) -> Path:
+        """best.pt: the epoch selected on val."""
+        return paths(self.dir).best
+
+    @property
+    def history(self):
+        """results.csv as a DataFrame, one row per epoch (fmnist_yolo.load_history)."""
+        return load_history(self.dir)
+
+    def summary_line(self) -> str:
+        """One line: where the run is, val top-1, test top-1 (or why there is none), wall time."""
+        test = self.record.test
+        tested = f"test top-1 {test['top1']:.4f}" if test else "test not evaluated (evaluate_test=False)"
+        chosen = self.record.data.get("model_selection_split", "val")
+        return (f"Run {self.dir}: val top-1 {self.val.get('top1', float('nan')):.4f}, {tested} (best.pt chosen on "
+                f"{'val' if chosen == 'val' else 'TEST'}), {self.record.wall_time_s:.0f}s")  # fmt: skip
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Run:
+        """A finished run from its directory: provenance, and the test evaluation of best.pt (the stored one when
+        current, else evaluated once and stored; None only for a run without best.pt)."""
+        from ..evaluation.evaluate import best_on_test
+
+        d = Path(run_dir)
+        if not d.is_dir():
+            raise RunError(f"{d}: run directory not found")
+        record = read_provenance(d)
+        if record is None:
+            raise RunError(f"{d}: no fmnist_yolo.json (not a finished fmnist-yolo run; `fmnist-yolo report {d}` "
+                           "reads any Ultralytics run)")  # fmt: skip
+        if record.status == "running":
+            raise RunError(f"{d}: training has not finished (resume it with `fmnist-yolo train resume={d}`)")
+        if record.status == "failed":
+            raise RunError(f"{d}: training failed before its first epoch ended ({record.error})")
+        return cls(d, record, best_on_test(d) if paths(d).best.is_file() else None)
+
+
+def versions() -> dict[str, str]:
+    """Versions of what a run depends on."""
+    from importlib.metadata import version
+
+    import torch
+    import ultralytics
+
+    return {"fmnist_yolo": __version__, "ultralytics": ultralytics.__version__, "torch": torch.__version__,
+            "pandas": version("pandas"), "python": platform.python_version()}  # fmt: skip
+
+
+def project_dir(project: str | Path | None) -> str:
+    """Where runs go: this project's runs/classify (a relative project= below it, as Ultralytics nests it), never
+    the runs_dir of Ultralytics' per-user settings, which may be another checkout's."""
+    if project is not None and Path(project).is_absolute():
+        return str(project)
+    base = (RUNS_DIR / "classify").absolute()
+    return str(base / project if project else base)
+
+
+def new_record(args: dict, tree: Path, weights: Weights, requested: dict, recipe: str | None) -> Provenance:
+    """The provenance record of a run about to start (a fresh one, or a plain Ultralytics run being resumed)."""
+    from ..data.tree import manifest_checksum
+
+    has_val = any((tree / d).is_dir() for d in ("val", "validation", "valid"))
+    select_on = args.get("select_on", "top1_top5")
+    return Provenance(
+        status="running",
+        args={**args, "model": weights.model, "data": str(tree)},
+        recipe={"name": recipe, "file": str(recipe_path(recipe).resolve())} if recipe else {},
+        requested=dict(requested),
+        imgsz={"requested": args.get("imgsz"), "effective": None, "note": IMGSZ_NOTE},
+        model={"requested": requested.get("model", weights.model), "used": weights.model,
+               "pretrained": weights.pretrained, "source": weights.source, "tried": weights.tried},
+        data={"tree": str(tree), "manifest_sha256": manifest_checksum(tree), "has_val": has_val,
+              "model_selection_split": "val" if has_val else "test", "model_selection_metric": select_on},
+    )  # fmt: skip
+
+
+def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
+    """Train the Fashion-MNIST recipe; any Ultralytics train argument can be overridden.
+
+    Defaults: the `default` recipe (yolo11n-cls.pt, 100 epochs, imgsz 28) on the prepared tree. Also accepts
+    recipe=NAME, cfg=FILE.yaml (arguments from a file), fast=True (in-memory data path), select_on="top1"
+    (choose best.pt on val top-1 alone), evaluate_test=False, strict_weights=True (no from-scratch fallback) and
+    resume=RUN_DIR (continue an interrupted run from its last.pt to the planned epochs).
+
+    Args:
+        callbacks: extra Ultralytics callbacks, event name -> function(trainer), e.g. {"on_fit_epoch_end": f}.
+
+    Returns:
+        A Run: its directory, val metrics of best.pt (chosen on val), and its one evaluation on test.
+    """
+    from ultralytics import YOLO
+
+    from ..data.prepare import ensure_tree
+    from ..data.tree import check_counts
+
+    if callbacks is not None and not (isinstance(callbacks, dict) and all(map(callable, callbacks.values()))):
+        raise ConfigError("callbacks must map Ultralytics event names to functions (Python API only)")
+    if overrides.get("resume") not in (None, False):
+        return _resume(overrides.pop("resume"), overrides, callbacks)
+    args = resolve_args(overrides)
+    args.pop("resume", None)
+    tree = ensure_tree(args.pop("data"))
+    check_counts(tree)
+    if not any((tree / d).is_dir() for d in ("val", "validation", "valid")):
+        warn(f"{tree} has no val/ split, so Ultralytics selects best.pt on test/: the test score is then not an "
+             "unbiased estimate. Prepare with the default val_size to keep test for the final evaluation.")
+    weights = resolve_weights(args.pop("model"), bool(args["strict_weights"]))
+    args["project"] = project_dir(args.get("project"))
+    recipe = args.pop("recipe")
+    record = new_record(args, tree, weights, overrides, recipe)
+    model = YOLO(weights.model)
+    for event, function in (callbacks or {}).items():
+        model.add_callback(event, function)
+    ultralytics_args = {k: v for k, v in args.items() if k not in ("strict_weights", "evaluate_test", "fast",
+                                                                    "select_on")}  # fmt: skip
+    return _run(model, record, tree, {**ultralytics_args, "data": str(tree)})
+
+
+def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
+    """Train (or resume), evaluate best.pt once on test, and keep `fmnist_yolo.json` current throughout."""
+    from ..evaluation.evaluate import evaluate
+
+    t0 = time.time()
+    previous_wall = record.wall_time_s
+    started: dict[str, Path] = {}
+
+    def on_start(trainer) -> None:  # written at the start too: an interrupted run can be resumed with its history
+        started["dir"] = Path(trainer.save_dir)
+        _record_trainer(record, trainer)
+        write_provenance(trainer.save_dir, record)
+
+    model.add_callback("on_train_start", on_start)
+    model.add_callback("on_model_save", _keep_safe_copy)
+    a = record.args
+    trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"))
+    try:
+        with compat.amp_check_offline(), compat.quiet_ray_outside_searches():
+            model.train(**train_args, trainer=trainer_class)
+    except FmnistError as e:
+        _failed(started.get("dir") or _planned_dir(model), record, str(e))
+        raise
+    except (FileNotFoundError, ValueError, TypeError, SyntaxError, AssertionError, RuntimeError) as e:
+        message = f"training failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        _failed(started.get("dir") or _planned_dir(model), record, message)
+        raise FmnistError(message) from None
+    wall = time.time() - t0
+    trainer = model.trainer
+    run_dir = Path(trainer.save_dir)
+    history = load_history(run_dir)
+    if trainer.metrics:  # in the process that trained
+        metrics = trainer.metrics
+        val = {"top1": float(metrics.get("metrics/accuracy_top1", float("nan"))),
+               "top5": float(metrics.get("metrics/accuracy_top5", float("nan")))}  # fmt: skip
+    else:  # the parent of DDP workers trained nothing itself: read what they wrote
+        best = best_epoch(history, a.get("select_on", "top1_top5"))
+        val = {"top1": float(history.loc[best, "val_top1"]), "top5": float(history.loc[best, "val_top5"])}
+    test = None
+    if a.get("evaluate_test", True):
+        # The resolved batch: `batch=-1` (AutoBatch) or a memory fraction is not a size the validator takes.
+        test = evaluate(paths(run_dir).best, "test", tree, device=train_args.get("device"),
+                        batch=int(trainer.batch_size))  # fmt: skip
+        test.save(paths(run_dir).test_predictions)
+    _record_trainer(record, trainer)
+    record.status = "finished"
+    record.epochs_completed = int(history["epoch"].max()) if len(history) else 0
+    record.wall_time_s = round(previous_wall + wall, 2)
+    record.metrics = {"val": val, "test": test.summary() if test else None}
+    record.test_predictions = paths(run_dir).test_predictions.name if test else None
+    write_provenance(run_dir, record)
+    run = Run(run_dir, record, test)
+    log.info(run.summary_line())
+    return run
+
+
+def _planned_dir(model) -> Path | None:
+    """The run directory Ultralytics made before failing, if it got that far."""
+    trainer = getattr(model, "trainer", None)
+    return Path(trainer.save_dir) if trainer is not None and getattr(trainer, "save_dir", None) else None
+
+
+def _failed(run_dir: Path | None, record: Provenance, message: str) -> None:
+    """Mark a run that failed before its first epoch ended; a later failure leaves a resumable `running` record."""
+    if run_dir is None or not run_dir.is_dir() or paths(run_dir).last.is_file():
+        return
+    record.status, record.error = "failed", message
+    write_provenance(run_dir, record)
+
+
+def _trainer(fast: bool, select_on: str):
+    """What Ultralytics instantiates: its ClassificationTrainer with our selection rule, or the in-memory one."""
+    from functools import partial
+
+    if fast:
+        from .fast import MemoryTrainer as cls
+    else:
+        from .trainer import Trainer as cls
+    return partial(cls, select_on=select_on)
+
+
+def _record_trainer(record: Provenance, trainer) -> None:
+    """Facts only the running trainer knows: effective imgsz, parameters, device, processes."""
+    record.imgsz["effective"] = int(trainer.args.imgsz)
+    record.model["parameters"] = sum(p.numel() for p in trainer.model.parameters())
+    record.device, record.amp = str(trainer.device), bool(getattr(trainer, "amp", False))
+    record.world_size, record.epochs_planned = int(getattr(trainer, "world_size", 1)), int(trainer.epochs)
+    record.run_dir, record.versions = str(trainer.save_dir), versions()
+
+
+def _keep_safe_copy(trainer) -> None:
+    """After each checkpoint save: a copy of last.pt that a kill during the next save cannot truncate."""
+    last = Path(trainer.last)
+    if last.is_file():
+        with atomic_path(paths(last.parent.parent).safe_last) as tmp:
+            shutil.copyfile(last, tmp)
+
+
+def _resumable(path: Path) -> dict | None:
+    """The checkpoint dict when `path` loads; None when it is damaged or unreadable."""
+    try:
+        return load_checkpoint(path)
+    except RunError:
+        return None
+
+
+def resume_checkpoint(target: str | Path | bool) -> tuple[Path, Path, dict]:
+    """(run dir, checkpoint, its contents) to resume: RUN_DIR, RUN_DIR/weights/last.pt, or True (latest run)."""
+    if target is True:
+        from ultralytics.utils.files import get_latest_run
+
+        target = get_latest_run(str(RUNS_DIR)) or ""
+        if not target:
+            raise ConfigError(f"resume=True: no last.pt under {RUNS_DIR}/; pass resume=RUN_DIR")
+    p = Path(str(target))
+    last = paths(p).last if p.is_dir() else p
+    run_dir = last.parent.parent
+    if not p.exists():
+        raise RunError(f"{p}: run directory not found")
+    if not last.is_file():
+        raise RunError(f"{last}: no checkpoint to resume from (interrupted before the first epoch ended?)")
+    warn_if_untrusted(last)
+    ckpt = _resumable(last)
+    if ckpt is None:
+        safe = paths(run_dir).safe_last
+        ckpt = _resumable(safe) if safe.is_file() else None
+        if ckpt is None:
+            raise RunError(f"{last}: damaged checkpoint (killed while saving?) and no usable {safe.name} beside it")
+        warn(f"{last} is damaged (killed while saving?); resuming from {safe}, one epoch earlier.")
+        shutil.copyfile(safe, last)
+    if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
+        raise RunError(f"{last}: training already finished (no optimizer state); nothing to resume")
+    if not isinstance(ckpt.get("train_args"), dict) or "data" not in ckpt["train_args"]:
+        raise RunError(f"{last}: no train_args in the checkpoint (not saved by Ultralytics' trainer)")
+    return run_dir, last, ckpt
+
+
+def _resume(target: str | Path | bool, overrides: dict[str, Any], callbacks: dict | None = None) -> Run:
+    """Continue an interrupted run from its last.pt to the planned epochs, recording the resume."""
+    from ultralytics import YOLO
+
+    from ..data.prepare import ensure_tree
+    from ..data.tree import manifest_checksum
+
+    check_keys(overrides, valid_keys())
+    run_dir, last, ckpt = resume_checkpoint(target)
+    train_args = ckpt["train_args"]
+    tree = ensure_tree(overrides.pop("data", None) or train_args["data"])
+    record = read_provenance(run_dir)
+    if record is None:  # a plain Ultralytics run, or one interrupted before its first epoch began
+        model = str(train_args.get("model", ""))
+        weights = Weights(model, model.endswith(".pt"), "from the checkpoint's train_args (not started by fmnist-yolo)")
+        record = new_record(dict(train_args), tree, weights, {}, None)
+    if record.data.get("manifest_sha256") not in (None, manifest_checksum(tree)):
+        warn(f"{tree} changed since this run started (manifest differs); resuming on it anyway.")
+    record.status = "running"
+    record.resumed.append({
+        "checkpoint": str(last), "completed_epochs": int(ckpt["epoch"]) + 1, "planned_epochs": train_args["epochs"],
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": overrides,
+    })  # fmt: skip
+    log.info(f"Resuming {run_dir} after epoch {int(ckpt['epoch']) + 1} of {train_args['epochs']}")
+    model = YOLO(str(last))
+    for event, function in (callbacks or {}).items():
+        model.add_callback(event, function)
+    return _run(model, record, tree, {**overrides, "resume": True, "data": str(tree)})

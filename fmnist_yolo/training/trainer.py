@@ -1,0 +1,68 @@
+"""Ultralytics' ClassificationTrainer with the one seam fmnist-yolo adds on every path: how best.pt is chosen.
+
+Ultralytics keeps as best.pt the epoch with the highest (top-1 + top-5) / 2 on val. On Fashion-MNIST top-5 sits near
+0.999 from the first epochs, so it mostly adds noise to the choice; `select_on="top1"` chooses on val top-1 alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ultralytics.models.yolo.classify import ClassificationTrainer
+from ultralytics.utils.metrics import ClassifyMetrics
+
+from ..errors import DataError
+from .args import SELECT_ON
+
+
+class Top1Metrics(ClassifyMetrics):
+    """Ultralytics' classification metrics whose fitness (what best.pt and early stopping maximise) is top-1."""
+
+    @property
+    def fitness(self) -> float:
+        """Top-1 accuracy."""
+        return float(self.top1)
+
+
+def check_all_images_used(dataset, root: str | Path, fraction, split: str) -> None:
+    """DataError naming an image that Ultralytics' dataset dropped: it skips undecodable images with a warning and
+    trains on the rest, a result that is not what it claims to be. `fraction` and `split` as Ultralytics takes them.
+    """
+    from ultralytics.data.utils import get_split_fraction
+
+    listed = [s[0] for s in dataset.base.samples]  # every image file of the split, before `fraction`
+    share = get_split_fraction(fraction, split)
+    count = share if isinstance(share, int) else max(int(share > 0), round(len(listed) * share))
+    if count < len(listed):  # Ultralytics 8.4: evenly spaced over the listing
+        listed = [listed[i] for i in np.linspace(0, len(listed) - 1, count, dtype=int)]
+    kept = {s[0] for s in dataset.samples}
+    folders = {Path(f).parent for f in kept}  # class folders the model lacks are dropped on purpose: not counted
+    dropped = [f for f in listed if f not in kept and (Path(f).parent in folders or not kept)]
+    if dropped:
+        raise DataError(f"{dropped[0]}: cannot decode image ({len(dropped)} of {len(listed)} in {root} skipped); run "
+                        f"`fmnist-yolo check` to list the damage, `fmnist-yolo prepare force=True` to repair the tree")
+
+
+class Trainer(ClassificationTrainer):
+    """ClassificationTrainer that selects best.pt by `select_on`: "top1_top5" (Ultralytics' rule) or "top1", and
+    refuses to train on a split from which Ultralytics dropped undecodable images."""
+
+    def __init__(self, *args, select_on: str = "top1_top5", **kwargs):
+        if select_on not in SELECT_ON:
+            raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, found {select_on!r}")
+        self.select_on = select_on
+        super().__init__(*args, **kwargs)
+
+    def build_dataset(self, img_path: str, mode: str = "train", batch=None):
+        """Ultralytics' dataset, checked to hold every image of the split (its `fraction` of them)."""
+        dataset = super().build_dataset(img_path, mode, batch)
+        check_all_images_used(dataset, img_path, self.args.fraction, "train" if mode == "train" else self.args.split)
+        return dataset
+
+    def get_validator(self):
+        """Ultralytics' validator; with select_on="top1" its fitness is val top-1."""
+        validator = super().get_validator()
+        if self.select_on == "top1":
+            validator.metrics = Top1Metrics()
+        return validator
