@@ -14,7 +14,7 @@ RUN      ?=
 RECIPE   ?=
 FAST     ?=
 
-.PHONY: all install data train resume test test-fast clean
+.PHONY: all install data train resume test test-fast lint clean
 
 all: test
 
@@ -51,6 +51,10 @@ test: data
 
 test-fast: data
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check fmnist_yolo tests benchmarks
+	$(PY) -m ruff format --check --diff fmnist_yolo tests benchmarks >/dev/null || (echo "ruff format would change files: run $(PY) -m ruff format" >&2; exit 1)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -44,7 +44,8 @@ for split, (images, labels) in data.items():
         d.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(d / f"{split}_{i:05d}.png"), image)
 import resource
-print(time.perf_counter() - t0, max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024)
+peak = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(time.perf_counter() - t0, peak / 1024)
 """
 
 OURS = r"""
@@ -53,7 +54,8 @@ from fmnist_yolo import prepare
 t0 = time.perf_counter()
 prepare(source=sys.argv[1], out=sys.argv[2], force=sys.argv[3] == "force", progress=False, link=False)
 import resource
-print(time.perf_counter() - t0, max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024)
+peak = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(time.perf_counter() - t0, peak / 1024)
 """
 
 
@@ -90,8 +92,20 @@ def main() -> None:
                 os.sync()  # neither side pays for the other's delayed writeback
         noop = [timed(OURS, args.source, str(work / f"ours-{args.reps - 1}"), "noforce")[0] for _ in range(3)]
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fmnist_yolo", "prepare", "--source", args.source, "--out",
-                        str(work / f"ours-{args.reps - 1}")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fmnist_yolo",
+                "prepare",
+                "--source",
+                args.source,
+                "--out",
+                str(work / f"ours-{args.reps - 1}"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         noop_process = time.perf_counter() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -110,9 +124,13 @@ def main() -> None:
     }
     print(f"\nnaive cv2.imwrite loop   median {result['naive_s']:.2f} s")
     print(f"fmnist_yolo.prepare      median {result['ours_s']:.2f} s")
-    print(f"ratio ours/naive         median {result['ratio_median']:.3f}  (per pair {result['ratios']})  target <= 0.35")
-    print(f"no-op re-run             {result['noop_s']:.3f} s = {result['noop_ratio']:.4f} x naive  target <= 0.05"
-          f"  (whole `fmnist-yolo prepare` process: {noop_process:.2f} s)")
+    print(
+        f"ratio ours/naive         median {result['ratio_median']:.3f}  (per pair {result['ratios']})  target <= 0.35"
+    )
+    print(
+        f"no-op re-run             {result['noop_s']:.3f} s = {result['noop_ratio']:.4f} x naive  target <= 0.05"
+        f"  (whole `fmnist-yolo prepare` process: {noop_process:.2f} s)"
+    )
     print(f"peak RSS, largest process of ours: {peak:.0f} MB  target <= 400 MB")
     print(json.dumps(result))
 

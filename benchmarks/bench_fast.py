@@ -62,23 +62,43 @@ def main() -> None:
         for rep in range(args.reps):
             for fast in (False, True) if rep % 2 == 0 else (True, False):
                 r = one({**common, "epochs": 1, "fast": fast, "evaluate_test": False, "name": f"e{rep}{fast}"})
-                rows.append({"rep": rep, "loader": "fast" if fast else "stock", "batch": r["batch"],
-                             "epoch_s": r["epoch_s"][0], "process_s": r["process_s"], "val_top1": r["val_top1"][0]})
+                rows.append(
+                    {
+                        "rep": rep,
+                        "loader": "fast" if fast else "stock",
+                        "batch": r["batch"],
+                        "epoch_s": r["epoch_s"][0],
+                        "process_s": r["process_s"],
+                        "val_top1": r["val_top1"][0],
+                    }
+                )
                 print(rows[-1], flush=True)
         table = pd.DataFrame(rows)
         pairs = table.pivot(index="rep", columns="loader", values="epoch_s")
         ratios = (pairs["fast"] / pairs["stock"]).tolist()
         print(table.to_string(index=False))
-        print(f"\nepoch time fast/stock: median {statistics.median(ratios):.3f} (per pair "
-              f"{[round(x, 3) for x in ratios]})  target <= 0.3")
-        print(f"images/s (55,000 per epoch, incl. its validation): stock {55000 / pairs['stock'].median():.0f}, "
-              f"fast {55000 / pairs['fast'].median():.0f}")
+        print(
+            f"\nepoch time fast/stock: median {statistics.median(ratios):.3f} (per pair "
+            f"{[round(x, 3) for x in ratios]})  target <= 0.3"
+        )
+        print(
+            f"images/s (55,000 per epoch, incl. its validation): stock {55000 / pairs['stock'].median():.0f}, "
+            f"fast {55000 / pairs['fast'].median():.0f}"
+        )
         print(json.dumps({"ratio": statistics.median(ratios), "ratios": ratios, "rows": rows}))
     else:
         for fast in (True, False):
             r = one({**common, "epochs": args.epochs, "fast": fast, "name": f"acc{fast}"})
-            rows.append({"loader": "fast" if fast else "stock", "batch": r["batch"], "epochs": args.epochs,
-                         "best_val_top1": r["best_val"], "test_top1": r["test_top1"], "train_s": r["wall_s"]})
+            rows.append(
+                {
+                    "loader": "fast" if fast else "stock",
+                    "batch": r["batch"],
+                    "epochs": args.epochs,
+                    "best_val_top1": r["best_val"],
+                    "test_top1": r["test_top1"],
+                    "train_s": r["wall_s"],
+                }
+            )
             print(rows[-1], flush=True)
         table = pd.DataFrame(rows).set_index("loader")
         gap = 100 * (table.loc["fast", "test_top1"] - table.loc["stock", "test_top1"])

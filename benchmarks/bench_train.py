@@ -79,10 +79,14 @@ def main() -> None:
     print()
     for name, value in med.items():
         print(f"{name:10s} median {value:7.2f} s")
-    print(f"ours_train / stock                  median {statistics.median(own):.3f}  "
-          f"(per rep {[round(r, 3) for r in own]})  target <= 1.05")
-    print(f"ours / (stock + stock_test)         median {statistics.median(deliverable):.3f}  "
-          f"(per rep {[round(r, 3) for r in deliverable]})")
+    print(
+        f"ours_train / stock                  median {statistics.median(own):.3f}  "
+        f"(per rep {[round(r, 3) for r in own]})  target <= 1.05"
+    )
+    print(
+        f"ours / (stock + stock_test)         median {statistics.median(deliverable):.3f}  "
+        f"(per rep {[round(r, 3) for r in deliverable]})"
+    )
     print(json.dumps({"median_s": med, "ratio_own": statistics.median(own), "ratios_own": own,
                       "ratio_deliverable": statistics.median(deliverable), "fraction": args.fraction}))  # fmt: skip
 

@@ -25,8 +25,10 @@ def warn_if_untrusted(path: str | Path) -> None:
     if p in _WARNED or p.suffix != ".pt" or any(p.is_relative_to(d) for d in trusted_dirs()):
         return
     _WARNED.add(p)
-    warn(f"{p} is outside this project's runs/ and weights/. PyTorch checkpoints are pickles and can run code when "
-         "loaded: load only files you trust.")
+    warn(
+        f"{p} is outside this project's runs/ and weights/. PyTorch checkpoints are pickles and can run code when "
+        "loaded: load only files you trust."
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -46,7 +48,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch_load(p, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated zip, damaged pickle, missing classes: torch raises many types
-        raise RunError(f"{p}: damaged checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise RunError(
+            f"{p}: damaged checkpoint ({str(e).splitlines()[0][:90] if str(e) else type(e).__name__})"
+        ) from None
     if not isinstance(ckpt, dict) or (ckpt.get("model") is None and ckpt.get("ema") is None):
         raise RunError(f"{p}: not an Ultralytics checkpoint (no model inside)")
     return ckpt
@@ -54,8 +58,13 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def check_classifier(path: str | Path, ckpt: dict, classes: int | None = None) -> None:
     """RunError unless `ckpt` holds a classification model (with `classes` outputs, when given)."""
+    from ultralytics.nn.tasks import guess_model_task
+
     model = ckpt.get("ema") or ckpt.get("model")
-    task = getattr(model, "task", None) or (getattr(model, "args", None) or {}).get("task")
+    try:
+        task = guess_model_task(model)
+    except Exception:  # Ultralytics 8.4 raises a SyntaxError-like error when it cannot tell
+        task = None
     if task not in (None, "classify"):
         raise RunError(f"{path}: a {task} model, not a classification model")
     names = getattr(model, "names", None)

@@ -277,7 +277,7 @@ def cmd_compare(words: list[str]) -> int:
     if table.empty:
         raise ConfigError(f"{runs_dir}: no training runs found")
     print(table.drop(columns=["path"]).to_string(index=False, float_format="%.4f"))
-    print(f"{len(table)} runs; table written to {table.attrs['csv']}")
+    print(f"{len(table)} runs" + (f"; table written to {table.attrs['csv']}" if "csv" in table.attrs else ""))
     return 0
 
 

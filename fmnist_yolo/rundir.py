@@ -142,8 +142,11 @@ class Provenance:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names}
         defaults = cls()
-        wrong = [k for k, v in known.items()
-                 if isinstance(getattr(defaults, k), (dict, list)) and not isinstance(v, type(getattr(defaults, k)))]
+        wrong = [
+            k
+            for k, v in known.items()
+            if isinstance(getattr(defaults, k), (dict, list)) and not isinstance(v, type(getattr(defaults, k)))
+        ]
         if wrong:
             raise RunError(f"{source}: damaged provenance record: '{wrong[0]}' has the wrong type")
         if known.get("status", "running") not in STATUSES:
@@ -201,7 +204,7 @@ def load_history(run: str | Path):
     path = path / RESULTS if path.is_dir() else path
     table = read_csv(path, RunError, "training history", ("epoch", "metrics/accuracy_top1", "metrics/accuracy_top5"))
     df = table.rename(columns=HISTORY_COLUMNS).apply(pd.to_numeric, errors="coerce")
-    bad = df[["epoch", "val_top1", "val_top5"]].isna().any(axis=1)
+    bad = df.isna().any(axis=1)  # Ultralytics writes every column of every row: a gap is a cut or damaged row
     if bad.any():
         row = int(bad.to_numpy().argmax()) + 2  # the header is line 1
         raise RunError(f"{path}: training history is damaged at line {row} (a missing or non-numeric value)")

@@ -76,7 +76,9 @@ def search_space(space: dict | str | Path | None = None, fast: bool = False) -> 
         elif kind in kinds:
             out[key] = kinds[kind](*rest)
         else:
-            raise ConfigError(f"search space '{key}': unknown kind '{kind}' (uniform, loguniform, randint, choice, grid)")
+            raise ConfigError(
+                f"search space '{key}': unknown kind '{kind}' (uniform, loguniform, randint, choice, grid)"
+            )
     return out
 
 
@@ -228,6 +230,7 @@ def _write_best(path: Path, table: pd.DataFrame, keys: list[str], resolved: dict
     fixed = {k: resolved[k] for k in EXPERIMENT_KEYS if resolved.get(k) is not None}
     config = {**fixed, **{k: (v.item() if hasattr(v, "item") else v) for k, v in best[keys].items()}}
     header = (f"# Best of {len(table)} trials by val top-1 ({best['best_val_top1']:.4f}, trial {best['trial']}), "
-              f"searched with epochs={resolved['epochs']}, fraction={resolved.get('fraction', 1.0)} in {seconds:.0f}s.\n"
+              f"searched with epochs={resolved['epochs']}, fraction={resolved.get('fraction', 1.0)} "
+              f"in {seconds:.0f}s.\n"
               f"# Train with it: fmnist-yolo train cfg={path} epochs=N\n")  # fmt: skip
     write_text(path, header + yaml.safe_dump(config, sort_keys=False))

@@ -52,7 +52,8 @@ def test_damage_is_reported_by_path_and_force_repairs(tree, source, capsys):
         assert str(out / path) in stdout
     assert "decodes, but checksum differs" in stdout and "not a decodable PNG" in stdout
 
-    code, _, _ = run_cli(["prepare", f"source={source}", f"out={out}", "verify=False", "force=True", "val_size=10", "workers=1"], capsys)  # fmt: skip
+    argv = ["prepare", f"source={source}", f"out={out}", "verify=False", "force=True", "val_size=10", "workers=1"]
+    code, _, _ = run_cli(argv, capsys)
     assert code == 0 and check(out).empty and tree_digest(out) == digest
 
 

@@ -3,9 +3,8 @@
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import ROOT, require, run_cli
+
 
 def test_every_command_has_its_docstring_as_help(capsys):
     from fmnist_yolo.cli import COMMANDS
@@ -35,8 +34,12 @@ def test_python_m_entry_point():
 
 
 def test_error_exit_code_subprocess(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "fmnist_yolo", "prepare", f"source={tmp_path / 'x'}"],
-                       cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "fmnist_yolo", "prepare", f"source={tmp_path / 'x'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1 and r.stderr == f"Error: {tmp_path / 'x'}: source directory not found\n"
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from fmnist_yolo import prepare
-from fmnist_yolo.rundir import best_epoch
 from fmnist_yolo.evaluation.evaluate import evaluate, tta_views
+from fmnist_yolo.rundir import best_epoch
 
 RUN = {"model": "yolo11n-cls.yaml", "imgsz": 28, "batch": 16, "plots": False, "workers": 0, "device": "cpu"}
 

@@ -11,8 +11,16 @@ import pytest
 import torch
 
 from fmnist_yolo import config, prepare
-from fmnist_yolo.training.fast import (Augment, Chunk, MemoryDataset, MemoryLoader, MemoryTrainer, load_split,
-                                resize_like_validation, step_plan)  # fmt: skip
+from fmnist_yolo.training.fast import (
+    Augment,
+    Chunk,
+    MemoryDataset,
+    MemoryLoader,
+    MemoryTrainer,
+    load_split,
+    resize_like_validation,  # fmt: skip
+    step_plan,
+)
 
 FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "plots": False, "workers": 0, "imgsz": 28}
 

@@ -34,8 +34,14 @@ IMG = np.zeros((3, 28, 28), np.uint8)
 LAB = np.array([0, 1, 2], np.uint8)
 
 BAD_IMAGES = {
-    "wrong magic": (struct.pack(">IIII", 0x801, 3, 28, 28) + IMG.tobytes(), "expected magic 0x00000803, found 0x00000801"),
-    "wrong dims": (struct.pack(">IIII", 0x803, 3, 32, 32) + bytes(3 * 32 * 32), "expected images of 28x28, found 32x32"),
+    "wrong magic": (
+        struct.pack(">IIII", 0x801, 3, 28, 28) + IMG.tobytes(),
+        "expected magic 0x00000803, found 0x00000801",
+    ),
+    "wrong dims": (
+        struct.pack(">IIII", 0x803, 3, 32, 32) + bytes(3 * 32 * 32),
+        "expected images of 28x28, found 32x32",
+    ),
     "short payload": (images_idx(IMG)[:-1], "expected a payload of 2352 bytes (3x28x28), found 2351 bytes"),
     "long payload": (images_idx(IMG) + b"\0", "expected a payload of 2352 bytes (3x28x28), found 2353 bytes"),
     "header only": (images_idx(IMG)[:16], "found 0 bytes"),

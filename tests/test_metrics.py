@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmnist_yolo.evaluation import metrics
 from fmnist_yolo.errors import RunError
+from fmnist_yolo.evaluation import metrics
 from fmnist_yolo.evaluation.evaluate import Evaluation
 
 NAMES = ["a", "b", "c"]

@@ -49,7 +49,6 @@ def test_val_is_stratified_seeded_and_test_never_moves(source, arrays, tmp_path)
     assert names(a, "test") == names(b, "test")
 
 
-
 def test_val_split_is_pinned():
     """The hold-out is a published fact of every tree: the same labels, size and seed give these indices, forever."""
     labels = np.random.default_rng(5).permutation(np.repeat(np.arange(10), 8)).astype(np.uint8)
@@ -172,6 +171,7 @@ def _set(key, data, gz=True):
         path = src / f"{NAMES[key]}.gz"
         path.write_bytes(gzip.compress(data) if gz else data)
         return path
+
     return mutate
 
 
@@ -184,12 +184,13 @@ def _delete(src):
 BAD_FILES = {
     "missing file": (_delete, "missing train-labels-idx1-ubyte.gz"),
     "empty file": (_set("train_images", b"", gz=False), "file is empty"),
-    "truncated gzip": (_set("train_images", gzip.compress(images_idx(NOISE))[:500], gz=False),
-                       "truncated gzip stream"),
+    "truncated gzip": (_set("train_images", gzip.compress(images_idx(NOISE))[:500], gz=False), "truncated gzip stream"),
     "non-gzip .gz": (_set("train_images", images_idx(IMG), gz=False), "named .gz but is not gzip"),
     "wrong magic": (_set("train_images", images_idx(IMG, magic=0x802)), "expected magic 0x00000803, found 0x00000802"),
-    "wrong dims": (_set("train_images", struct.pack(">IIII", 0x803, 80, 32, 32) + bytes(80 * 1024)),
-                   "expected images of 28x28, found 32x32"),
+    "wrong dims": (
+        _set("train_images", struct.pack(">IIII", 0x803, 80, 32, 32) + bytes(80 * 1024)),
+        "expected images of 28x28, found 32x32",
+    ),
     "payload short": (_set("train_images", images_idx(IMG)[:-10]), "found 62710 bytes"),
     "payload long": (_set("train_images", images_idx(IMG) + b"xx"), "found 62722 bytes"),
     "header only": (_set("train_images", images_idx(IMG)[:16]), "found 0 bytes"),
@@ -238,8 +239,11 @@ def test_trusted_source_verifies(source, tmp_path, trusted):
 @pytest.mark.parametrize("verify", [True, False], ids=["verify", "no-verify"])
 @pytest.mark.parametrize(
     "kind, message",
-    [("missing dir", "source directory not found"), ("empty dir", "source directory is empty"),
-     ("file", "source path is a file")],
+    [
+        ("missing dir", "source directory not found"),
+        ("empty dir", "source directory is empty"),
+        ("file", "source path is a file"),
+    ],
 )
 def test_bad_source_dir(kind, message, verify, tmp_path, good_tree, capsys):
     out, digest = good_tree
@@ -269,8 +273,7 @@ def test_unwritable_output(source, good_tree, monkeypatch, capsys):
     else:
         monkeypatch.setattr(convert.os, "access", lambda p, mode: False)
     try:
-        code, _, err = run_cli(["prepare", f"source={source}", f"out={out}", "verify=False", "force=True"],
-                               capsys)
+        code, _, err = run_cli(["prepare", f"source={source}", f"out={out}", "verify=False", "force=True"], capsys)
     finally:
         os.chmod(out.parent, 0o755)
     assert code == 1 and err == f"Error: {out.parent}: output directory is not writable\n"
@@ -284,8 +287,9 @@ def test_write_permission_error_names_file(source, good_tree, monkeypatch, capsy
         raise PermissionError(errno.EACCES, "Permission denied", os.path.join(root, names[0]))
 
     monkeypatch.setattr(convert, "_write_chunk", denied)
-    code, _, err = run_cli(["prepare", f"source={source}", f"out={out}", "verify=False", "force=True",
-                            "workers=1", "val_size=10"], capsys)
+    code, _, err = run_cli(
+        ["prepare", f"source={source}", f"out={out}", "verify=False", "force=True", "workers=1", "val_size=10"], capsys
+    )
     assert code == 1 and "Permission denied" in err and ".png" in err and err.count("\n") == 1
     assert tree_digest(out) == digest
 

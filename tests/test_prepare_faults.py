@@ -125,7 +125,8 @@ def test_concurrent_prepares_serialise(source, tmp_path):
     run = dict(source=source, out=out, verify=False, val_size=10, workers=1, progress=False)
     prepare(split_seed=0, **run)
     with convert._lock(out):  # hold the lock as another prepare would
-        proc = subprocess.Popen([sys.executable, "-m", "fmnist_yolo", "prepare", f"source={source}", f"out={out}", "verify=False", "val_size=10", "split_seed=1", "workers=1"],
+        argv = ["prepare", f"source={source}", f"out={out}", "verify=False", "val_size=10", "split_seed=1", "workers=1"]
+        proc = subprocess.Popen([sys.executable, "-m", "fmnist_yolo", *argv],
                                 cwd=tmp_path, stderr=subprocess.PIPE, text=True)  # fmt: skip
         waiting = proc.stderr.readline()
         assert "Waiting for another prepare" in waiting
@@ -158,9 +159,11 @@ def test_disk_full(where, source, good_tree, monkeypatch, capsys):
     out, digest = good_tree
     full = OSError(errno.ENOSPC, "No space left on device")
     if where == "image":
+
         def write_chunk(root, names, images):
             full.filename = os.path.join(root, names[0])
             raise full
+
         monkeypatch.setattr(convert, "_write_chunk", write_chunk)
     else:
         real = Path.write_text
@@ -178,4 +181,3 @@ def test_disk_full(where, source, good_tree, monkeypatch, capsys):
     assert code == 1 and err.endswith(last + "\n") and "No space left on device" in last, err
     assert last.startswith(f"Error: {out.parent}/.fm.tmp-")  # names the file it could not write
     assert tree_digest(out) == digest and not list(out.parent.glob(".fm.tmp-*"))
-

@@ -46,6 +46,7 @@ def test_real_tree_is_complete_and_pixel_exact(real_tree):
         assert np.array_equal(pixels, src[f"{source_split}_images"][i]), png
         assert class_dir == config.CLASS_DIRS[src[f"{source_split}_labels"][i]]
         assert i not in seen[source_split]
+        assert (source_split == "test") == (split == "test")  # test images stay in test; val comes from train
         seen[source_split].add(i)
     assert seen["train"] == set(range(60000)) and seen["test"] == set(range(10000))
 
@@ -62,8 +63,20 @@ def test_stock_yolo_cli_finds_tree_offline(real_tree, ultralytics_datasets_dir, 
     link = ultralytics_datasets_dir / "fashion-mnist"
     assert link.resolve() == real_tree.resolve()
     yolo = Path(sys.executable).parent / "yolo"  # the script installed beside this interpreter
-    cmd = [str(yolo), "classify", "train", "data=fashion-mnist", "model=yolo11n-cls.yaml", "epochs=1", "imgsz=28",
-           "fraction=0.01", "batch=64", "plots=False", f"project={tmp_path}", "name=stock"]
+    cmd = [
+        str(yolo),
+        "classify",
+        "train",
+        "data=fashion-mnist",
+        "model=yolo11n-cls.yaml",
+        "epochs=1",
+        "imgsz=28",
+        "fraction=0.01",
+        "batch=64",
+        "plots=False",
+        f"project={tmp_path}",
+        "name=stock",
+    ]
     env = dict(os.environ, YOLO_OFFLINE="true")
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = r.stdout + r.stderr

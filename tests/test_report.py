@@ -30,6 +30,7 @@ def plain_ultralytics_copy(run: Path, dest: Path) -> Path:
 
 # --- without a run ------------------------------------------------------------------------
 
+
 def test_benchmark_figures_carried_from_shared():
     """Every accuracy of the shared zalando-benchmark.md (a copy ships in tests/data) is in the packaged table."""
     shared = ROOT / "tests" / "data" / "zalando-benchmark.md"
@@ -69,6 +70,7 @@ def test_compare_empty_dir(tmp_path, capsys):
 
 
 # --- from the tiny run --------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_history_columns_and_dtypes(tiny_run):
@@ -195,7 +197,8 @@ def test_report_files(tiny_run, tmp_path, monkeypatch, capsys):
         with Image.open(run / rel) as im:
             assert im.format == "PNG" and min(im.size) > 200, rel
     for section in ("## Summary", "## Learning curves", "## Confusion matrix", "## Per-class metrics",
-                    "## Calibration", "most confidently misclassified", "## Place in the Fashion-MNIST benchmark"):  # fmt: skip
+                    "## Calibration", "most confidently misclassified",
+                    "## Place in the Fashion-MNIST benchmark"):  # fmt: skip
         assert section in md
     assert "Not pretrained" in md and "32 trained" in md
     assert md.count("\n| " + config.CLASS_DIRS[0]) >= 1  # per-class rows are a Markdown table

@@ -69,7 +69,9 @@ def test_tune_refuses_a_device_list(tree):
 def test_trial_paths_are_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my.yaml").write_text("lr0: 0.01\n")
-    out = tune_module._absolute({"data": "datasets/x", "project": "runs/t", "cfg": "my.yaml", "model": "yolo11n-cls.yaml"})
+    out = tune_module._absolute(
+        {"data": "datasets/x", "project": "runs/t", "cfg": "my.yaml", "model": "yolo11n-cls.yaml"}
+    )
     assert out["data"] == str(tmp_path / "datasets/x") and out["project"] == str(tmp_path / "runs/t")
     assert out["cfg"] == str(tmp_path / "my.yaml") and out["model"] == "yolo11n-cls.yaml"  # a name stays a name
 
@@ -121,6 +123,7 @@ def test_asha_stops_the_weak_trial_and_ranks_the_rest(tmp_path):
 
 # --- multi-GPU: argument handling without GPUs ----------------------------------------------
 
+
 class Captured(Exception):
     pass
 
@@ -140,7 +143,11 @@ def test_device_list_passes_through_to_ultralytics(tree, tmp_path, monkeypatch, 
                 capsys)  # fmt: skip
     assert seen["device"] in ("0,1", (0, 1)) and seen["batch"] == 128
     assert seen["trainer"].func is Trainer  # Ultralytics' own trainer (with our selection rule): DDP as stock
-    assert args_module.device_count(seen["device"]) == 2 and args_module.device_count("0") == 1 and args_module.device_count([0, 1, 2]) == 3
+    assert (
+        args_module.device_count(seen["device"]) == 2
+        and args_module.device_count("0") == 1
+        and args_module.device_count([0, 1, 2]) == 3
+    )
 
 
 def test_fast_refuses_several_devices(tree, capsys):

@@ -20,6 +20,7 @@ FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "batch": 32, "plots": False, "
 
 # --- arguments ---------------------------------------------------------------------------
 
+
 def test_defaults_and_precedence(tmp_path):
     args = resolve_args({})
     assert (args["model"], args["epochs"], args["imgsz"]) == ("yolo11n-cls.pt", 100, 28)
@@ -56,6 +57,7 @@ def test_unknown_key_in_cfg_file(tmp_path):
 
 # --- weights -----------------------------------------------------------------------------
 
+
 def test_offline_fallback_and_strict(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.warns(FmnistWarning) as said:
@@ -91,6 +93,7 @@ def test_yaml_is_not_pretrained():
 
 
 # --- real runs ---------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_tiny_run_provenance(tiny_run, real_tree):
@@ -145,8 +148,19 @@ def test_val_command_and_predict(tiny_run, real_tree, tmp_path, capsys):
 def test_cli_train_default_model_falls_back(real_tree, tmp_path, monkeypatch, capsys):
     """`fmnist-yolo train epochs=1 fraction=...` with the default yolo11n-cls.pt, offline."""
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(["train", "epochs=1", "fraction=0.005", f"data={real_tree}", "batch=32", "plots=False",
-                            f"project={tmp_path}", "name=cli"], capsys)
+    code, out, err = run_cli(
+        [
+            "train",
+            "epochs=1",
+            "fraction=0.005",
+            f"data={real_tree}",
+            "batch=32",
+            "plots=False",
+            f"project={tmp_path}",
+            "name=cli",
+        ],
+        capsys,
+    )
     assert code == 0
     assert "WARNING: pretrained yolo11n-cls.pt is not available" in err
     assert f"Run {tmp_path / 'cli'}: val top-1 " in out.splitlines()[-1] and "test top-1" in out
@@ -184,44 +198,8 @@ def test_untrusted_weights_warn_once(tmp_path, monkeypatch):
     assert len(ours) == 1 and str(outside) in ours[0] and "can run code when loaded" in ours[0]
 
 
-# --- mixed precision offline ---------------------------------------------------------------
-
-def test_amp_agrees_catches_fp16_overflow():
-    import torch
-    from ultralytics.nn.tasks import ClassificationModel
-
-    from fmnist_yolo.compat import amp_agrees
-
-    torch.manual_seed(0)
-    model = ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False)
-    assert amp_agrees(model, imgsz=32, dtype=torch.float16)
-    with torch.no_grad():
-        model.model[-1].linear.bias.fill_(1e5)  # logits beyond FP16's range (65504): inf, then NaN probabilities
-    assert not amp_agrees(model, imgsz=32, dtype=torch.float16)
-    assert model.training  # left in the mode it was given in
-
-
-def test_amp_check_offline_tests_the_model_not_a_download(monkeypatch):
-    import importlib
-
-    import torch
-    import ultralytics.engine.trainer as engine
-
-    ft = importlib.import_module("fmnist_yolo.compat")  # the module; the package's `train` is the function
-
-    original = engine.check_amp
-    calls = []
-    monkeypatch.setattr(ft, "amp_agrees", lambda model: calls.append(model) or False)
-    monkeypatch.setattr(ft, "AMP_CHECK_WEIGHTS", "absent-for-this-test.pt")
-    accelerator_model = torch.nn.Linear(2, 2, device="meta")  # neither cpu nor mps: the accelerator path
-    with ft.amp_check_offline():
-        assert engine.check_amp is not original
-        assert engine.check_amp(accelerator_model) is False and calls == [accelerator_model]
-        assert engine.check_amp(torch.nn.Linear(2, 2)) is False  # CPU: Ultralytics' own answer (no AMP on CPU)
-    assert engine.check_amp is original and len(calls) == 1
-
-
 # --- callbacks and the AMP check, in a real (tiny, synthetic) run ----------------------------
+
 
 @pytest.fixture
 def small_tree(source, tmp_path):
@@ -242,7 +220,7 @@ def test_training_uses_the_offline_amp_check(small_tree, tmp_path, monkeypatch):
     """On an accelerator without yolo26n.pt, training asks our check about the model it trains, and obeys it."""
     import importlib
 
-    ft = importlib.import_module("fmnist_yolo.compat")
+    ft = importlib.import_module("fmnist_yolo.compat")  # the module holding the patch
     asked = []
     monkeypatch.setattr(ft, "_on_accelerator", lambda model: True)  # the device, mocked: the tests run on CPU
     monkeypatch.setattr(ft, "AMP_CHECK_WEIGHTS", "absent-for-this-test.pt")
@@ -250,3 +228,23 @@ def test_training_uses_the_offline_amp_check(small_tree, tmp_path, monkeypatch):
     run = fmnist_yolo.train(**FAST, data=str(small_tree), project=str(tmp_path), name="amp", evaluate_test=False)
     assert len(asked) == 1 and sum(p.numel() for p in asked[0].parameters()) == run.provenance["model"]["parameters"]
     assert run.provenance["amp"] is False
+
+
+def test_runs_land_in_this_projects_runs_whatever_ultralytics_settings_say(small_tree, tmp_path, monkeypatch, capsys):
+    """Ultralytics' per-user runs_dir may be another checkout's: ours go to ./runs, and compare finds them there.
+    The user's settings are read, never rewritten."""
+    from ultralytics.utils import SETTINGS
+
+    other = tmp_path / "other-checkout" / "runs"
+    monkeypatch.setitem(SETTINGS, "runs_dir", str(other))
+    settings_file = SETTINGS.file.read_bytes() if SETTINGS.file.is_file() else None
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    code, out, err = run_cli(["train", *[f"{k}={v}" for k, v in FAST.items()], f"data={small_tree}",
+                              "evaluate_test=False"], capsys)  # fmt: skip
+    assert code == 0, err[-2000:]
+    assert f"Run {project / 'runs' / 'classify' / 'train'}:" in out and not other.exists()
+    code, out, _ = run_cli(["compare"], capsys)
+    assert code == 0 and "classify/train" in out and "1 runs" in out
+    assert (SETTINGS.file.read_bytes() if SETTINGS.file.is_file() else None) == settings_file

@@ -9,8 +9,8 @@ import pandas as pd
 
 from ..config import RUNS_DIR
 from ..errors import ConfigError, RunError, warn
-from ..files import write_text
 from ..evaluation.evaluate import stored_test
+from ..files import write_text
 from ..rundir import PROVENANCE, RESULTS, best_epoch, load_history, paths, read_args, read_provenance
 
 COLUMNS = [
@@ -52,7 +52,9 @@ def summarize(run_dir: str | Path) -> dict:
         "imgsz": max(32, math.ceil(int(imgsz) / 32) * 32) if isinstance(imgsz, (int, float)) else None,
         "best_epoch": best,
         "best_val_top1": history.loc[best, "val_top1"] if best is not None else None,
-        "train_time_s": history["time"].iloc[-1] if history is not None and "time" in history and len(history) else None,
+        "train_time_s": history["time"].iloc[-1]
+        if history is not None and "time" in history and len(history)
+        else None,
         "device": args.get("device"),
         "status": "finished" if history is not None and len(history) >= int(args.get("epochs") or 0) else "incomplete",
         "recorded_by": "ultralytics",
@@ -62,12 +64,14 @@ def summarize(run_dir: str | Path) -> dict:
         test = record.test or {}  # none while running, after an interruption, or with evaluate_test=False
         row.update(
             model=Path(str(record.model.get("used", row["model"]))).name,
-            pretrained=record.model.get("pretrained", row["pretrained"]), epochs=record.args.get("epochs", row["epochs"]),
+            pretrained=record.model.get("pretrained", row["pretrained"]),
+            epochs=record.args.get("epochs", row["epochs"]),
             imgsz=record.imgsz.get("effective") or row["imgsz"], test_top1=test.get("top1"), test_top5=test.get("top5"),
             macro_f1=test.get("macro_f1"), ece=test.get("ece"), parameters=record.model.get("parameters"),
             device=record.device, status=record.status, recorded_by="fmnist-yolo",
         )  # fmt: skip
-    if row.get("test_top1") is None and (test := stored_test(d)) is not None:  # evaluated later (`report`, Run.load)
+    finished = record is None or record.status == "finished"  # an unfinished run's best.pt is not its result yet
+    if row.get("test_top1") is None and finished and (test := stored_test(d)) is not None:  # `report`, Run.load
         row.update(test_top1=test.top1, test_top5=test.top5, macro_f1=test.macro_f1, ece=test.ece)
     return row
 

@@ -79,7 +79,16 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
         data: the tree to evaluate on when the run has no current stored test predictions.
         csv: also write every table as CSV into `RUN/report/`.
         top: how many of the most confidently misclassified test images to show.
+
+    A failure (a damaged file, a full disk) changes nothing in the run directory.
     """
+    try:
+        return _report(run, data, csv, top)
+    except OSError as e:
+        raise RunError(f"{e.filename or run}: cannot write the report: {e.strerror or e}") from None
+
+
+def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Path:
     from . import plots  # matplotlib: imported only when drawing
 
     run_dir = Path(run)
@@ -125,9 +134,11 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
             return f"![{alt}]({out.report_assets.name}/{figures[name].name})"
 
         shown = wrong.assign(file=[str(Path(f).relative_to(Path(f).parents[2])) for f in wrong["file"]])
-        bench_md = bench.assign(parameters=bench["parameters"].map(_millions),
-                                approximate=bench["approximate"].map({True: "~", False: ""}),
-                                model=[f"**{m}**" if s == "this run" else m for m, s in zip(bench["model"], bench["source"])])
+        bench_md = bench.assign(
+            parameters=bench["parameters"].map(_millions),
+            approximate=bench["approximate"].map({True: "~", False: ""}),
+            model=[f"**{m}**" if s == "this run" else m for m, s in zip(bench["model"], bench["source"])],
+        )
         history_cols = [c for c in ("time", "train_loss", "val_loss", "val_top1", "val_top5", "lr_pg0") if c in history]
         lines = [
             f"# Report: {row['path']}",

@@ -1,1 +1,4 @@
-"""Stage 1: the Fashion-MNIST files in, the Ultralytics class-folder tree out (idx, sources, prepare, tree, check, link)."""
+"""Stage 1: the Fashion-MNIST files in, the Ultralytics class-folder tree out.
+
+idx, sources, prepare, tree (the contract), check, link, workers.
+"""

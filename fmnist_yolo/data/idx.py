@@ -66,8 +66,7 @@ def parse_labels(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if bad.size:
         i = int(bad[0])
         raise IDXError(
-            f"{name}: expected labels in 0..{NUM_CLASSES - 1}, found {labels[i]} at index {i} "
-            f"({bad.size} out of range)"
+            f"{name}: expected labels in 0..{NUM_CLASSES - 1}, found {labels[i]} at index {i} ({bad.size} out of range)"
         )
     return labels
 
@@ -75,9 +74,7 @@ def parse_labels(data: bytes, name: str = "<bytes>") -> np.ndarray:
 def check_pair(images: np.ndarray, labels: np.ndarray, images_name: str, labels_name: str) -> None:
     """Raise unless an image array and a label array describe the same number of items."""
     if len(images) != len(labels):
-        raise IDXError(
-            f"{labels_name}: expected {len(images)} labels to match {images_name}, found {len(labels)}"
-        )
+        raise IDXError(f"{labels_name}: expected {len(images)} labels to match {images_name}, found {len(labels)}")
 
 
 def _parse_header(data: bytes, name: str, magic: int, ndim: int) -> tuple[int, ...]:

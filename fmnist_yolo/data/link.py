@@ -63,8 +63,10 @@ def link_for_ultralytics(tree: Path, datasets_dir: Path | None = None) -> Path |
     if link.resolve() == tree:
         return link  # already linked, or the tree itself lives there
     if link.exists() or link.is_symlink():
-        log.info(f"Note: {link} already exists and is not this tree, so it was left alone; "
-                 f"`yolo ... data={tree.name}` uses it. Pass data={tree} to use this tree.")
+        log.info(
+            f"Note: {link} already exists and is not this tree, so it was left alone; "
+            f"`yolo ... data={tree.name}` uses it. Pass data={tree} to use this tree."
+        )
         return None
     try:
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +74,8 @@ def link_for_ultralytics(tree: Path, datasets_dir: Path | None = None) -> Path |
     except OSError as e:
         log.warning(f"Note: could not link {link} -> {tree} ({e.strerror}); pass data={tree} to yolo.")
         return None
-    log.info(f"Linked {link} -> {tree} so that `yolo classify train data={tree.name}` finds it "
-             f"(Ultralytics' datasets_dir; undo with: rm {link})")
+    log.info(
+        f"Linked {link} -> {tree} so that `yolo classify train data={tree.name}` finds it "
+        f"(Ultralytics' datasets_dir; undo with: rm {link})"
+    )
     return link

@@ -141,8 +141,12 @@ class Progress:
             self.last = now
             rate = self.done / max(now - self.t0, 1e-9)
             end = "\n" if self.done == self.total else ""
-            print(f"\r{self.desc}: {self.done}/{self.total} ({100 * self.done // self.total}%) {rate:,.0f} img/s",
-                  end=end, file=sys.stderr, flush=True)
+            print(
+                f"\r{self.desc}: {self.done}/{self.total} ({100 * self.done // self.total}%) {rate:,.0f} img/s",
+                end=end,
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.enabled and self.done != self.total:
@@ -176,7 +180,9 @@ def _up_to_date(old: dict | None, n_val: int, seed: int, verify: bool, source: S
         return False
     recorded = old.get("sources", {})
     if arrays is not None:  # payloads decoded: compare content
-        return all(recorded.get(k, {}).get("payload_sha256") == v["payload_sha256"] for k, v in arrays.fingerprints.items())
+        return all(
+            recorded.get(k, {}).get("payload_sha256") == v["payload_sha256"] for k, v in arrays.fingerprints.items()
+        )
     if source is None:
         return False
     for key, path in source.files.items():  # cheap: same files, unchanged on disk
@@ -304,7 +310,9 @@ def prepare(
         src = src or resolve_source(source)
         arrays = load(src, verify)
         if not force and _up_to_date(old, val, seed, verify, src, arrays):
-            _report(f"{out} is up to date ({old['total']} images, same source payloads); force=True rebuilds it", progress)
+            _report(
+                f"{out} is up to date ({old['total']} images, same source payloads); force=True rebuilds it", progress
+            )
             return _finish(out, link)
         layout = plan(arrays.train_labels, arrays.test_labels, val, seed)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"

@@ -71,5 +71,7 @@ def check_counts(tree: Path) -> None:
         found = counts_on_disk(tree, split)
         for cls, n in expected.items():
             if found.get(cls, 0) != n:
-                raise DataError(f"{Path(tree) / split / cls}: {found.get(cls, 0)} images, the manifest says {n} "
-                                f"(run `fmnist-yolo check {tree}`; `fmnist-yolo prepare force=True` rebuilds it)")
+                raise DataError(
+                    f"{Path(tree) / split / cls}: {found.get(cls, 0)} images, the manifest says {n} "
+                    f"(run `fmnist-yolo check {tree}`; `fmnist-yolo prepare force=True` rebuilds it)"
+                )

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..checkpoints import check_classifier, load_checkpoint, warn_if_untrusted
+from ..config import CLASS_DIRS
 from ..errors import ConfigError, RunError
 from ..files import atomic_path, read_csv
 from ..rundir import paths, predictions_current, read_args, read_provenance
@@ -127,7 +128,7 @@ def resolve_weights_path(model: str | Path) -> Path:
     if p.suffix != ".pt":
         raise ConfigError(f"{p}: not a .pt checkpoint (export formats are evaluated with `fmnist-yolo export`)")
     warn_if_untrusted(p)
-    check_classifier(p, load_checkpoint(p))
+    check_classifier(p, load_checkpoint(p), classes=len(CLASS_DIRS))
     return p
 
 
@@ -149,7 +150,12 @@ def tta_views(img, tta: str) -> list:
         padded = [F.pad(v, (s, s, s, s)) for v in views[:2]]
         h, w = img.shape[-2:]
         for p in padded:
-            views += [p[..., s : s + h, : w], p[..., s : s + h, 2 * s :], p[..., : h, s : s + w], p[..., 2 * s :, s : s + w]]
+            views += [
+                p[..., s : s + h, :w],
+                p[..., s : s + h, 2 * s :],
+                p[..., :h, s : s + w],
+                p[..., 2 * s :, s : s + w],
+            ]
     return views
 
 
@@ -200,8 +206,9 @@ def _capturing_validator():
     return CapturingValidator
 
 
-def evaluate(weights: str | Path, split: str = "test", data: str | Path | None = None, tta: bool | str = False,
-             **overrides) -> Evaluation:
+def evaluate(
+    weights: str | Path, split: str = "test", data: str | Path | None = None, tta: bool | str = False, **overrides
+) -> Evaluation:
     """Run Ultralytics' validator on `split` and return metrics with per-image predictions.
 
     Args:
@@ -224,7 +231,7 @@ def evaluate(weights: str | Path, split: str = "test", data: str | Path | None =
     if not (tree / "train").is_dir():  # Ultralytics would split the directory anew into <tree>_split and use that
         raise ConfigError(f"{tree}: no train/ class folders (Ultralytics takes the class names from train/)")
     if split == "val" and not (tree / "val").is_dir():
-        raise ConfigError(f"{tree}: no val/ split (prepared with --val 0); use split=test")
+        raise ConfigError(f"{tree}: no val/ split (prepared with val_size=0); use split=test")
     if not (tree / split).is_dir():
         raise ConfigError(f"{tree}: no {split}/ split")
     tta = _tta(tta)

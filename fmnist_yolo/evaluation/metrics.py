@@ -68,8 +68,17 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BIN
         mean_conf = np.bincount(index, confidence, minlength=bins) / count
         accuracy = np.bincount(index, correct, minlength=bins) / count
     edges = np.linspace(0, 1, bins + 1)
-    return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": mean_conf,
-                         "accuracy": accuracy, "gap": mean_conf - accuracy}, index=pd.RangeIndex(bins, name="bin"))
+    return pd.DataFrame(
+        {
+            "lower": edges[:-1],
+            "upper": edges[1:],
+            "count": count,
+            "confidence": mean_conf,
+            "accuracy": accuracy,
+            "gap": mean_conf - accuracy,
+        },
+        index=pd.RangeIndex(bins, name="bin"),
+    )
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -36,9 +36,11 @@ def predict(model: str | Path, source: str | Path, **overrides) -> pd.DataFrame:
 
     check_ultralytics_keys(overrides, "predict")
     weights = resolve_weights_path(model)
-    for image in images_in(source):
-        if image.stat().st_size == 0:
-            raise ConfigError(f"{image}: empty image file")
+    import cv2
+
+    for image in images_in(source):  # Ultralytics' loader skips an undecodable image without a word
+        if cv2.imread(str(image), cv2.IMREAD_UNCHANGED) is None:
+            raise ConfigError(f"{image}: cannot decode image")
     rows = []
     with not_the_yolo_cli():
         try:

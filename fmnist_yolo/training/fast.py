@@ -43,8 +43,9 @@ def decode(files: list[str], workers: int | None = None) -> np.ndarray:
     def read(f: str) -> np.ndarray:
         im = cv2.imread(f, cv2.IMREAD_GRAYSCALE)
         if im is None:
-            raise DataError(f"{f}: cannot decode image (run `fmnist-yolo check`; `fmnist-yolo prepare force=True` "
-                            "repairs the tree)")
+            raise DataError(
+                f"{f}: cannot decode image (run `fmnist-yolo check`; `fmnist-yolo prepare force=True` repairs the tree)"
+            )
         return im
 
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
@@ -353,7 +354,7 @@ class MemoryTrainer(Trainer):
         super().optimizer_step()
 
     def _warmup(self, ni: int) -> None:
-        """Stock's warm-up of lr and momentum at global micro-batch `ni` (BaseTrainer._do_train, Ultralytics 8.4.190)."""
+        """Stock's warm-up of lr and momentum at global micro-batch `ni` (BaseTrainer._do_train, 8.4.190)."""
         nw, a = self.stock_warmup, self.args
         for x in self.optimizer.param_groups:
             target = x["initial_lr"] * self.lf(self.epoch)

@@ -105,7 +105,9 @@ def project_dir(project: str | Path | None) -> str:
     return str(base / project if project else base)
 
 
-def new_record(args: dict, tree: Path, weights: Weights, requested: dict, recipe: str | None) -> Provenance:
+def new_record(
+    args: dict, tree: Path, weights: Weights, requested: dict, recipe: str | None, model_requested: str | None = None
+) -> Provenance:
     """The provenance record of a run about to start (a fresh one, or a plain Ultralytics run being resumed)."""
     from ..data.tree import manifest_checksum
 
@@ -117,7 +119,7 @@ def new_record(args: dict, tree: Path, weights: Weights, requested: dict, recipe
         recipe={"name": recipe, "file": str(recipe_path(recipe).resolve())} if recipe else {},
         requested=dict(requested),
         imgsz={"requested": args.get("imgsz"), "effective": None, "note": IMGSZ_NOTE},
-        model={"requested": requested.get("model", weights.model), "used": weights.model,
+        model={"requested": model_requested or weights.model, "used": weights.model,
                "pretrained": weights.pretrained, "source": weights.source, "tried": weights.tried},
         data={"tree": str(tree), "manifest_sha256": manifest_checksum(tree), "has_val": has_val,
               "model_selection_split": "val" if has_val else "test", "model_selection_metric": select_on},
@@ -152,12 +154,15 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     tree = ensure_tree(args.pop("data"))
     check_counts(tree)
     if not any((tree / d).is_dir() for d in ("val", "validation", "valid")):
-        warn(f"{tree} has no val/ split, so Ultralytics selects best.pt on test/: the test score is then not an "
-             "unbiased estimate. Prepare with the default val_size to keep test for the final evaluation.")
-    weights = resolve_weights(args.pop("model"), bool(args["strict_weights"]))
+        warn(
+            f"{tree} has no val/ split, so Ultralytics selects best.pt on test/: the test score is then not an "
+            "unbiased estimate. Prepare with the default val_size to keep test for the final evaluation."
+        )
+    model_requested = str(args.pop("model"))
+    weights = resolve_weights(model_requested, bool(args["strict_weights"]))
     args["project"] = project_dir(args.get("project"))
     recipe = args.pop("recipe")
-    record = new_record(args, tree, weights, overrides, recipe)
+    record = new_record(args, tree, weights, overrides, recipe, model_requested)
     model = YOLO(weights.model)
     for event, function in (callbacks or {}).items():
         model.add_callback(event, function)

@@ -40,8 +40,10 @@ def check_all_images_used(dataset, root: str | Path, fraction, split: str) -> No
     folders = {Path(f).parent for f in kept}  # class folders the model lacks are dropped on purpose: not counted
     dropped = [f for f in listed if f not in kept and (Path(f).parent in folders or not kept)]
     if dropped:
-        raise DataError(f"{dropped[0]}: cannot decode image ({len(dropped)} of {len(listed)} in {root} skipped); run "
-                        f"`fmnist-yolo check` to list the damage, `fmnist-yolo prepare force=True` to repair the tree")
+        raise DataError(
+            f"{dropped[0]}: cannot decode image ({len(dropped)} of {len(listed)} in {root} skipped); run "
+            f"`fmnist-yolo check` to list the damage, `fmnist-yolo prepare force=True` to repair the tree"
+        )
 
 
 class Trainer(ClassificationTrainer):

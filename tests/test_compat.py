@@ -1,0 +1,73 @@
+"""The Ultralytics internals fmnist-yolo patches or overrides still exist, and the patches do what they say."""
+
+import importlib
+
+import pytest
+
+from fmnist_yolo import compat
+
+
+@pytest.mark.parametrize("module, name", compat.PATCHED)
+def test_patched_names_exist(module, name):
+    """An Ultralytics upgrade that renames one of these must fail here, not silently skip the patch."""
+    assert hasattr(importlib.import_module(module), name), f"{module}.{name} is gone: review fmnist_yolo/compat.py"
+
+
+@pytest.mark.parametrize("owner, name", compat.SEAMS)
+def test_overridden_methods_exist(owner, name):
+    module, _, cls = owner.rpartition(".")
+    klass = getattr(importlib.import_module(module), cls)
+    assert hasattr(klass, name), f"{owner}.{name} is gone: review the subclass that overrides it"
+
+
+def test_checked_against_the_installed_major_minor():
+    import ultralytics
+
+    assert ultralytics.__version__.split(".")[:2] == compat.CHECKED_AGAINST.split(".")[:2], (
+        f"fmnist_yolo.compat was checked against Ultralytics {compat.CHECKED_AGAINST}, found {ultralytics.__version__}"
+    )
+
+
+def test_argv_hidden_only_within():
+    from ultralytics.utils import ARGV
+
+    before = list(ARGV)
+    with compat.not_the_yolo_cli():
+        assert not ARGV or not ARGV[0].endswith("yolo")
+    assert list(ARGV) == before
+
+
+# --- mixed precision offline ---------------------------------------------------------------
+
+
+def test_amp_agrees_catches_fp16_overflow():
+    import torch
+    from ultralytics.nn.tasks import ClassificationModel
+
+    from fmnist_yolo.compat import amp_agrees
+
+    torch.manual_seed(0)
+    model = ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False)
+    assert amp_agrees(model, imgsz=32, dtype=torch.float16)
+    with torch.no_grad():
+        model.model[-1].linear.bias.fill_(1e5)  # logits beyond FP16's range (65504): inf, then NaN probabilities
+    assert not amp_agrees(model, imgsz=32, dtype=torch.float16)
+    assert model.training  # left in the mode it was given in
+
+
+def test_amp_check_offline_tests_the_model_not_a_download(monkeypatch):
+    import torch
+    import ultralytics.engine.trainer as engine
+
+    ft = compat
+
+    original = engine.check_amp
+    calls = []
+    monkeypatch.setattr(ft, "amp_agrees", lambda model: calls.append(model) or False)
+    monkeypatch.setattr(ft, "AMP_CHECK_WEIGHTS", "absent-for-this-test.pt")
+    accelerator_model = torch.nn.Linear(2, 2, device="meta")  # neither cpu nor mps: the accelerator path
+    with ft.amp_check_offline():
+        assert engine.check_amp is not original
+        assert engine.check_amp(accelerator_model) is False and calls == [accelerator_model]
+        assert engine.check_amp(torch.nn.Linear(2, 2)) is False  # CPU: Ultralytics' own answer (no AMP on CPU)
+    assert engine.check_amp is original and len(calls) == 1
