@@ -71,3 +71,32 @@ def test_amp_check_offline_tests_the_model_not_a_download(monkeypatch):
         assert engine.check_amp(accelerator_model) is False and calls == [accelerator_model]
         assert engine.check_amp(torch.nn.Linear(2, 2)) is False  # CPU: Ultralytics' own answer (no AMP on CPU)
     assert engine.check_amp is original and len(calls) == 1
+
+
+def test_unpadded_muon_update_equals_ultralytics_to_bf16_rounding():
+    import torch
+    from ultralytics.nn.tasks import ClassificationModel
+    from ultralytics.optim import muon
+
+    torch.manual_seed(0)
+    params = [p for p in ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False).parameters() if p.ndim in (2, 4)]
+    grads = [torch.randn_like(p) for p in params]
+    ours_m, stock_m = [torch.randn_like(p) for p in params], None
+    stock_m = [m.clone() for m in ours_m]
+    ours = compat.muon_update_unpadded(grads, ours_m, beta=0.9)
+    stock = muon.muon_update(grads, stock_m, beta=0.9)
+    assert len({tuple(p.shape) for p in params}) < len(params)  # some shapes repeat: batched together
+    for a, b, ma, mb in zip(ours, stock, ours_m, stock_m, strict=True):
+        assert a.shape == b.shape and torch.equal(ma, mb)  # the momentum buffers exactly
+        assert (a - b).norm() <= 0.03 * b.norm()  # the orthogonalised update to bf16 rounding (stock vs stock: ~0)
+    single = compat.muon_update_unpadded(grads[3], ours_m[3].clone(), beta=0.9)
+    assert single.shape == grads[3].shape
+
+
+def test_faster_muon_is_used_in_training_and_put_back():
+    import ultralytics.optim.muon as muon
+
+    original = muon.muon_update
+    with compat.faster_muon():
+        assert muon.muon_update is compat.muon_update_unpadded
+    assert muon.muon_update is original

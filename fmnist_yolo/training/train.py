@@ -189,7 +189,7 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     a = record.args
     trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"))
     try:
-        with compat.amp_check_offline(), compat.quiet_ray_outside_searches():
+        with compat.amp_check_offline(), compat.faster_muon(), compat.quiet_ray_outside_searches():
             model.train(**train_args, trainer=trainer_class)
     except FmnistError as e:
         _failed(started.get("dir") or _planned_dir(model), record, str(e))
