@@ -11,9 +11,12 @@ import fmnist_yolo
 from fmnist_yolo import config, prepare
 from fmnist_yolo.data.tree import manifest_checksum
 from fmnist_yolo.errors import ConfigError, FmnistError, FmnistWarning
+from fmnist_yolo.rundir import TEST_PREDICTIONS
 from fmnist_yolo.training.args import resolve_args
 from fmnist_yolo.training.weights import resolve_weights
 from tests.conftest import run_cli, write_checkpoint
+
+HISTORY = ["epoch", "time", "train_loss", "val_top1", "val_top5", "val_loss", "lr_pg0", "lr_pg1", "lr_pg2"]
 
 FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "batch": 32, "plots": False, "workers": 0}
 
@@ -248,3 +251,35 @@ def test_runs_land_in_this_projects_runs_whatever_ultralytics_settings_say(small
     code, out, _ = run_cli(["compare"], capsys)
     assert code == 0 and "classify/train" in out and "1 runs" in out
     assert (SETTINGS.file.read_bytes() if SETTINGS.file.is_file() else None) == settings_file
+
+
+# --- runs read back -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_history_columns_and_dtypes(tiny_run):
+    h = fmnist_yolo.load_history(tiny_run.dir)
+    assert list(h.columns) == HISTORY
+    assert all(pd.api.types.is_numeric_dtype(t) for t in h.dtypes) and h["epoch"].dtype == np.int64
+    assert list(h.index) == [1, 2] and h["time"].is_monotonic_increasing
+    assert h[["val_top1", "val_top5"]].stack().between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_stored_predictions_reload(tiny_run):
+    run = fmnist_yolo.Run.load(tiny_run.dir)
+    assert run.provenance == tiny_run.provenance
+    assert abs(run.test.top1 - tiny_run.test.top1) < 1e-6 and abs(run.test.top5 - tiny_run.test.top5) < 1e-3
+    pd.testing.assert_frame_equal(run.test.per_class, tiny_run.test.per_class)
+    pd.testing.assert_frame_equal(run.test.predictions, tiny_run.test.predictions, check_dtype=False)
+
+
+def test_run_load_evaluates_a_run_trained_without_test(source, tmp_path):
+    from fmnist_yolo import prepare
+
+    tree = prepare(source=source, out=tmp_path / "tree", val_size=20, verify=False, workers=1, progress=False)
+    run = fmnist_yolo.train(model="yolo11n-cls.yaml", epochs=1, batch=16, plots=False, workers=0, data=str(tree),
+                            project=str(tmp_path / "runs"), name="r", evaluate_test=False)  # fmt: skip
+    assert run.test is None and not (run.dir / TEST_PREDICTIONS).exists()
+    loaded = fmnist_yolo.Run.load(run.dir)
+    assert len(loaded.test.per_class) == 10 and len(loaded.test.predictions) == 30
