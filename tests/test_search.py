@@ -167,3 +167,47 @@ def test_provenance_records_world_size():
     record = Provenance()
     train_module._record_trainer(record, trainer)
     assert record.world_size == 2 and record.amp is True and record.model["parameters"] == 6
+
+
+def test_ddp_parent_finishes_the_run_from_what_the_workers_wrote(tree, tmp_path, monkeypatch, capsys):
+    """device=0,1: Ultralytics' parent process only launches the workers (mocked here at the process boundary:
+    they "write" a finished run's results.csv and weights); everything after, in the parent, runs for real."""
+    import shutil
+
+    import torch
+    import ultralytics.engine.trainer as engine
+
+    import fmnist_yolo
+
+    workers = fmnist_yolo.train(model="yolo11n-cls.yaml", epochs=2, batch=16, imgsz=28, plots=False, workers=0,
+                                data=str(tree), project=str(tmp_path / "single"), name="w",
+                                evaluate_test=False)  # fmt: skip
+
+    def launch(cmd, check):  # the DDP workers' output, as they would leave it in the parent's save_dir
+        save_dir = Path(launched["trainer"].save_dir)
+        shutil.copyfile(workers.dir / "results.csv", save_dir / "results.csv")
+        for name in ("best.pt", "last.pt"):
+            shutil.copyfile(workers.dir / "weights" / name, save_dir / "weights" / name)
+
+    launched = {}
+    real_generate = engine.generate_ddp_command
+    monkeypatch.setattr(engine, "parse_device", lambda device, *a, **k: "0,1")
+    monkeypatch.setattr(engine, "select_device", lambda *a, **k: torch.device("cuda", 0))
+    monkeypatch.setattr(engine, "generate_ddp_command", lambda t: launched.update(trainer=t) or (["workers"], None))
+    monkeypatch.setattr(engine.subprocess, "run", launch)
+    monkeypatch.setattr(train_module, "_evaluation_device", lambda device: "cpu")  # no GPU here to evaluate on
+    argv = ["train", "device=0,1", "batch=32", "model=yolo11n-cls.yaml", "epochs=2", "imgsz=28", "plots=False",
+            f"data={tree}", f"project={tmp_path / 'ddp'}", "name=r"]  # fmt: skip
+    code, out, err = run_cli(argv, capsys)
+    assert real_generate is not None and launched, err[-2000:]
+    assert code == 0, err[-2000:]
+    record = json.loads((tmp_path / "ddp" / "r" / "fmnist_yolo.json").read_text())
+    from fmnist_yolo.rundir import best_epoch, load_history
+
+    history = load_history(workers.dir)
+    best = best_epoch(history)  # the epoch the workers kept as best.pt (Ultralytics' rule)
+    assert record["status"] == "finished" and record["world_size"] == 2 and record["epochs_completed"] == 2
+    assert record["metrics"]["val"]["top1"] == pytest.approx(history.loc[best, "val_top1"])
+    assert record["metrics"]["test"]["images"] == 30 and record["imgsz"]["effective"] == 32
+    assert record["model"]["parameters"] == workers.provenance["model"]["parameters"]
+    assert f"Run {tmp_path / 'ddp' / 'r'}: val top-1" in out

@@ -212,7 +212,7 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     test = None
     if a.get("evaluate_test", True):
         # The resolved batch: `batch=-1` (AutoBatch) or a memory fraction is not a size the validator takes.
-        test = evaluate(paths(run_dir).best, "test", tree, device=train_args.get("device"),
+        test = evaluate(paths(run_dir).best, "test", tree, device=_evaluation_device(train_args.get("device")),
                         batch=int(trainer.batch_size))  # fmt: skip
         test.save(paths(run_dir).test_predictions)
     _record_trainer(record, trainer)
@@ -225,6 +225,14 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     run = Run(run_dir, record, test)
     log.info(run.summary_line())
     return run
+
+
+def _evaluation_device(device):
+    """The device for the final test evaluation: the first of a multi-GPU list (one process evaluates)."""
+    if device is None or isinstance(device, int):
+        return device
+    first = str(device).strip("()[] ").split(",")[0].strip()
+    return first or None
 
 
 def _planned_dir(model) -> Path | None:
@@ -253,9 +261,23 @@ def _trainer(fast: bool, select_on: str):
 
 
 def _record_trainer(record: Provenance, trainer) -> None:
-    """Facts only the running trainer knows: effective imgsz, parameters, device, processes."""
-    record.imgsz["effective"] = int(trainer.args.imgsz)
-    record.model["parameters"] = sum(p.numel() for p in trainer.model.parameters())
+    """Facts only the running trainer knows: effective imgsz, parameters, device, processes.
+
+    The parent of DDP workers never builds the model (its trainer.model is the model's name): its imgsz is the
+    requested one rounded up to the stride, as the workers train it, and the parameters are counted in best.pt.
+    """
+    import math
+
+    imgsz = int(trainer.args.imgsz)
+    if hasattr(trainer.model, "parameters"):
+        record.imgsz["effective"] = imgsz
+        record.model["parameters"] = sum(p.numel() for p in trainer.model.parameters())
+    else:
+        record.imgsz["effective"] = max(32, math.ceil(imgsz / 32) * 32)  # classification models' stride
+        best = paths(trainer.save_dir).best
+        if best.is_file():
+            model = load_checkpoint(best).get("model")
+            record.model["parameters"] = sum(p.numel() for p in model.parameters()) if model is not None else None
     record.device, record.amp = str(trainer.device), bool(getattr(trainer, "amp", False))
     record.world_size, record.epochs_planned = int(getattr(trainer, "world_size", 1)), int(trainer.epochs)
     record.run_dir, record.versions = str(trainer.save_dir), versions()
