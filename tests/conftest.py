@@ -144,6 +144,7 @@ def real_tree(ultralytics_datasets_dir):
         os.chdir(cwd)
 
 
+SYNTHETIC_RUN = {"model": "yolo11n-cls.yaml", "imgsz": 28, "batch": 16, "plots": False, "workers": 0, "device": "cpu"}
 TINY = {"model": "yolo11n-cls.yaml", "epochs": 2, "batch": 32, "plots": False, "workers": 0, "fraction": 0.01}
 
 
@@ -159,6 +160,24 @@ def tiny_run(real_tree, runs_root):
     import fmnist_yolo
 
     return fmnist_yolo.train(**TINY, data=str(real_tree), project=str(runs_root / "classify"), name="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A synthetic tree and a 3-epoch run on it that selects best.pt on val top-1."""
+    import fmnist_yolo
+    from fmnist_yolo import prepare
+
+    root = tmp_path_factory.mktemp("evaluate")
+    write_source(root / "src", synthetic_arrays())
+    tree = prepare(source=root / "src", out=root / "tree", val_size=20, verify=False, workers=1, progress=False)
+    fitness = []
+    record = {"on_fit_epoch_end": lambda t: fitness.append((t.fitness, t.metrics["metrics/accuracy_top1"],
+                                                            t.metrics["metrics/accuracy_top5"]))}  # fmt: skip
+    run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=3, data=str(tree), project=str(root / "runs"), name="top1",
+                            select_on="top1", callbacks=record)  # fmt: skip
+    run.fitness = fitness
+    return tree, run
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:

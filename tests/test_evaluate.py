@@ -1,6 +1,5 @@
 """evaluate(): test-time augmentation really mirrors and averages; best.pt selection on val top-1."""
 
-import json
 import shutil
 
 import cv2
@@ -9,29 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from fmnist_yolo import prepare
 from fmnist_yolo.evaluation.evaluate import evaluate, tta_views
 from fmnist_yolo.rundir import best_epoch
 
 RUN = {"model": "yolo11n-cls.yaml", "imgsz": 28, "batch": 16, "plots": False, "workers": 0, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A synthetic tree and a 3-epoch run on it that selects best.pt on val top-1."""
-    import fmnist_yolo
-    from tests.conftest import synthetic_arrays, write_source
-
-    root = tmp_path_factory.mktemp("evaluate")
-    write_source(root / "src", synthetic_arrays())
-    tree = prepare(source=root / "src", out=root / "tree", val_size=20, verify=False, workers=1, progress=False)
-    fitness = []
-    record = {"on_fit_epoch_end": lambda t: fitness.append((t.fitness, t.metrics["metrics/accuracy_top1"],
-                                                            t.metrics["metrics/accuracy_top5"]))}  # fmt: skip
-    run = fmnist_yolo.train(**RUN, epochs=3, data=str(tree), project=str(root / "runs"), name="top1",
-                            select_on="top1", callbacks=record)  # fmt: skip
-    run.fitness = fitness
-    return tree, run
 
 
 def test_tta_views_mirror_and_shift():
@@ -86,28 +66,11 @@ def test_tta_value_checked(tiny):
         evaluate(tiny[1].dir, "test", tiny[0], tta="rotate")
 
 
-def test_best_pt_selected_on_val_top1(tiny):
-    tree, run = tiny
-    assert len(run.fitness) >= 3  # each epoch (and Ultralytics calls it once more after the final validation)
-    for fitness, top1, top5 in run.fitness:  # what best.pt and early stopping maximise: val top-1 alone
-        assert fitness == pytest.approx(top1) and (top1 == top5 or fitness != pytest.approx((top1 + top5) / 2))
-    p = json.loads((run.dir / "fmnist_yolo.json").read_text())
-    assert p["args"]["select_on"] == "top1" and p["data"]["model_selection_metric"] == "top1"
-
-
 def test_best_epoch_follows_the_rule():
     history = pd.DataFrame({"val_top1": [0.80, 0.82, 0.81, 0.82], "val_top5": [0.99, 0.95, 0.999, 0.93]},
                            index=[1, 2, 3, 4])  # fmt: skip
     assert best_epoch(history, "top1") == 4  # a tie: Ultralytics rewrites best.pt on an equal fitness, so the last
     assert best_epoch(history) == 3  # Ultralytics: mean(0.81, 0.999) = 0.9045 > mean(0.82, 0.95) = 0.885
-
-
-def test_selection_rule_is_checked(tmp_path):
-    import fmnist_yolo
-    from fmnist_yolo.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="select_on must be one of top1_top5, top1"):
-        fmnist_yolo.train(select_on="top5", data=str(tmp_path))
 
 
 def test_tree_without_train_is_refused(tiny, tmp_path):

@@ -10,11 +10,10 @@ import pytest
 import fmnist_yolo
 from fmnist_yolo import config, prepare
 from fmnist_yolo.data.tree import manifest_checksum
-from fmnist_yolo.errors import ConfigError, FmnistError, FmnistWarning
+from fmnist_yolo.errors import ConfigError, FmnistWarning
 from fmnist_yolo.rundir import TEST_PREDICTIONS
 from fmnist_yolo.training.args import resolve_args
-from fmnist_yolo.training.weights import resolve_weights
-from tests.conftest import run_cli, write_checkpoint
+from tests.conftest import run_cli
 
 HISTORY = ["epoch", "time", "train_loss", "val_top1", "val_top5", "val_loss", "lr_pg0", "lr_pg1", "lr_pg2"]
 
@@ -56,43 +55,6 @@ def test_unknown_key_in_cfg_file(tmp_path):
     cfg.write_text("lr0: 0.01\nwarmup_epoch: 2\n")
     with pytest.raises(ConfigError, match=f"unknown argument in {cfg} 'warmup_epoch'; did you mean 'warmup_epochs'"):
         resolve_args({"cfg": str(cfg)})
-
-
-# --- weights -----------------------------------------------------------------------------
-
-
-def test_offline_fallback_and_strict(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.warns(FmnistWarning) as said:
-        w = resolve_weights("yolo11n-cls.pt")
-    assert (w.model, w.pretrained) == ("yolo11n-cls.yaml", False)
-    assert len(said) == 1 and "tried" in str(said[0].message) and "weights/" in str(said[0].message)
-    assert any("download" in t for t in w.tried) and str(tmp_path / "weights" / "yolo11n-cls.pt") in w.tried
-    with pytest.raises(FmnistError, match="pretrained weights not available"):
-        resolve_weights("yolo11n-cls.pt", strict=True)
-
-
-def test_weights_found_in_project_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_checkpoint(tmp_path / "weights" / "yolo11n-cls.pt")
-    w = resolve_weights("yolo11n-cls.pt", strict=True)
-    assert w.pretrained and Path(w.model).resolve() == (tmp_path / "weights" / "yolo11n-cls.pt").resolve()
-
-
-def test_weights_found_in_ultralytics_weights_dir(tmp_path, monkeypatch):
-    from ultralytics.utils import SETTINGS
-
-    monkeypatch.chdir(tmp_path)  # no ./weights here
-    theirs = tmp_path / "ultralytics-weights"
-    write_checkpoint(theirs / "yolo11n-cls.pt")
-    monkeypatch.setitem(SETTINGS, "weights_dir", str(theirs))  # the tests' private settings (conftest)
-    w = resolve_weights("yolo11n-cls.pt", strict=True)
-    assert w.pretrained and Path(w.model) == theirs / "yolo11n-cls.pt" and str(theirs) in w.source
-
-
-def test_yaml_is_not_pretrained():
-    w = resolve_weights("yolo11n-cls.yaml", strict=True)
-    assert (w.model, w.pretrained) == ("yolo11n-cls.yaml", False)
 
 
 # --- real runs ---------------------------------------------------------------------------
@@ -177,28 +139,6 @@ def test_tree_without_val_warns_test_selects(source, tmp_path):
         run = fmnist_yolo.train(**FAST, data=str(tree), imgsz=28, project=str(tmp_path), name="noval")
     assert run.provenance["data"]["model_selection_split"] == "test"
     assert len(run.history) == 1 and {"train_loss", "val_top1", "val_top5"} <= set(run.history.columns)
-
-
-def test_untrusted_weights_warn_once(tmp_path, monkeypatch):
-    import warnings
-
-    from fmnist_yolo.evaluation.evaluate import resolve_weights_path
-
-    monkeypatch.chdir(tmp_path)
-    outside = tmp_path / "downloads" / "someone.pt"
-    inside = tmp_path / "runs" / "classify" / "train" / "weights" / "best.pt"
-    for p in (outside, inside, tmp_path / "weights" / "mine.pt"):
-        write_checkpoint(p)
-    with warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("always")
-        resolve_weights_path(inside)
-        resolve_weights_path(inside.parents[1])
-        resolve_weights("weights/mine.pt")
-        assert not [w for w in said if issubclass(w.category, FmnistWarning)]  # the project's runs/, weights/
-        resolve_weights_path(outside)
-        resolve_weights(str(outside))
-    ours = [str(w.message) for w in said if issubclass(w.category, FmnistWarning)]
-    assert len(ours) == 1 and str(outside) in ours[0] and "can run code when loaded" in ours[0]
 
 
 # --- callbacks and the AMP check, in a real (tiny, synthetic) run ----------------------------

@@ -1,0 +1,42 @@
+"""The tree contract: manifest, file list, counts checked before a tree is used."""
+
+import pytest
+
+from fmnist_yolo import prepare
+from fmnist_yolo.data.tree import check_counts, counts_on_disk, manifest_checksum, read_listing, read_manifest
+from fmnist_yolo.errors import DataError
+
+
+@pytest.fixture
+def tree(source, tmp_path):
+    return prepare(source=source, out=tmp_path / "fm", val_size=10, verify=False, workers=1, progress=False)
+
+
+def test_manifest_listing_and_counts_agree(tree):
+    manifest = read_manifest(tree)
+    listing = read_listing(tree, manifest)
+    assert len(listing) == manifest["total"] == 110
+    for split, counts in manifest["counts"].items():
+        assert counts_on_disk(tree, split) == counts
+    check_counts(tree)
+    assert len(manifest_checksum(tree)) == 64
+
+
+def test_a_missing_image_is_caught_by_the_count(tree):
+    victim = next((tree / "train" / "2_pullover").glob("*.png"))
+    victim.unlink()
+    with pytest.raises(DataError, match="2_pullover: 6 images, the manifest says 7"):
+        check_counts(tree)
+
+
+def test_a_tree_without_manifest_is_the_users_own(tree):
+    (tree / "manifest.json").unlink()
+    assert read_manifest(tree) is None and manifest_checksum(tree) is None
+    check_counts(tree)  # nothing to compare with: not checked
+
+
+def test_an_edited_file_list_is_refused(tree):
+    listing = tree / "files.sha256"
+    listing.write_text(listing.read_text().replace("train/", "train//", 1))
+    with pytest.raises(DataError, match="files.sha256: does not match the hash recorded in manifest.json"):
+        read_listing(tree, read_manifest(tree))
