@@ -107,100 +107,111 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
     confusions = metrics.top_confusions(ev.confusion, 5)
     label = f"{row['model']}, {row['epochs_completed']} epochs, imgsz {row['imgsz']} (this run)"
     bench = place_in_benchmark(ev.top1, label, row["parameters"] if pd.notna(row.get("parameters")) else None)
-    rank = int(bench.loc[bench["source"] == "this run", "rank"].iloc[0])
 
     out = paths(run_dir)
     work = run_dir / f".{out.report_assets.name}.tmp"  # built aside, swapped in whole: a failure changes nothing
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    assets = work
     try:
         figures = {
-            "learning_curves": plots.learning_curves(history, assets / "learning_curves.png", best),
-            "confusion": plots.confusion_heatmap(ev.confusion, assets / "confusion.png", "Confusion matrix, test"),
-            "misclassified": plots.image_grid(wrong, assets / "misclassified.png",
+            "learning_curves": plots.learning_curves(history, work / "learning_curves.png", best),
+            "confusion": plots.confusion_heatmap(ev.confusion, work / "confusion.png", "Confusion matrix, test"),
+            "misclassified": plots.image_grid(wrong, work / "misclassified.png",
                                               title=f"The {len(wrong)} most confident errors on test"),
-            "reliability": plots.reliability_diagram(ev.calibration, assets / "reliability.png", ev.ece),
+            "reliability": plots.reliability_diagram(ev.calibration, work / "reliability.png", ev.ece),
         }  # fmt: skip
-        tables = {"summary": summary.set_index(""), "history": history, "per_class": ev.per_class,
-                  "confusion": ev.confusion, "confusion_normalized": ev.confusion_normalized,
-                  "top_confusions": confusions, "misclassified": wrong, "calibration": ev.calibration,
-                  "benchmark": bench}  # fmt: skip
         if csv:
+            tables = {"summary": summary.set_index(""), "history": history, "per_class": ev.per_class,
+                      "confusion": ev.confusion, "confusion_normalized": ev.confusion_normalized,
+                      "top_confusions": confusions, "misclassified": wrong, "calibration": ev.calibration,
+                      "benchmark": bench}  # fmt: skip
             for name, table in tables.items():
-                table.to_csv(assets / f"{name}.csv", index=name not in ("top_confusions", "misclassified", "benchmark"))
-
-        def fig(name: str, alt: str) -> str:
-            return f"![{alt}]({out.report_assets.name}/{figures[name].name})"
-
-        shown = wrong.assign(file=[str(Path(f).relative_to(Path(f).parents[2])) for f in wrong["file"]])
-        bench_md = bench.assign(
-            parameters=bench["parameters"].map(_millions),
-            approximate=bench["approximate"].map({True: "~", False: ""}),
-            model=[f"**{m}**" if s == "this run" else m for m, s in zip(bench["model"], bench["source"])],
-        )
-        history_cols = [c for c in ("time", "train_loss", "val_loss", "val_top1", "val_top5", "lr_pg0") if c in history]
-        lines = [
-            f"# Report: {row['path']}",
-            "",
-            *(f"> **Warning.** {w}" for w in warnings),
-            "",
-            "## Summary",
-            "",
-            _md(summary, index=False),
-            "",
-            "## Learning curves",
-            "",
-            fig("learning_curves", "learning curves"),
-            "",
-            _md(_epochs_shown(history, best)[history_cols], floatfmt=".4g"),
-            "",
-            "## Confusion matrix (test)",
-            "",
-            fig("confusion", "confusion matrix heatmap"),
-            "",
-            "Most frequent confusions:",
-            "",
-            _md(confusions, index=False),
-            "",
-            "## Per-class metrics (test)",
-            "",
-            "Accuracy is one-vs-rest; `most_confused_with` is the class this one is most often predicted as.",
-            "",
-            _md(ev.per_class),
-            "",
-            "## Calibration (test)",
-            "",
-            f"Expected calibration error (ECE, {len(ev.calibration)} equal-width bins of the top-1 confidence): "
-            f"**{ev.ece:.4f}**. Bars below the diagonal are overconfident bins.",
-            "",
-            fig("reliability", "reliability diagram"),
-            "",
-            _md(ev.calibration[ev.calibration["count"] > 0], floatfmt=".4f"),
-            "",
-            f"## The {len(wrong)} most confidently misclassified test images",
-            "",
-            fig("misclassified", "most confidently misclassified test images"),
-            "",
-            _md(shown, index=False),
-            "",
-            "## Place in the Fashion-MNIST benchmark",
-            "",
-            f"Test top-1 {ev.top1:.4f} ranks **{rank} of {len(bench)}** among published results (Zalando Research's "
-            "benchmark table as submitted, not verified by Zalando; `approximate` marks figures given as ~; the "
-            "public YOLO runs used the test split for validation).",
-            "",
-            _md(bench_md, index=False),
-            "",
-        ]
+                table.to_csv(work / f"{name}.csv", index=name not in ("top_confusions", "misclassified", "benchmark"))
+        figures = {k: f"{out.report_assets.name}/{v.name}" for k, v in figures.items()}
+        text = _markdown(row, summary, warnings, history, best, ev, wrong, confusions, bench, figures)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    old = run_dir / f".{out.report_assets.name}.old"
+    _swap_in(work, out, text)
+    return out.report
+
+
+def _swap_in(work: Path, out, text: str) -> None:
+    """The new figures and report.md replace the old ones: the old assets are parked, then removed."""
+    old = out.dir / f".{out.report_assets.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if out.report_assets.is_dir():
         out.report_assets.rename(old)
     work.rename(out.report_assets)
-    write_text(out.report, "\n".join(lines))
+    write_text(out.report, text)
     shutil.rmtree(old, ignore_errors=True)
-    return out.report
+
+
+def _markdown(row, summary, warnings, history, best, ev, wrong, confusions, bench, figures: dict[str, str]) -> str:
+    """report.md's text; `figures` maps a figure's name to its path relative to the report."""
+
+    def fig(name: str, alt: str) -> str:
+        return f"![{alt}]({figures[name]})"
+
+    rank = int(bench.loc[bench["source"] == "this run", "rank"].iloc[0])
+    shown = wrong.assign(file=[str(Path(f).relative_to(Path(f).parents[2])) for f in wrong["file"]])
+    bench_md = bench.assign(
+        parameters=bench["parameters"].map(_millions),
+        approximate=bench["approximate"].map({True: "~", False: ""}),
+        model=[f"**{m}**" if s == "this run" else m for m, s in zip(bench["model"], bench["source"])],
+    )
+    history_cols = [c for c in ("time", "train_loss", "val_loss", "val_top1", "val_top5", "lr_pg0") if c in history]
+    lines = [
+        f"# Report: {row['path']}",
+        "",
+        *(f"> **Warning.** {w}" for w in warnings),
+        "",
+        "## Summary",
+        "",
+        _md(summary, index=False),
+        "",
+        "## Learning curves",
+        "",
+        fig("learning_curves", "learning curves"),
+        "",
+        _md(_epochs_shown(history, best)[history_cols], floatfmt=".4g"),
+        "",
+        "## Confusion matrix (test)",
+        "",
+        fig("confusion", "confusion matrix heatmap"),
+        "",
+        "Most frequent confusions:",
+        "",
+        _md(confusions, index=False),
+        "",
+        "## Per-class metrics (test)",
+        "",
+        "Accuracy is one-vs-rest; `most_confused_with` is the class this one is most often predicted as.",
+        "",
+        _md(ev.per_class),
+        "",
+        "## Calibration (test)",
+        "",
+        f"Expected calibration error (ECE, {len(ev.calibration)} equal-width bins of the top-1 confidence): "
+        f"**{ev.ece:.4f}**. Bars below the diagonal are overconfident bins.",
+        "",
+        fig("reliability", "reliability diagram"),
+        "",
+        _md(ev.calibration[ev.calibration["count"] > 0], floatfmt=".4f"),
+        "",
+        f"## The {len(wrong)} most confidently misclassified test images",
+        "",
+        fig("misclassified", "most confidently misclassified test images"),
+        "",
+        _md(shown, index=False),
+        "",
+        "## Place in the Fashion-MNIST benchmark",
+        "",
+        f"Test top-1 {ev.top1:.4f} ranks **{rank} of {len(bench)}** among published results (Zalando Research's "
+        "benchmark table as submitted, not verified by Zalando; `approximate` marks figures given as ~; the "
+        "public YOLO runs used the test split for validation).",
+        "",
+        _md(bench_md, index=False),
+        "",
+    ]
+    return "\n".join(lines)

@@ -278,14 +278,16 @@ def prepare(
         The absolute path of the tree.
     """
     val_size, split_seed = _renamed(deprecated, val_size, split_seed)
-    for key, value, kinds in (("val_size", val_size, int), ("split_seed", split_seed, int), ("force", force, bool),
-                              ("verify", verify, bool), ("workers", workers, (int, type(None))),
-                              ("source", source, (str, Path, type(None))), ("out", out, (str, Path, type(None))),
-                              ("link", link, (bool, type(None)))):  # fmt: skip
-        if not isinstance(value, kinds) or (kinds is int and isinstance(value, bool)):
-            raise ConfigError(f"{key}={value!r}: expected {_kind(kinds)}")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"workers={workers} is out of range: workers must be >= 1")
+    _check_types(
+        source=source,
+        out=out,
+        val_size=val_size,
+        split_seed=split_seed,
+        force=force,
+        verify=verify,
+        workers=workers,
+        link=link,
+    )
     val, seed = val_size, split_seed
     out = Path(out or DEFAULTS.out).absolute()
     if out.exists() and not out.is_dir():
@@ -335,6 +337,22 @@ def prepare(
         progress,
     )
     return _finish(out, link)
+
+
+_TYPES = {
+    "val_size": int, "split_seed": int, "force": bool, "verify": bool, "workers": (int, type(None)),
+    "source": (str, Path, type(None)), "out": (str, Path, type(None)), "link": (bool, type(None)),
+}  # fmt: skip
+
+
+def _check_types(**values) -> None:
+    """ConfigError naming the argument whose value has the wrong type, or is out of range."""
+    for key, value in values.items():
+        kinds = _TYPES[key]
+        if not isinstance(value, kinds) or (kinds is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}={value!r}: expected {_kind(kinds)}")
+    if values["workers"] is not None and values["workers"] < 1:
+        raise ConfigError(f"workers={values['workers']} is out of range: workers must be >= 1")
 
 
 def _kind(kinds) -> str:
