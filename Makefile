@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine: `make train` and `make test`.
-# Each creates .venv, installs the package with its dev and tune (Ray) extras, gets the data, then runs.
+# Each creates .venv, installs the package with its dev, tune (Ray), mlflow and export (ONNX) extras, gets the data,
+# then runs.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -21,7 +22,7 @@ all: test
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,tune]'
+	$(PY) -m pip install -q -e '.[dev,tune,mlflow,export]'
 	touch $@
 
 install: $(STAMP)

@@ -26,9 +26,10 @@ _API = {
     "report": "fmnist_yolo.analysis.report",
     "benchmark_table": "fmnist_yolo.analysis.published",
     "tune": "fmnist_yolo.search",
+    "export": "fmnist_yolo.deploy",
 }
-__all__ = ["Evaluation", "Run", "__version__", "benchmark_table", "check", "compare", "evaluate", "load_history",
-           "predict", "prepare", "recipes", "report", "train", "tune"]  # fmt: skip
+__all__ = ["Evaluation", "Run", "__version__", "benchmark_table", "check", "compare", "evaluate", "export",
+           "load_history", "predict", "prepare", "recipes", "report", "train", "tune"]  # fmt: skip
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ imports on demand
     from .analysis.compare import compare
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ impo
     from .analysis.report import report
     from .data.check import check
     from .data.prepare import prepare
+    from .deploy import export
     from .evaluation.evaluate import Evaluation, evaluate
     from .evaluation.predict import predict
     from .rundir import load_history

@@ -61,6 +61,7 @@ class Config:
     fast: bool = False  # the in-memory data path with batched augmentation on the device (fmnist_yolo.training.fast)
     evaluate_test: bool = True  # evaluate best.pt once on test after training (off for sweeps: keep test unseen)
     select_on: str = "top1_top5"  # best.pt = the epoch with the best val "top1_top5" (Ultralytics' mean) or "top1"
+    mlflow: bool | None = None  # None: track when mlflow is installed and Ultralytics' setting allows
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with some fields changed."""
@@ -68,5 +69,12 @@ class Config:
 
 
 DEFAULTS = Config()
-OWN_TRAIN_KEYS = ("recipe", "strict_weights", "fast", "evaluate_test", "select_on")  # train keys Ultralytics lacks
+OWN_TRAIN_KEYS = (
+    "recipe",
+    "strict_weights",
+    "fast",
+    "evaluate_test",
+    "select_on",
+    "mlflow",
+)  # train keys Ultralytics lacks
 CONFIG_FIELDS = tuple(f.name for f in fields(Config))

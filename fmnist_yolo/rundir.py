@@ -115,6 +115,7 @@ class Provenance:
     error: str | None = None  # why a failed run failed
     stopped_by: str | None = None
     export: dict = field(default_factory=dict)  # exported models and their agreement with best.pt
+    tracking: dict = field(default_factory=dict)  # {"mlflow": {"uri", "experiment", "run_id"}} when tracked
     fmnist_yolo_version: str = __version__
     schema: int = SCHEMA
     extra: dict = field(default_factory=dict)  # keys of a newer schema, kept as read
@@ -220,6 +221,56 @@ def best_epoch(history, select_on: str = "top1_top5") -> int | None:
     """
     fitness = history["val_top1"] if select_on == "top1" else (history["val_top1"] + history["val_top5"]) / 2
     return None if fitness.isna().all() else int(fitness[fitness == fitness.max()].index[-1])
+
+
+def training_seconds(history) -> float | None:
+    """Seconds of training (and per-epoch validation) in results.csv. Ultralytics' `time` column restarts from zero
+    after a resume: each epoch's duration is its step from the epoch before, or its own value after a restart."""
+    if history is None or "time" not in history or not len(history):
+        return None
+    t = history["time"].astype(float)
+    steps = t.diff()
+    return float(t.where(steps.isna() | (steps < 0), steps).sum())
+
+
+def summary(run_dir: str | Path) -> dict:
+    """One run's row for comparing runs: from `fmnist_yolo.json` when fmnist-yolo trained it, else from
+    Ultralytics' own files (args.yaml, results.csv). RunError names the file when one of them is damaged."""
+    import math
+
+    d = Path(run_dir)
+    args = read_args(d)
+    record = read_provenance(d)
+    history = load_history(d) if paths(d).results.is_file() else None
+    best = best_epoch(history, record.select_on if record else "top1_top5") if history is not None else None
+    imgsz = args.get("imgsz", 224)
+    row = {
+        "name": d.name,
+        "model": Path(str(args.get("model", ""))).name,
+        "pretrained": str(args.get("model", "")).endswith(".pt"),
+        "epochs": args.get("epochs"),
+        "epochs_completed": len(history) if history is not None else 0,
+        # Ultralytics trains at imgsz rounded up to the stride, 32 for the classification models
+        "imgsz": max(32, math.ceil(int(imgsz) / 32) * 32) if isinstance(imgsz, (int, float)) else None,
+        "best_epoch": best,
+        "best_val_top1": history.loc[best, "val_top1"] if best is not None else None,
+        "train_time_s": training_seconds(history),
+        "device": args.get("device"),
+        "status": "finished" if history is not None and len(history) >= int(args.get("epochs") or 0) else "incomplete",
+        "recorded_by": "ultralytics",
+        "path": str(d),
+    }
+    if record is not None:
+        test = record.test or {}  # none while running, after an interruption, or with evaluate_test=False
+        row.update(
+            model=Path(str(record.model.get("used", row["model"]))).name,
+            pretrained=record.model.get("pretrained", row["pretrained"]),
+            epochs=record.args.get("epochs", row["epochs"]),
+            imgsz=record.imgsz.get("effective") or row["imgsz"], test_top1=test.get("top1"), test_top5=test.get("top5"),
+            macro_f1=test.get("macro_f1"), ece=test.get("ece"), parameters=record.model.get("parameters"),
+            device=record.device, status=record.status, recorded_by="fmnist-yolo",
+        )  # fmt: skip
+    return row
 
 
 def predictions_current(run_dir: str | Path) -> bool:

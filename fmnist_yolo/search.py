@@ -92,11 +92,15 @@ def _absolute(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _trial(config: dict, base: dict, report_last: bool) -> None:
+def _trial(config: dict, base: dict, report_last: bool, parent: str | None = None) -> None:
     """One trial, in a Ray worker: a normal fmnist-yolo run that reports val metrics after each epoch."""
     from ray import tune
 
+    from .tracking import PARENT_ENV
     from .training.train import train
+
+    if parent:
+        os.environ[PARENT_ENV] = parent  # the trial's MLflow run nests under the search's
 
     compat.drop_stock_raytune_reporter()  # it would report best.pt's final evaluation as one more epoch
 
@@ -151,12 +155,13 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     # Trials log to their run directories; the driver shows Ray's trial status table only.
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
     t0 = time.time()
+    parent = _parent_run(out.name, resolved)
     try:
         # ASHA decides at epochs grace, 3 grace, ... below the last; too few epochs for a rung: every trial runs out.
         asha = grace < epochs
         scheduler = (rt.schedulers.ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=grace,
                                                  reduction_factor=3) if asha else None)  # fmt: skip
-        trainable = rt.with_parameters(_trial, base=base, report_last=not asha)
+        trainable = rt.with_parameters(_trial, base=base, report_last=not asha, parent=parent and parent.run_id)
         trainable = rt.with_resources(trainable, {"cpu": cpus, "gpu": gpus})
         tuner = rt.Tuner(
             trainable, param_space=space,
@@ -170,7 +175,21 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     write_text(out / RESULTS, table.to_csv(index=False))
     _write_best(out / BEST, table, list(space), resolved, time.time() - t0)
     table.attrs["dir"] = str(out)  # the search's directory: tune_results.csv, best_hyperparameters.yaml, trials/
+    if parent is not None:
+        parent.finish_search(out / RESULTS, out / BEST, float(table["best_val_top1"].max()))
     return table
+
+
+def _parent_run(name: str, resolved: dict):
+    """The search's own MLflow run, under which every trial's run is nested (None when not tracking)."""
+    from . import tracking
+
+    if not tracking.enabled(resolved.get("mlflow")):
+        return None
+    parent = tracking.Tracker(name).start({"fmnist.search": "ray tune, ASHA on val top-1"})
+    if parent.ok:
+        tracking.end_active()  # trials start their own runs in their processes, nested by the parent tag
+    return parent if parent.ok else None
 
 
 def _unique_dir(path: Path, exist_ok: bool) -> Path:

@@ -110,6 +110,14 @@ def trusted(monkeypatch, source, arrays):
     return table
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_tracking_unless_asked():
+    """MLflow is installed with the dev set-up: runs track only in the tests that ask (mlflow=True)."""
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update(mlflow=False)
+
+
 @pytest.fixture(scope="session")
 def ultralytics_datasets_dir():
     """Point the (test-private) Ultralytics settings' datasets_dir at a temp dir."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +10,7 @@ from ..config import RUNS_DIR
 from ..errors import ConfigError, RunError, warn
 from ..evaluation.evaluate import stored_test
 from ..files import write_text
-from ..rundir import PROVENANCE, RESULTS, best_epoch, load_history, paths, read_args, read_provenance
+from ..rundir import PROVENANCE, RESULTS, summary
 
 COLUMNS = [
     "name", "model", "pretrained", "epochs", "epochs_completed", "imgsz", "best_epoch", "best_val_top1",
@@ -32,55 +31,25 @@ def find_runs(runs_dir: str | Path) -> list[Path]:
 
 
 def summarize(run_dir: str | Path) -> dict:
-    """One run's row: from `fmnist_yolo.json` when fmnist-yolo trained it, else from Ultralytics' own files.
-
-    RunError names the file when one of them is damaged.
-    """
+    """One run's row (rundir.summary), with the test columns of a plain Ultralytics run that `report` or `Run.load`
+    has evaluated since. RunError names the file when one of the run's files is damaged."""
     d = Path(run_dir)
-    args = read_args(d)
-    record = read_provenance(d)
-    history = load_history(d) if paths(d).results.is_file() else None
-    best = best_epoch(history, record.select_on if record else "top1_top5") if history is not None else None
-    imgsz = args.get("imgsz", 224)
-    row = {
-        "name": d.name,
-        "model": Path(str(args.get("model", ""))).name,
-        "pretrained": str(args.get("model", "")).endswith(".pt"),
-        "epochs": args.get("epochs"),
-        "epochs_completed": len(history) if history is not None else 0,
-        # Ultralytics trains at imgsz rounded up to the stride, 32 for the classification models
-        "imgsz": max(32, math.ceil(int(imgsz) / 32) * 32) if isinstance(imgsz, (int, float)) else None,
-        "best_epoch": best,
-        "best_val_top1": history.loc[best, "val_top1"] if best is not None else None,
-        "train_time_s": history["time"].iloc[-1]
-        if history is not None and "time" in history and len(history)
-        else None,
-        "device": args.get("device"),
-        "status": "finished" if history is not None and len(history) >= int(args.get("epochs") or 0) else "incomplete",
-        "recorded_by": "ultralytics",
-        "path": str(d),
-    }
-    if record is not None:
-        test = record.test or {}  # none while running, after an interruption, or with evaluate_test=False
-        row.update(
-            model=Path(str(record.model.get("used", row["model"]))).name,
-            pretrained=record.model.get("pretrained", row["pretrained"]),
-            epochs=record.args.get("epochs", row["epochs"]),
-            imgsz=record.imgsz.get("effective") or row["imgsz"], test_top1=test.get("top1"), test_top5=test.get("top5"),
-            macro_f1=test.get("macro_f1"), ece=test.get("ece"), parameters=record.model.get("parameters"),
-            device=record.device, status=record.status, recorded_by="fmnist-yolo",
-        )  # fmt: skip
-    finished = record is None or record.status == "finished"  # an unfinished run's best.pt is not its result yet
-    if row.get("test_top1") is None and finished and (test := stored_test(d)) is not None:  # `report`, Run.load
+    row = summary(d)
+    finished = row["recorded_by"] == "ultralytics" or row["status"] == "finished"  # not an unfinished run's best.pt
+    if row.get("test_top1") is None and finished and (test := stored_test(d)) is not None:
         row.update(test_top1=test.top1, test_top5=test.top5, macro_f1=test.macro_f1, ece=test.ece)
     return row
 
 
-def compare(runs_dir: str | Path = RUNS_DIR, skip_damaged: bool = False, csv: str | Path | None = None) -> pd.DataFrame:
+def compare(
+    runs_dir: str | Path = RUNS_DIR, skip_damaged: bool = False, csv: str | Path | None = None, source: str = "runs"
+) -> pd.DataFrame:
     """All runs under `runs_dir`, best test top-1 first (runs without a test evaluation last).
 
     Args:
         runs_dir: where to look (default: the project's runs/).
+        source: "runs" reads the run directories; "mlflow" reads what fmnist-yolo logged to MLflow (the store of
+            fmnist_yolo.tracking) for runs under `runs_dir`, with the same columns.
         skip_damaged: list a run whose files are damaged with status "damaged" and warn, instead of stopping with
             the error that names the damaged file.
         csv: also write the table there (a .csv file, or a directory to hold compare.csv).
@@ -92,8 +61,10 @@ def compare(runs_dir: str | Path = RUNS_DIR, skip_damaged: bool = False, csv: st
         damaged), recorded_by (fmnist-yolo or a plain Ultralytics run) and path.
     """
     root = Path(runs_dir)
-    rows = []
-    for d in find_runs(root):
+    if source not in ("runs", "mlflow"):
+        raise ConfigError(f"source must be runs or mlflow, found {source!r}")
+    rows = _from_mlflow(root) if source == "mlflow" else []
+    for d in find_runs(root) if source == "runs" else []:
         try:
             row = summarize(d)
         except RunError as e:
@@ -114,3 +85,25 @@ def compare(runs_dir: str | Path = RUNS_DIR, skip_damaged: bool = False, csv: st
         write_text(target, table.to_csv(index=False))
         table.attrs["csv"] = str(target)
     return table
+
+
+def _from_mlflow(root: Path) -> list[dict]:
+    """compare()'s rows as fmnist-yolo logged them to MLflow, for the runs under `root`."""
+    from .. import tracking
+
+    if not tracking.enabled(True):
+        return []
+    table = tracking.runs_table()
+    rows, seen = [], set()
+    base = root.absolute()
+    for row in table.to_dict("records"):  # newest first: a resumed run's latest MLflow run counts
+        path = Path(str(row["path"]))
+        if not path.is_relative_to(base) or path in seen:
+            continue
+        seen.add(path)
+        row["name"] = str(path.relative_to(base))
+        row["pretrained"] = {"True": True, "False": False}.get(str(row["pretrained"]), None)
+        for key in ("epochs", "imgsz"):
+            row[key] = int(float(row[key])) if row.get(key) not in (None, "None") else None
+        rows.append({k: row.get(k) for k in COLUMNS})
+    return rows

@@ -83,9 +83,17 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
     A failure (a damaged file, a full disk) changes nothing in the run directory.
     """
     try:
-        return _report(run, data, csv, top)
+        path = _report(run, data, csv, top)
     except OSError as e:
         raise RunError(f"{e.filename or run}: cannot write the report: {e.strerror or e}") from None
+    record = read_provenance(run)
+    run_id = ((record.tracking if record else {}) or {}).get("mlflow", {}).get("run_id")
+    if run_id:
+        from .. import tracking
+
+        if tracking.enabled():
+            tracking.log_report(run_id, path)
+    return path
 
 
 def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Path:

@@ -99,6 +99,9 @@ class Evaluation:
         return cls(split, weights, float(table["correct"].mean()), float(top5.mean()), table, names)
 
 
+EXPORTED = (".onnx", ".torchscript", ".engine", ".mlpackage", ".tflite")  # exported files AutoBackend runs
+
+
 def check_ultralytics_keys(args: dict, command: str) -> None:
     """ConfigError for a key Ultralytics does not know (its SyntaxError would be a traceback), with a suggestion."""
     import difflib
@@ -123,10 +126,12 @@ def resolve_weights_path(model: str | Path) -> Path:
         p = next((c for c in (run.best, run.last) if c.is_file()), None)
         if p is None:
             raise RunError(f"{model}: no weights/best.pt or weights/last.pt in this run directory")
-    elif not p.is_file():
+    elif not p.is_file() and not (p.suffix in EXPORTED and p.exists()):
         raise ConfigError(f"{p}: model file not found")
+    if p.suffix in EXPORTED:
+        return p  # an exported model (`fmnist-yolo export`): Ultralytics' AutoBackend runs it
     if p.suffix != ".pt":
-        raise ConfigError(f"{p}: not a .pt checkpoint (export formats are evaluated with `fmnist-yolo export`)")
+        raise ConfigError(f"{p}: not a model: expected a .pt checkpoint or an exported {', '.join(EXPORTED)} file")
     warn_if_untrusted(p)
     check_classifier(p, load_checkpoint(p), classes=len(CLASS_DIRS))
     return p
@@ -236,7 +241,7 @@ def evaluate(
         raise ConfigError(f"{tree}: no {split}/ split")
     tta = _tta(tta)
     check_ultralytics_keys(overrides, "val")
-    model = YOLO(str(path))
+    model = YOLO(str(path), task="classify")
     captured = {}
     model.add_callback("on_val_end", lambda v: captured.setdefault("v", v))
     args = {"plots": False, **overrides, "data": str(tree), "split": split}

@@ -44,7 +44,7 @@ def predict(model: str | Path, source: str | Path, **overrides) -> pd.DataFrame:
     rows = []
     with not_the_yolo_cli():
         try:
-            results = YOLO(str(weights)).predict(source=str(source), verbose=False, **overrides)
+            results = YOLO(str(weights), task="classify").predict(source=str(source), verbose=False, **overrides)
         except (FileNotFoundError, OSError, ValueError, TypeError, SyntaxError) as e:  # Ultralytics' own errors
             raise ConfigError(f"{source}: cannot predict: {str(e).splitlines()[0]}") from None
     for r in results:

@@ -119,6 +119,8 @@ def check_values(args: dict[str, Any]) -> None:
         raise ConfigError(f"imgsz={imgsz}: classification trains square images; give one integer")
     if imgsz is not None and (isinstance(imgsz, bool) or not isinstance(imgsz, (int, float))):
         raise ConfigError(f"imgsz={imgsz!r} is not a number: imgsz must be {RANGES['imgsz'][1]}")
+    if args.get("mlflow") not in (None, True, False):
+        raise ConfigError(f"mlflow={args['mlflow']!r}: expected True, False or nothing (follow Ultralytics' setting)")
     if args.get("select_on") not in SELECT_ON:
         raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}, found '{args.get('select_on')}'")
     if args.get("fast") and device_count(args.get("device")) > 1:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__, compat
 from ..checkpoints import load_checkpoint, warn_if_untrusted
-from ..config import RUNS_DIR
+from ..config import OWN_TRAIN_KEYS, RUNS_DIR
 from ..errors import ConfigError, FmnistError, RunError, warn
 from ..files import atomic_path
 from ..rundir import Provenance, best_epoch, load_history, paths, read_provenance, write_provenance
@@ -166,8 +166,7 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     model = YOLO(weights.model)
     for event, function in (callbacks or {}).items():
         model.add_callback(event, function)
-    ultralytics_args = {k: v for k, v in args.items() if k not in ("strict_weights", "evaluate_test", "fast",
-                                                                    "select_on")}  # fmt: skip
+    ultralytics_args = {k: v for k, v in args.items() if k not in OWN_TRAIN_KEYS}
     return _run(model, record, tree, {**ultralytics_args, "data": str(tree)})
 
 
@@ -188,16 +187,22 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     model.add_callback("on_model_save", _keep_safe_copy)
     a = record.args
     trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"))
+    tracker = _start_tracking(record, train_args)
     try:
         with compat.amp_check_offline(), compat.faster_muon(), compat.quiet_ray_outside_searches():
             model.train(**train_args, trainer=trainer_class)
     except FmnistError as e:
         _failed(started.get("dir") or _planned_dir(model), record, str(e))
+        tracker and tracker.fail()
         raise
     except (FileNotFoundError, ValueError, TypeError, SyntaxError, AssertionError, RuntimeError) as e:
         message = f"training failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         _failed(started.get("dir") or _planned_dir(model), record, message)
+        tracker and tracker.fail()
         raise FmnistError(message) from None
+    except BaseException:  # Ctrl-C, a kill: the run can be resumed; its MLflow run ends as killed
+        tracker and tracker.fail()
+        raise
     wall = time.time() - t0
     trainer = model.trainer
     run_dir = Path(trainer.save_dir)
@@ -222,9 +227,29 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     record.metrics = {"val": val, "test": test.summary() if test else None}
     record.test_predictions = paths(run_dir).test_predictions.name if test else None
     write_provenance(run_dir, record)
+    if tracker:
+        from ..rundir import summary
+
+        tracker.finish(run_dir, {**summary(run_dir), "name": run_dir.name}, record.to_dict(), test)
     run = Run(run_dir, record, test)
     log.info(run.summary_line())
     return run
+
+
+def _start_tracking(record: Provenance, train_args: dict):
+    """The run's MLflow run, started before Ultralytics' callback looks for one (None when not tracking)."""
+    from .. import tracking
+
+    if not tracking.enabled(record.args.get("mlflow")):
+        return None
+    tracker = tracking.Tracker(str(train_args.get("name") or "train")).start(
+        {"fmnist.recipe": (record.recipe or {}).get("name"), "fmnist.pretrained": record.model.get("pretrained"),
+         "fmnist.fast": bool(record.args.get("fast")), "fmnist.manifest_sha256": record.data.get("manifest_sha256")}
+    )  # fmt: skip
+    if tracker.ok:
+        record.tracking = {"mlflow": {"uri": tracking.tracking_uri(), "experiment": tracking.experiment_name(),
+                                      "run_id": tracker.run_id}}  # fmt: skip
+    return tracker
 
 
 def _evaluation_device(device):

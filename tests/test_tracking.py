@@ -1,0 +1,126 @@
+"""MLflow tracking against a real local tracking server: what a run logs, compare(source="mlflow"), failures.
+
+The test names contain "test_mlflow": Ultralytics' own MLflow callback stays quiet in any other pytest test.
+"""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import fmnist_yolo
+from fmnist_yolo import prepare
+from tests.conftest import SYNTHETIC_RUN, require, synthetic_arrays, write_source
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 and a free port, SQLite store and artifacts in a temporary directory."""
+    require("mlflow")
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
+           "--artifacts-destination", str(root / "art")]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start in 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracked")
+    write_source(root / "src", synthetic_arrays())
+    return prepare(source=root / "src", out=root / "tree", val_size=20, verify=False, workers=1, progress=False)
+
+
+def test_mlflow_run_logged_and_compared(server, tree, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from ultralytics.utils import SETTINGS
+
+    monkeypatch.setitem(SETTINGS, "mlflow", True)  # Ultralytics' callback on, as it is by default for users
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fmnist-yolo-test")
+    runs = tmp_path / "runs"
+    run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=2, data=str(tree), project=str(runs), name="tracked", mlflow=True)
+    run_id = run.provenance["tracking"]["mlflow"]["run_id"]
+    client = MlflowClient(server)
+    logged = client.get_run(run_id)
+    assert logged.info.status == "FINISHED"
+    params, metrics, tags = logged.data.params, logged.data.metrics, logged.data.tags
+    assert params["fmnist.recipe.name"] == "default" and params["fmnist.model.pretrained"] == "False"
+    assert params["fmnist.imgsz.effective"] == "32" and params["fmnist.data.manifest_sha256"] == \
+        run.provenance["data"]["manifest_sha256"]  # fmt: skip
+    assert metrics["test_top1"] == pytest.approx(run.test.top1) and "macro_f1" in metrics and "ece" in metrics
+    assert "metrics/accuracy_top1" in metrics  # Ultralytics' own callback logged the epochs into the same run
+    assert tags["fmnist.recipe"] == "default" and tags["fmnist.fast"] == "False"
+    artifacts = {a.path for a in client.list_artifacts(run_id, "test")}
+    assert {"test/per_class.csv", "test/confusion.csv"} <= artifacts
+    per_class = client.download_artifacts(run_id, "test/per_class.csv", str(tmp_path))
+    assert "6_shirt" in open(per_class).read()
+
+    second = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=1, data=str(tree), project=str(runs), name="second",
+                               mlflow=True, fast=True)  # fmt: skip
+    assert second.provenance["tracking"]["mlflow"]["run_id"] != run_id
+    on_disk = fmnist_yolo.compare(runs).drop(columns=["device"])
+    tracked = fmnist_yolo.compare(runs, source="mlflow").drop(columns=["device"])
+    assert sorted(tracked["name"]) == sorted(on_disk["name"]) == ["second", "tracked"]
+    merged = on_disk.set_index("name").sort_index()
+    from_mlflow = tracked.set_index("name").sort_index()
+    for column in ("model", "pretrained", "epochs", "imgsz", "status", "best_epoch", "epochs_completed"):
+        assert list(merged[column].astype(str)) == list(from_mlflow[column].astype(str)), column
+    for column in ("best_val_top1", "test_top1", "test_top5", "macro_f1", "ece", "train_time_s"):
+        assert list(merged[column]) == pytest.approx(list(from_mlflow[column])), column
+
+    report = fmnist_yolo.report(run.dir)
+    assert report.is_file()
+    assert {a.path for a in client.list_artifacts(run_id, "report")} >= {"report/report.md"}
+
+
+def test_mlflow_server_down_warns_once_and_training_goes_on(tree, tmp_path, monkeypatch):
+    require("mlflow")
+    from fmnist_yolo import tracking
+    from fmnist_yolo.errors import FmnistWarning
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.setattr(tracking, "_WARNED", set())
+    with pytest.warns(FmnistWarning, match="MLflow: starting the run failed") as said:
+        run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=1, data=str(tree), project=str(tmp_path), name="down",
+                                mlflow=True)  # fmt: skip
+    assert sum("MLflow" in str(w.message) for w in said) == 1
+    assert run.provenance["status"] == "finished" and run.provenance["tracking"] == {} and run.test is not None
+
+
+def test_mlflow_off_switch(tree, tmp_path, monkeypatch):
+    from fmnist_yolo import tracking
+
+    assert not tracking.enabled(False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # would fail if anything tried
+    run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=1, data=str(tree), project=str(tmp_path), name="off",
+                            mlflow=False, evaluate_test=False)  # fmt: skip
+    assert run.provenance["tracking"] == {}
