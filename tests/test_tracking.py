@@ -124,3 +124,20 @@ def test_mlflow_off_switch(tree, tmp_path, monkeypatch):
     run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=1, data=str(tree), project=str(tmp_path), name="off",
                             mlflow=False, evaluate_test=False)  # fmt: skip
     assert run.provenance["tracking"] == {}
+
+
+def test_mlflow_tune_trials_nest_under_the_search(server, tree, tmp_path, monkeypatch):
+    require("ray.tune")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fmnist-yolo-tune")
+    table = fmnist_yolo.tune(iterations=2, epochs=1, mlflow=True, project=str(tmp_path), name="search",
+                             **{k: v for k, v in SYNTHETIC_RUN.items() if k != "device"}, data=str(tree))  # fmt: skip
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("fmnist-yolo-tune")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.info.run_name == "search"]
+    assert len(parents) == 1 and parents[0].data.metrics["best_val_top1"] == pytest.approx(table["best_val_top1"].max())
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
