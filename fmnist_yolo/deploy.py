@@ -8,14 +8,12 @@ resize, RGB/BGR, /255) or the class order does; comparing the predictions on the
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
 from .errors import ConfigError, RunError
 from .files import write_text
 
-log = logging.getLogger(__name__)
 MIN_AGREEMENT = 0.999  # share of test images whose top-1 label must be the .pt's
 MAX_TOP1_DIFFERENCE = 0.0005  # top-1 accuracy may differ by at most 0.05 points
 NEEDS = {"onnx": ("onnx", "onnxruntime", "onnxslim")}  # modules a format needs (the `export` extra), by format
@@ -72,9 +70,6 @@ def export(model: str | Path, format: str = "onnx", data: str | Path | None = No
         raise RunError(f"{exported}: the exported model agrees with {weights.name} on {result['identical_top1']:.2%} "
                        f"of the test images and its top-1 differs by {100 * result['top1_difference']:+.2f} points "
                        f"(needs >= {MIN_AGREEMENT:.1%} and <= {100 * MAX_TOP1_DIFFERENCE:.2f})")  # fmt: skip
-    log.info(f"Exported {exported}" + (f": {result['identical_top1']:.2%} identical top-1 on {result['images']} test "
-                                       f"images, top-1 {result['top1_exported']:.4f} vs {result['top1_pt']:.4f}"
-                                       if check else ""))  # fmt: skip
     return result
 
 

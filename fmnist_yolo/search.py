@@ -47,7 +47,7 @@ def _ray():
     return ray, tune
 
 
-FAST_NO_OP = ("auto_augment",)  # keys the fast loader ignores (its augmentation is batched; see fmnist_yolo.memory)
+FAST_NO_OP = ("auto_augment",)  # keys the fast loader ignores (see fmnist_yolo.training.fast)
 
 
 def search_space(space: dict | str | Path | None = None, fast: bool = False) -> dict[str, Any]:

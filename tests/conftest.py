@@ -232,6 +232,17 @@ def write_checkpoint(path: Path, nc: int = 10, task: str = "classify") -> Path:
     return path
 
 
+def plain_ultralytics_copy(run: Path, dest: Path) -> Path:
+    """The run as a plain `yolo classify train` would leave it: Ultralytics' files only."""
+    import shutil
+
+    shutil.copytree(run, dest)
+    for name in ("fmnist_yolo.json", "test_predictions.csv", "report.md", "report"):
+        p = dest / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    return dest
+
+
 def one_error(err: str) -> str:
     """The one `Error: ...` line of a failed command's stderr; fails on a traceback or any other error line."""
     assert "Traceback" not in err, err[-3000:]

@@ -1,23 +1,12 @@
 """compare(): one row per run, fmnist-yolo's and plain Ultralytics ones; best_epoch as Ultralytics keeps it."""
 
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import fmnist_yolo
-from fmnist_yolo.rundir import PROVENANCE, TEST_PREDICTIONS
-from tests.conftest import run_cli
-
-
-def plain_ultralytics_copy(run: Path, dest: Path) -> Path:
-    """The run as a plain `yolo classify train` would leave it: Ultralytics' files only."""
-    shutil.copytree(run, dest)
-    for name in (PROVENANCE, TEST_PREDICTIONS, "report.md", "report"):
-        p = dest / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    return dest
+from tests.conftest import plain_ultralytics_copy, run_cli
 
 
 def test_compare_empty_dir(tmp_path, capsys):

@@ -3,7 +3,6 @@
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,16 +11,7 @@ from PIL import Image
 import fmnist_yolo
 from fmnist_yolo import config
 from fmnist_yolo.rundir import PROVENANCE, TEST_PREDICTIONS
-from tests.conftest import one_error, run_cli
-
-
-def plain_ultralytics_copy(run: Path, dest: Path) -> Path:
-    """The run as a plain `yolo classify train` would leave it: Ultralytics' files only."""
-    shutil.copytree(run, dest)
-    for name in (PROVENANCE, TEST_PREDICTIONS, "report.md", "report"):
-        p = dest / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    return dest
+from tests.conftest import one_error, plain_ultralytics_copy, run_cli
 
 
 @pytest.mark.parametrize(

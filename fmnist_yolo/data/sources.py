@@ -105,7 +105,7 @@ def verify(key: str, path: Path, raw: bytes, payload: bytes) -> str:
         return found
     raise ChecksumError(
         f"{path}: checksum mismatch for {name}: expected payload sha256 {payload_sha[:16]}..., found {found[:16]}... "
-        "(use --no-verify for your own IDX files)"
+        "(verify=False for your own IDX files)"
     )
 
 
