@@ -15,7 +15,7 @@ RUN      ?=
 RECIPE   ?=
 FAST     ?=
 
-.PHONY: all install data train resume test test-fast lint clean
+.PHONY: all install data train resume resume-usage test test-fast lint clean
 
 all: test
 
@@ -43,9 +43,10 @@ train: data
 	$(PY) -m fmnist_yolo train $(if $(RECIPE),recipe=$(RECIPE)) $(if $(FAST),fast=$(FAST)) $(if $(EPOCHS),epochs=$(EPOCHS)) $(if $(FRACTION),fraction=$(FRACTION)) $(ARGS)
 
 # Continue an interrupted run from its last.pt: make resume RUN=runs/classify/train
-resume: data
-	@test -n "$(RUN)" || (echo "usage: make resume RUN=runs/classify/<run>" >&2; exit 2)
+resume: $(if $(RUN),data,resume-usage)
 	$(PY) -m fmnist_yolo train resume=$(RUN) $(ARGS)
+resume-usage:  # before any install: nothing to resume without RUN
+	@echo "usage: make resume RUN=runs/classify/<run>" >&2; exit 2
 
 test: data
 	$(PY) -m pytest $(ARGS)

@@ -7,7 +7,8 @@ test top-1/top-5/macro-F1/ECE (metrics), per-class metrics and the confusion mat
 report. A tracking failure (server down, store locked) is warned about once and never stops or changes training.
 
 The store: MLFLOW_TRACKING_URI when set, else one SQLite database for the whole project, `runs/mlflow.db` (absolute,
-so runs from any working directory land in one place). The experiment: MLFLOW_EXPERIMENT_NAME, else "fmnist-yolo".
+so runs from any working directory land in one place), its artifacts in `runs/mlartifacts/`. The experiment:
+MLFLOW_EXPERIMENT_NAME, else "fmnist-yolo".
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .errors import ConfigError, warn
 
 EXPERIMENT = "fmnist-yolo"  # unless MLFLOW_EXPERIMENT_NAME says otherwise
 STORE = "mlflow.db"  # under the project's runs/
+ARTIFACTS = "mlartifacts"  # under the project's runs/: MLflow's default for a SQLite store is ./mlruns in the cwd
 PARENT_ENV = "FMNIST_YOLO_MLFLOW_PARENT"  # set by `tune` in its trials: the search's MLflow run, their parent
 ROW_TAGS = ("model", "pretrained", "epochs", "imgsz", "device", "status", "recorded_by", "name", "path")
 ROW_METRICS = ("epochs_completed", "best_epoch", "best_val_top1", "test_top1", "test_top5", "macro_f1", "ece",
@@ -49,12 +51,24 @@ def enabled(requested: bool | None = None) -> bool:
 
 def tracking_uri() -> str:
     """The MLflow store: MLFLOW_TRACKING_URI, else the project's runs/mlflow.db."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(RUNS_DIR / STORE).absolute()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or _own_store()
+
+
+def _own_store() -> str:
+    return f"sqlite:///{(RUNS_DIR / STORE).absolute()}"
 
 
 def experiment_name() -> str:
     """The MLflow experiment fmnist-yolo logs into."""
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+
+
+def _use_experiment(mlflow) -> None:
+    """Make the experiment current; created in the project's own store, its artifacts go to runs/mlartifacts/."""
+    name = experiment_name()
+    if tracking_uri() == _own_store() and mlflow.get_experiment_by_name(name) is None:  # (MLflow sets the env var)
+        mlflow.create_experiment(name, artifact_location=(RUNS_DIR / ARTIFACTS).absolute().as_uri())
+    mlflow.set_experiment(name)
 
 
 def _warn_once(what: str, e: Exception) -> None:
@@ -81,7 +95,7 @@ class Tracker:
         """Start (and leave active for Ultralytics' callback) the MLflow run."""
         try:
             mlflow = _client()
-            mlflow.set_experiment(experiment_name())
+            _use_experiment(mlflow)
             parent = os.environ.get(PARENT_ENV)
             tags = {**(tags or {}), **({"mlflow.parentRunId": parent} if parent else {})}
             self.run_id = mlflow.start_run(run_name=self.name, tags={k: str(v) for k, v in tags.items()}).info.run_id

@@ -52,7 +52,8 @@ def test_plain_ultralytics_run_compares_with_the_epoch_ultralytics_kept(tmp_path
     saved = []  # the epoch of each best.pt write, as the trainer decides it
     model = YOLO("yolo11n-cls.yaml")
     model.add_callback("on_model_save", lambda t: t.best_fitness == t.fitness and saved.append(t.epoch + 1))
-    model.train(data=str(tree), epochs=6, imgsz=28, batch=16, lr0=0.01, optimizer="SGD", warmup_epochs=0, fliplr=0.0,
+    # AdamW: SGD at lr0=0.01 stayed at chance for 6 epochs on one machine (torch 2.11, 16 cores)
+    model.train(data=str(tree), epochs=6, imgsz=28, batch=16, lr0=0.002, optimizer="AdamW", warmup_epochs=0, fliplr=0.0,
                 plots=False, workers=0, device="cpu", project=str(tmp_path / "runs"), name="plain")  # fmt: skip
     history = fmnist_yolo.load_history(tmp_path / "runs" / "plain")
     assert history["val_top1"].nunique() > 1  # it learned: the rule has something to choose between

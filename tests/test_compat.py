@@ -73,13 +73,23 @@ def test_amp_check_offline_tests_the_model_not_a_download(monkeypatch):
     assert engine.check_amp is original and len(calls) == 1
 
 
-def test_unpadded_muon_update_equals_ultralytics_to_bf16_rounding():
+def _cuda_or_skip(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_unpadded_muon_update_equals_ultralytics_to_bf16_rounding(device):
     import torch
     from ultralytics.nn.tasks import ClassificationModel
     from ultralytics.optim import muon
 
+    _cuda_or_skip(device)
     torch.manual_seed(0)
-    params = [p for p in ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False).parameters() if p.ndim in (2, 4)]
+    model = ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False).to(device)
+    params = [p for p in model.parameters() if p.ndim in (2, 4)]
     grads = [torch.randn_like(p) for p in params]
     ours_m, stock_m = [torch.randn_like(p) for p in params], None
     stock_m = [m.clone() for m in ours_m]
@@ -91,6 +101,22 @@ def test_unpadded_muon_update_equals_ultralytics_to_bf16_rounding():
         assert (a - b).norm() <= 0.03 * b.norm()  # the orthogonalised update to bf16 rounding (stock vs stock: ~0)
     single = compat.muon_update_unpadded(grads[3], ours_m[3].clone(), beta=0.9)
     assert single.shape == grads[3].shape
+
+
+def test_cuda_graph_replays_equal_the_eager_orthogonalisation():
+    """Fresh inputs through a captured graph give what the eager computation gives: the replay reads its new input."""
+    import torch
+
+    _cuda_or_skip("cuda")
+    compat._NS_GRAPHS.clear()
+    scales = (1.0, 2.0, 0.5)
+    for seed in range(3):  # the first call captures, the next ones replay
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        mats = [torch.randn(24, 40, device="cuda", generator=g) for _ in scales]
+        graphed = compat.orthogonalise(mats, scales, torch.float32).clone()
+        eager = compat._newton_schulz_scaled(torch.stack(mats), torch.tensor(scales, device="cuda").view(-1, 1, 1))
+        assert torch.equal(graphed, eager), seed
+    assert len(compat._NS_GRAPHS) == 1 and not compat._NS_GRAPHS_BROKEN
 
 
 def test_faster_muon_is_used_in_training_and_put_back():

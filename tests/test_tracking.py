@@ -57,6 +57,26 @@ def tree(tmp_path_factory):
     return prepare(source=root / "src", out=root / "tree", val_size=20, verify=False, workers=1, progress=False)
 
 
+def test_mlflow_default_store_keeps_everything_under_runs(tmp_path, monkeypatch):
+    """Without MLFLOW_TRACKING_URI: the store is runs/mlflow.db and artifacts go to runs/mlartifacts/, not ./mlruns."""
+    require("mlflow")
+    import mlflow
+
+    from fmnist_yolo import tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = tracking.Tracker("default-store").start()
+    assert tracker.ok
+    try:
+        (tmp_path / "note.txt").write_text("x")
+        mlflow.log_artifact(str(tmp_path / "note.txt"))
+    finally:
+        mlflow.end_run()
+    assert (tmp_path / "runs" / "mlflow.db").is_file()
+    assert list((tmp_path / "runs" / "mlartifacts").rglob("note.txt")) and not (tmp_path / "mlruns").exists()
+
+
 def test_mlflow_run_logged_and_compared(server, tree, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
     from ultralytics.utils import SETTINGS

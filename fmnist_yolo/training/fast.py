@@ -31,6 +31,8 @@ from ultralytics.utils.torch_utils import unwrap_model
 from ..errors import ConfigError, DataError
 from .trainer import Trainer, check_all_images_used
 
+VAL_BATCH = 1024  # images per validation batch: eval-mode outputs do not depend on it; 157 -> 5 batches on 5k val
+
 
 def decode(files: list[str], workers: int | None = None) -> np.ndarray:
     """Read grey PNGs into one (N, H, W) uint8 array (OpenCV releases the GIL, so threads scale).
@@ -319,7 +321,7 @@ class MemoryTrainer(Trainer):
         if mode == "train":
             return MemoryLoader(self._splits[key], batch_size, size, Augment.from_args(self.args), self.args.seed)
         unwrap_model(self.model).transforms = classify_transforms(size=size)  # for best.pt's predictor, as stock
-        return MemoryLoader(self._splits[key], batch_size, size, None)
+        return MemoryLoader(self._splits[key], max(batch_size, VAL_BATCH), size, None)
 
     def _build_train_pipeline(self):
         """Stock's loaders, accumulation and optimizer, then the loader fuses what stock would accumulate."""
