@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"CPU smoke run: {QUICK}")
     parser.add_argument("--seeds", type=int, default=0, metavar="N", help="N runs, seed=0..N-1: mean and sd")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # key=value before or after the options
     overrides = {**(QUICK if args.quick else {}), **parse_overrides(args.overrides)}
     name = f"{args.recipe}-quick" if args.quick else args.recipe
     if args.seeds:

@@ -183,7 +183,13 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
         _record_trainer(record, trainer)
         write_provenance(trainer.save_dir, record)
 
+    def on_epoch_end(trainer) -> None:  # a killed run keeps its wall time (a resume adds to it) and progress
+        record.wall_time_s = round(previous_wall + time.time() - t0, 2)
+        record.epochs_completed = int(trainer.epoch) + 1
+        write_provenance(trainer.save_dir, record)
+
     model.add_callback("on_train_start", on_start)
+    model.add_callback("on_fit_epoch_end", on_epoch_end)
     model.add_callback("on_model_save", _keep_safe_copy)
     a = record.args
     trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"))
