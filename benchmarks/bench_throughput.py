@@ -175,11 +175,12 @@ def main() -> None:
     Path(args.out, "throughput.json").write_text(json.dumps(rows, indent=1))
     speed = {(r["arm"], r["variant"]): r.get("img_s") for r in rows}
     stock = next((v for (a, _), v in speed.items() if a == "stock" and v), None)
+    goal = 5 if gpu else 4  # GPU issue: 5x stock; CPU issue: an epoch in <= 0.25x stock's time
     for (arm, variant), v in speed.items():
         if arm != "fast" or not v:
             continue
         model = speed.get(("model", variant))
-        print(f"fast {variant}: {v:.0f} img/s" + (f"  fast/stock {v / stock:.2f}x (target >= 5)" if stock else "")
+        print(f"fast {variant}: {v:.0f} img/s" + (f"  fast/stock {v / stock:.2f}x (target >= {goal})" if stock else "")
               + (f"  fast/model {v / model:.2f} (target >= 0.80)" if model else ""))  # fmt: skip
     print(f"runs in {work}")
 
