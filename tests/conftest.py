@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -16,6 +18,7 @@ import pytest
 # Keep Ultralytics' settings (and the dataset link prepare makes) out of the user's real config.
 # Must happen before anything imports ultralytics.
 _YOLO_CFG = Path(tempfile.mkdtemp(prefix="fmnist-yolo-tests-"))
+atexit.register(shutil.rmtree, _YOLO_CFG, ignore_errors=True)  # one per session; none left behind in /tmp
 os.environ["YOLO_CONFIG_DIR"] = str(_YOLO_CFG)
 os.environ["YOLO_OFFLINE"] = "true"  # no network here; keeps Ultralytics from trying
 
