@@ -185,10 +185,10 @@ def orthogonalise(mats: list, scales: tuple[float, ...], dtype):
     import torch
 
     device = mats[0].device
-    key = (len(mats), *mats[0].shape, mats[0].dtype, dtype, device, scales)
     if device.type != "cuda" or _NS_GRAPHS_BROKEN:
         scale = torch.tensor(scales, device=device, dtype=dtype).view(-1, 1, 1)
         return _newton_schulz_scaled(torch.stack(mats), scale)
+    key = (len(mats), *mats[0].shape, mats[0].dtype, dtype, device, scales)
     entry = _NS_GRAPHS.get(key)
     if entry is None:
         static_in = torch.stack(mats)

@@ -14,6 +14,7 @@ Plain `yolo classify train` runs have the Ultralytics files only; every reader h
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,11 +234,16 @@ def training_seconds(history) -> float | None:
     return float(t.where(steps.isna() | (steps < 0), steps).sum())
 
 
+def trained_imgsz(imgsz) -> int | None:
+    """The size Ultralytics trains a classification model at: imgsz rounded up to the stride, 32 (None if unknown)."""
+    if isinstance(imgsz, bool) or not isinstance(imgsz, (int, float)):
+        return None
+    return max(32, math.ceil(int(imgsz) / 32) * 32)
+
+
 def summary(run_dir: str | Path) -> dict:
     """One run's row for comparing runs: from `fmnist_yolo.json` when fmnist-yolo trained it, else from
     Ultralytics' own files (args.yaml, results.csv). RunError names the file when one of them is damaged."""
-    import math
-
     d = Path(run_dir)
     args = read_args(d)
     record = read_provenance(d)
@@ -250,8 +256,7 @@ def summary(run_dir: str | Path) -> dict:
         "pretrained": str(args.get("model", "")).endswith(".pt"),
         "epochs": args.get("epochs"),
         "epochs_completed": len(history) if history is not None else 0,
-        # Ultralytics trains at imgsz rounded up to the stride, 32 for the classification models
-        "imgsz": max(32, math.ceil(int(imgsz) / 32) * 32) if isinstance(imgsz, (int, float)) else None,
+        "imgsz": trained_imgsz(imgsz),
         "best_epoch": best,
         "best_val_top1": history.loc[best, "val_top1"] if best is not None else None,
         "train_time_s": training_seconds(history),

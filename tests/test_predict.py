@@ -28,3 +28,18 @@ def test_predict_names_each_image(tiny):
     table = predict(run.dir, tree / "test" / "8_bag")
     assert len(table) == 3 and list(table.columns) == ["file", "class_id", "class", "confidence"]
     assert table["confidence"].between(0, 1).all()
+
+
+def test_predict_searches_directories_recursively(tiny, tmp_path):
+    """A directory of class folders (like a split of the tree): every image below it, each named once."""
+    tree, run = tiny
+    table = predict(run.dir, tree / "test")
+    expected = sorted(str(f.absolute()) for f in (tree / "test").rglob("*.png"))
+    assert sorted(table["file"]) == expected and len(expected) > 3
+    (tmp_path / "sub").mkdir()
+    bad = tmp_path / "sub" / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    good = sorted((tree / "test" / "8_bag").glob("*.png"))[0]
+    (tmp_path / good.name).write_bytes(good.read_bytes())
+    with pytest.raises(ConfigError, match=r"bad.png: cannot decode image \(1 of 2 images\)"):
+        predict(run.dir, tmp_path)

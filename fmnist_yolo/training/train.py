@@ -21,7 +21,7 @@ from ..checkpoints import load_checkpoint, warn_if_untrusted
 from ..config import OWN_TRAIN_KEYS, RUNS_DIR
 from ..errors import ConfigError, FmnistError, RunError, warn
 from ..files import atomic_path
-from ..rundir import Provenance, best_epoch, load_history, paths, read_provenance, write_provenance
+from ..rundir import Provenance, best_epoch, load_history, paths, read_provenance, trained_imgsz, write_provenance
 from .args import check_keys, recipe_path, resolve_args, valid_keys
 from .weights import Weights, resolve_weights
 
@@ -297,14 +297,12 @@ def _record_trainer(record: Provenance, trainer) -> None:
     The parent of DDP workers never builds the model (its trainer.model is the model's name): its imgsz is the
     requested one rounded up to the stride, as the workers train it, and the parameters are counted in best.pt.
     """
-    import math
-
     imgsz = int(trainer.args.imgsz)
     if hasattr(trainer.model, "parameters"):
         record.imgsz["effective"] = imgsz
         record.model["parameters"] = sum(p.numel() for p in trainer.model.parameters())
     else:
-        record.imgsz["effective"] = max(32, math.ceil(imgsz / 32) * 32)  # classification models' stride
+        record.imgsz["effective"] = trained_imgsz(imgsz)
         best = paths(trainer.save_dir).best
         if best.is_file():
             model = load_checkpoint(best).get("model")
