@@ -6,7 +6,7 @@
 
 Same model, recipe and device in every arm: the default recipe (yolo11n-cls.yaml, imgsz 28 -> 32, batch 16 with
 nbs 64, so 64 images an optimizer step) at 100 epochs, so `optimizer=auto` picks what the real run gets (MuSGD).
-Warm-up is off (warmup_epochs=0) in every arm, so each measures the steady state: 64 images a step.
+Warm-up is off (warmup_epochs=0) in every arm, so each measures the steady state: 64 images a step (--nbs).
 
 - model: forward, loss, backward and optimizer step (clipping, EMA) of the trainer the fast path builds, on one
   fixed batch of 64 already on the device: the ceiling for any loader at this batch and precision.
@@ -14,7 +14,10 @@ Warm-up is off (warmup_epochs=0) in every arm, so each measures the steady state
 - stock: `fmnist_yolo.train()` (Ultralytics' loader with the workers it picks), timed the same way.
 
 A variant is a set of precision/compile choices applied to an arm: fp32 (amp=False), fp16 (amp=True: Ultralytics'
-default, GradScaler), bf16 (amp=bf16), and +compile / +ro (torch.compile default / reduce-overhead).
+default, GradScaler), bf16 (amp=bf16; on CPU too where it is native), +compile / +ro (torch.compile default /
+reduce-overhead), +nchw (channels_last=False: the fast path otherwise trains channels_last, on CPU as on CUDA),
++stockmuon (model arm: Ultralytics' own MuSGD orthogonalisation instead of compat.muon_update_unpadded).
+--nbs sets the images per optimizer step (the `cpu` recipe's 256: batch 16, 16 micro-batches accumulated).
 Each arm runs in a fresh interpreter. Prints a table, then the ratios: fast / stock and fast / model.
 """
 
@@ -37,19 +40,27 @@ IMAGES_PER_STEP = 64  # nbs: batch 16 x accumulate 4
 
 def variant_args(variant: str) -> dict:
     """Ultralytics arguments for a variant name such as 'bf16+compile'."""
-    parts = variant.split("+")
-    amp = {"fp32": False, "fp16": True, "bf16": "bf16"}[parts[0]]
-    compile_ = {"compile": True, "ro": "reduce-overhead"}.get(parts[1], False) if len(parts) > 1 else False
-    return {"amp": amp, "compile": compile_}
+    precision, *extras = variant.split("+")
+    args = {"amp": {"fp32": False, "fp16": True, "bf16": "bf16"}[precision], "compile": False}
+    for extra in extras:
+        args.update({"compile": {"compile": True}, "ro": {"compile": "reduce-overhead"},
+                     "nchw": {"channels_last": False}, "stockmuon": {}}[extra])  # fmt: skip
+    return args
 
 
 MODEL_ONLY = r"""
 import json, sys, time, torch
 from fmnist_yolo import compat
 from fmnist_yolo.training.fast import MemoryTrainer
-from ultralytics.utils.torch_utils import autocast, unwrap_model
-kw, steps, warm, profile, out = json.loads(sys.argv[1])
-with compat.amp_check_offline(), compat.faster_muon():
+import ultralytics.engine.trainer as engine
+from ultralytics.utils.torch_utils import unwrap_model
+import ultralytics.optim.muon as muon
+from torch.profiler import record_function
+kw, steps, warm, profile, out, stock_muon = json.loads(sys.argv[1])
+stock_update = muon.muon_update
+with compat.training():
+    if stock_muon:  # Ultralytics' own bucketed, zero-padded orthogonalisation: the step before compat's
+        muon.muon_update = stock_update
     t = MemoryTrainer(overrides=kw)
     keep = ("fmnist_yolo", "ultralytics.utils.callbacks.base")  # no integrations: MLflow would log this arm
     for event, fs in t.callbacks.items():
@@ -60,14 +71,16 @@ with compat.amp_check_offline(), compat.faster_muon():
     t._chunk = None
     dtype = torch.bfloat16 if t.args.amp == "bf16" else t.amp
     def step():
-        with autocast(dtype, device=t.device.type):
-            if t.args.compile:
-                preds = t.model(batch["img"])
-                loss, _ = unwrap_model(t.model).loss(batch, preds)
-            else:
-                loss, _ = t.model(batch)
-        t.scaler.scale(loss.sum()).backward()
-        t.optimizer_step()
+        with record_function("forward+backward"):
+            with engine.autocast(dtype, device=t.device.type):  # the trainer's own: bf16 on CPU too
+                if t.args.compile:
+                    preds = t.model(batch["img"])
+                    loss, _ = unwrap_model(t.model).loss(batch, preds)
+                else:
+                    loss, _ = t.model(batch)
+            t.scaler.scale(loss.sum()).backward()
+        with record_function("optimizer_step (MuSGD, clip, EMA)"):
+            t.optimizer_step()
     sync = torch.cuda.synchronize if t.device.type == "cuda" else (lambda: None)
     for _ in range(warm):
         step()
@@ -99,7 +112,7 @@ print("RESULT", json.dumps({"img_s": steps * len(batch["cls"]) / dt, "ms_step": 
 LOOP = r"""
 import json, sys, time, torch
 import fmnist_yolo
-kw, per_batch, warm, batches = json.loads(sys.argv[1])
+kw, per_batch, warm, batches, per_step = json.loads(sys.argv[1])
 mark = {}
 def on_batch_end(trainer):
     mark["n"] = mark.get("n", 0) + 1
@@ -114,7 +127,7 @@ def on_batch_end(trainer):
         trainer.stop = True
 run = fmnist_yolo.train(callbacks={"on_train_batch_end": on_batch_end}, **kw)
 dt = mark[warm + batches] - mark[warm]
-print("RESULT", json.dumps({"img_s": batches * per_batch / dt, "ms_step": 1e3 * dt / batches * (64 // per_batch),
+print("RESULT", json.dumps({"img_s": batches * per_batch / dt, "ms_step": 1e3 * dt / batches * (per_step // per_batch),
       "batch": per_batch, "optimizer": mark["optimizer"], "workers": mark["workers"], "amp": mark["amp"],
       "compile": kw.get("compile", False)}))
 """
@@ -140,7 +153,10 @@ def main() -> None:
     parser.add_argument("--arms", default="model,fast,stock")
     parser.add_argument("--variants", default=None, help="model and fast arms (stock: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--model-variants", default=None, help="model arm only (default: --variants)")
-    parser.add_argument("--steps", type=int, default=300, help="timed optimizer steps (64 images each) per arm")
+    parser.add_argument("--nbs", type=int, default=IMAGES_PER_STEP, help="images per optimizer step (default: 64)")
+    parser.add_argument("--epochs", type=int, default=RECIPE["epochs"],
+                        help="the run's planned epochs: 100 (default) gives MuSGD, 10 a short run's AdamW")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=300, help="timed optimizer steps per arm")
     parser.add_argument("--warm", type=int, default=30, help="untimed steps first")
     parser.add_argument("--profile", action="store_true", help="model arm: torch.profiler tables of 20 steps")
     parser.add_argument("--out", default=".", help="folder for profile tables and the JSON of the results")
@@ -148,7 +164,8 @@ def main() -> None:
     gpu = args.device != "cpu"
     variants = (args.variants or ("fp16,bf16,bf16+compile" if gpu else "fp32")).split(",")
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    common = {**RECIPE, "data": str(Path(args.data).absolute()), "device": args.device, "project": str(work)}
+    common = {**RECIPE, "data": str(Path(args.data).absolute()), "device": args.device, "project": str(work),
+              "nbs": args.nbs, "epochs": args.epochs}  # fmt: skip
     arm_variants = {"model": args.model_variants.split(",") if args.model_variants else variants, "fast": variants,
                     "stock": ["fp16" if gpu else "fp32"]}  # fmt: skip
     arms = args.arms.split(",")
@@ -161,12 +178,12 @@ def main() -> None:
         t0 = time.perf_counter()
         if arm == "model":
             out = str(Path(args.out, f"profile-{variant.replace('+', '-')}.txt"))
-            r = run(MODEL_ONLY, [kw, args.steps, args.warm, args.profile, out])
+            r = run(MODEL_ONLY, [kw, args.steps, args.warm, args.profile, out, "stockmuon" in variant])
         else:
             kw = {**kw, "fast": arm == "fast", "evaluate_test": False}
-            per_batch = IMAGES_PER_STEP if arm == "fast" else RECIPE["batch"]
-            scale = IMAGES_PER_STEP // per_batch
-            r = run(LOOP, [kw, per_batch, args.warm * scale, args.steps * scale])
+            per_batch = args.nbs if arm == "fast" else RECIPE["batch"]
+            scale = args.nbs // per_batch
+            r = run(LOOP, [kw, per_batch, args.warm * scale, args.steps * scale, args.nbs])
         rows.append({"arm": arm, "variant": variant, **r, "process_s": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows)

@@ -192,7 +192,8 @@ def cmd_recipes(words: list[str]) -> int:
     fmnist-yolo recipes [NAME]
 
     Use one with `fmnist-yolo train recipe=NAME`, `make train RECIPE=NAME`, `fmnist_yolo.train(recipe=NAME)`, or
-    Ultralytics' own CLI: `yolo classify train cfg=$(fmnist-yolo recipes NAME) data=fashion-mnist`.
+    Ultralytics' own CLI: `yolo classify train cfg=$(fmnist-yolo recipes NAME) data=fashion-mnist` (not `cpu`,
+    which sets fmnist-yolo's own `fast` key).
     """
     from .training.args import recipe_path, recipes
 

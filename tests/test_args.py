@@ -26,10 +26,13 @@ def test_the_default_recipe_is_the_one_source_of_the_training_defaults():
 
 @pytest.mark.parametrize("name", sorted(recipes()))
 def test_stock_ultralytics_accepts_every_recipe(name):
-    """`yolo classify train cfg=RECIPE.yaml` must work: only Ultralytics' own keys, valid types."""
+    """`yolo classify train cfg=RECIPE.yaml` must work: Ultralytics' own keys, valid types (`cpu` also sets `fast`,
+    which only fmnist-yolo reads: its comment says so)."""
     from ultralytics.cfg import DEFAULT_CFG, get_cfg
 
     args = yaml.safe_load(recipe_path(name).read_text())
+    own = {k: args.pop(k) for k in list(args) if k in config.OWN_TRAIN_KEYS}
+    assert set(own) <= ({"fast"} if name == "cpu" else set())
     assert set(args) <= set(DEFAULT_CFG.__dict__)
     cfg = get_cfg(DEFAULT_CFG, args)  # raises on unknown keys and bad types
     assert all(getattr(cfg, k) == v for k, v in args.items())
@@ -41,6 +44,15 @@ def test_strong_recipe_suits_grey_images():
     assert args["flipud"] == 0 and args["fliplr"] > 0  # a shoe upside down is not a Fashion-MNIST image
     assert args["hsv_h"] == 0 and args["hsv_s"] == 0  # no colour work on grey
     assert args["recipe"] == "strong"
+
+
+def test_cpu_recipe_is_the_default_in_fewer_larger_steps():
+    default, cpu = resolve_args({}), resolve_args({"recipe": "cpu"})
+    assert {k: cpu[k] for k in ("model", "epochs", "imgsz")} == {k: default[k] for k in ("model", "epochs", "imgsz")}
+    assert cpu["nbs"] == 4 * 64 and cpu.get("batch") is None and cpu["fast"] is True  # stock's batch 16, 16 of them
+    assert cpu["amp"] == "bf16"  # where the CPU computes it natively
+    same = set(default) - {"fast", "recipe"}
+    assert set(cpu) - set(default) == {"nbs", "amp"} and {k: cpu[k] for k in same} == {k: default[k] for k in same}
 
 
 def test_precedence_recipe_cfg_explicit(tmp_path):

@@ -80,8 +80,9 @@ def _cuda_or_skip(device: str) -> None:
         pytest.skip("no CUDA device")
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_unpadded_muon_update_equals_ultralytics_to_bf16_rounding(device):
+def test_unpadded_muon_update_equals_ultralytics_to_bf16_rounding(device, layout):
     import torch
     from ultralytics.nn.tasks import ClassificationModel
     from ultralytics.optim import muon
@@ -89,6 +90,8 @@ def test_unpadded_muon_update_equals_ultralytics_to_bf16_rounding(device):
     _cuda_or_skip(device)
     torch.manual_seed(0)
     model = ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False).to(device)
+    if layout == "channels_last":  # the fast path's layout on CPU and CUDA: filters flatten in (out, kh, kw, in) order
+        model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.ndim in (2, 4)]
     grads = [torch.randn_like(p) for p in params]
     ours_m, stock_m = [torch.randn_like(p) for p in params], None
@@ -97,7 +100,11 @@ def test_unpadded_muon_update_equals_ultralytics_to_bf16_rounding(device):
     stock = muon.muon_update(grads, stock_m, beta=0.9)
     assert len({tuple(p.shape) for p in params}) < len(params)  # some shapes repeat: batched together
     for a, b, ma, mb in zip(ours, stock, ours_m, stock_m, strict=True):
+        formats = (torch.contiguous_format, torch.channels_last) if a.ndim == 4 else (torch.contiguous_format,)
         assert a.shape == b.shape and torch.equal(ma, mb)  # the momentum buffers exactly
+        assert [a.is_contiguous(memory_format=f) for f in formats] == [
+            b.is_contiguous(memory_format=f) for f in formats
+        ]
         assert (a - b).norm() <= 0.03 * b.norm()  # the orthogonalised update to bf16 rounding (stock vs stock: ~0)
     single = compat.muon_update_unpadded(grads[3], ours_m[3].clone(), beta=0.9)
     assert single.shape == grads[3].shape
@@ -126,3 +133,27 @@ def test_faster_muon_is_used_in_training_and_put_back():
     with compat.faster_muon():
         assert muon.muon_update is compat.muon_update_unpadded
     assert muon.muon_update is original
+
+
+def test_bf16_autocast_on_a_cpu_that_has_it_and_put_back(monkeypatch):
+    """Ultralytics' trainer refuses bf16 autocast off CUDA (training fails); within `training()` a bf16-native CPU
+    autocasts, and any other CPU trains in fp32."""
+    import torch
+    import ultralytics.engine.trainer as engine
+
+    original = engine.autocast
+    x = torch.randn(4, 8)
+    with compat.training():
+        assert engine.autocast is not original
+        if compat.cpu_has_bf16():
+            with engine.autocast(torch.bfloat16, device="cpu"):
+                assert (x @ x.T).dtype == torch.bfloat16
+        monkeypatch.setattr(compat, "cpu_has_bf16", lambda: False)
+        with engine.autocast(torch.bfloat16, device="cpu"):  # fp32, as Ultralytics turns AMP off where it cannot
+            assert (x @ x.T).dtype == torch.float32
+        monkeypatch.undo()
+        with engine.autocast(False, device="cpu"):  # everything else is Ultralytics' autocast
+            assert (x @ x.T).dtype == torch.float32
+    assert engine.autocast is original
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        original(torch.bfloat16, device="cpu")  # why the patch exists; gone from Ultralytics: review compat

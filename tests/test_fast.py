@@ -167,27 +167,59 @@ def test_validation_resize_matches_ultralytics_transforms():
 
 def test_fast_run_is_an_ultralytics_run(tree, tmp_path):
     from ultralytics import YOLO
-    from ultralytics.models.yolo.classify import ClassificationValidator
 
     import fmnist_yolo
-    from fmnist_yolo.training.fast import MemoryTrainer
+    from fmnist_yolo.training.fast import DeviceValidator, MemoryTrainer
 
     run = fmnist_yolo.train(**FAST, data=str(tree), fast=True, project=str(tmp_path), name="fast")
     p = json.loads((run.dir / "fmnist_yolo.json").read_text())
     assert p["args"]["fast"] is True and p["status"] == "finished"
     assert len(pd.read_csv(run.dir / "results.csv")) == 1 and run.weights.is_file() and run.test is not None
     model = YOLO("yolo11n-cls.yaml")
-    threads = []
+    threads, layouts = [], []
     model.add_callback("on_train_batch_end", lambda t: threads.append(torch.get_num_threads()))
+    model.add_callback("on_train_batch_end", lambda t: layouts.append(not next(t.model.parameters()).is_contiguous()))
     model.train(data=str(tree), epochs=1, imgsz=28, batch=16, plots=False, project=str(tmp_path), name="direct",
                 trainer=MemoryTrainer)  # fmt: skip
     t = model.trainer
-    assert isinstance(t.validator, ClassificationValidator) and isinstance(t.train_loader, MemoryLoader)
+    assert isinstance(t.validator, DeviceValidator) and isinstance(t.train_loader, MemoryLoader)
     assert len(t.train_loader.dataset) == len(stock_samples(tree, "train"))
+    assert layouts and all(layouts) and t.args.channels_last is None  # trained channels_last; the argument as given
+    saved = torch.load(t.best, weights_only=False)["model"]
+    assert all(p.is_contiguous() for p in saved.parameters())  # checkpoints are NCHW, as Ultralytics writes them
     if t.device.type == "cpu":  # every core computes; no loader workers to leave one for
         assert threads and set(threads) == {os.cpu_count()}
     else:  # the split and its batches live on the training device
         assert t.train_loader.dataset.images.device.type == t.device.type
+
+
+@pytest.mark.parametrize("asked, nhwc", [(None, True), (True, True), (False, False)])
+def test_channels_last_on_cpu_unless_refused(tree, tmp_path, asked, nhwc):
+    """Ultralytics applies channels_last on CUDA only; the fast path on CPU too, and channels_last=False refuses."""
+    overrides = {**FAST, "data": str(tree), "device": "cpu", "channels_last": asked, "project": str(tmp_path)}
+    t = MemoryTrainer(overrides=overrides)
+    t.setup_model()
+    t.model = t.model.to(t.device)
+    first_conv = next(p for p in t.model.parameters() if p.ndim == 4)
+    assert (not first_conv.is_contiguous()) is nhwc
+
+
+def test_bf16_trains_on_a_cpu_that_has_it(tree, tmp_path):
+    """amp=bf16 on CPU: Ultralytics alone refuses it; through fmnist-yolo forward and backward run in bf16."""
+    import fmnist_yolo
+    from fmnist_yolo import compat
+
+    if not compat.cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    dtypes = []
+
+    def watch(trainer):  # the training model's classifier (validation runs the EMA copy, in fp32)
+        trainer.model.model[-1].linear.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+
+    run = fmnist_yolo.train(**FAST, data=str(tree), fast=True, amp="bf16", device="cpu", project=str(tmp_path),
+                            callbacks={"on_train_start": watch})  # fmt: skip
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert run.provenance["amp"] is True and run.provenance["status"] == "finished"
 
 
 # --- fast=True trains stock's recipe: one step agrees, and every step's schedule is stock's -------------------------
@@ -363,3 +395,33 @@ def test_fused_chunks_weigh_each_image_by_its_micro_batch():
     assert len(batches) == 1 and batches[0]["chunk"] == Chunk(0, 3, True, 2)
     w = batches[0]["weight"]
     assert w.tolist() == [1 / 8] * 16 + [1 / 4] * 4 and torch.isclose(w.sum(), torch.tensor(3.0))
+
+
+def test_validation_moves_results_to_the_host_once(monkeypatch):
+    """Stock copies every batch's results to the host (a GPU sync each); DeviceValidator once, with stock's metrics."""
+    from types import SimpleNamespace
+
+    from ultralytics.models.yolo.classify import ClassificationValidator
+
+    from fmnist_yolo.training.fast import DeviceValidator
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 10, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(3)]
+    results = {}
+    for cls in (ClassificationValidator, DeviceValidator):
+        v = cls()
+        v.init_metrics(SimpleNamespace(names={i: str(i) for i in range(10)}))
+        moved, real = [], torch.Tensor.cpu
+        monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, m=moved, r=real, **k: m.append(1) or r(t, *a, **k))
+        for preds, labels in batches:
+            v.update_metrics(preds, {"cls": labels})
+        during = len(moved)
+        results[cls] = v.get_stats()
+        monkeypatch.undo()
+        if cls is DeviceValidator:
+            assert during == 0 and len(moved) == 2  # predictions and labels, once each
+        else:
+            assert during == 2 * len(batches)  # what DeviceValidator avoids
+    assert results[DeviceValidator] == results[ClassificationValidator]
+    top1 = (torch.cat([p for p, _ in batches]).argmax(1) == torch.cat([y for _, y in batches])).float().mean()
+    assert results[DeviceValidator]["metrics/accuracy_top1"] == pytest.approx(float(top1))

@@ -9,6 +9,9 @@ loader replays that schedule (`step_plan`) and fuses the micro-batches of one st
 is their sum (`ChunkLoss`), so the optimizer, the number of steps, the gradient, the warm-up and the learning rate
 of every step are stock's. What differs: BatchNorm normalises over the fused chunk (64 images at the defaults, not
 16), and the augmentations are batched re-implementations (auto_augment's per-image policies are not reproduced).
+
+Device-agnostic: the split, the augmentation draws and the validator's results live on the training device, so the
+GPU path runs the same functions the CPU tests cover. On CPU the model trains channels_last, as on CUDA.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from ultralytics.data.augment import classify_transforms
 from ultralytics.data.dataset import ClassificationDataset
+from ultralytics.models.yolo.classify import ClassificationValidator
 from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
@@ -270,6 +274,25 @@ class MemoryLoader:
         self.epoch += 1
 
 
+class DeviceValidator(ClassificationValidator):
+    """Ultralytics' validator whose per-batch results stay on the device, moved to the host once per validation.
+
+    Stock copies each batch's top-5 and labels to the host (a synchronisation per batch on a GPU); the metrics are
+    computed from the same tensors either way.
+    """
+
+    def update_metrics(self, preds: torch.Tensor, batch: dict) -> None:
+        n5 = min(len(self.names), 5)
+        self.pred.append(preds.argsort(1, descending=True)[:, :n5].type(torch.int32))  # as stock, less .cpu()
+        self.targets.append(batch["cls"].type(torch.int32))
+
+    def get_stats(self) -> dict[str, float]:
+        """Stock's metrics, after one move of all batches' results to the host."""
+        self.pred = [torch.cat(self.pred).cpu()] if self.pred else []
+        self.targets = [torch.cat(self.targets).cpu()] if self.targets else []
+        return super().get_stats()
+
+
 def load_split(path: str | Path, args, names: dict[int, str], mode: str, device: torch.device) -> MemoryDataset:
     """The images Ultralytics would use for this split (its fraction, its class indices), decoded into memory."""
     split = "train" if mode == "train" else args.split
@@ -290,6 +313,7 @@ class MemoryTrainer(Trainer):
     iteration per fused chunk, and `optimizer_step` steps where stock does, with stock's warm-up values.
     """
 
+    validator_class = DeviceValidator
     _STEP_ALWAYS = -sys.maxsize  # loop's `ni - last_opt_step >= accumulate` always true: the plan decides the steps
 
     def __init__(self, *args, **kwargs):
@@ -323,6 +347,20 @@ class MemoryTrainer(Trainer):
         unwrap_model(self.model).transforms = classify_transforms(size=size)  # for best.pt's predictor, as stock
         return MemoryLoader(self._splits[key], max(batch_size, VAL_BATCH), size, None)
 
+    def setup_model(self):
+        """Ultralytics' model, in channels_last on CPU too unless `channels_last=False`.
+
+        Ultralytics 8.4 applies channels_last on CUDA only ("no benefit on CPU"); on this project's 2-core Zen 4 the
+        fast path trains 1.16x faster in it at 256 images a step and the model 1.13x at 64, fp32
+        (benchmarks/RESULTS.md). The stock loader cannot feed that speed, so only this path takes it. The same
+        computation to rounding; checkpoints are written NCHW as ever.
+        """
+        ckpt = super().setup_model()
+        if self.device.type == "cpu" and self.args.channels_last is not False:
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self._asked_channels_last, self.args.channels_last = self.args.channels_last, None  # no "ignored" warning
+        return ckpt
+
     def _build_train_pipeline(self):
         """Stock's loaders, accumulation and optimizer, then the loader fuses what stock would accumulate."""
         super()._build_train_pipeline()
@@ -337,6 +375,8 @@ class MemoryTrainer(Trainer):
         """After a resume has set start_epoch: plan from there, and sum the losses of fused micro-batches."""
         self.train_loader.schedule(self.stock_warmup, self.stock_accumulate, self.epochs)
         self.train_loader.epoch = self.start_epoch
+        if hasattr(self, "_asked_channels_last"):  # the argument as given, for the checkpoints' train_args
+            self.args.channels_last = self._asked_channels_last
         unwrap_model(self.model).criterion = ChunkLoss()  # training model only: checkpoints strip the criterion
 
     def _get_warmup_iterations(self, num_batches):

@@ -195,7 +195,7 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"))
     tracker = _start_tracking(record, train_args)
     try:
-        with compat.amp_check_offline(), compat.faster_muon(), compat.quiet_ray_outside_searches():
+        with compat.training():
             model.train(**train_args, trainer=trainer_class)
     except FmnistError as e:
         _failed(started.get("dir") or _planned_dir(model), record, str(e))

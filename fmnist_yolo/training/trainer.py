@@ -6,10 +6,11 @@ Ultralytics keeps as best.pt the epoch with the highest (top-1 + top-5) / 2 on v
 
 from __future__ import annotations
 
+from copy import copy
 from pathlib import Path
 
 import numpy as np
-from ultralytics.models.yolo.classify import ClassificationTrainer
+from ultralytics.models.yolo.classify import ClassificationTrainer, ClassificationValidator
 from ultralytics.utils.metrics import ClassifyMetrics
 
 from ..errors import DataError
@@ -62,9 +63,12 @@ class Trainer(ClassificationTrainer):
         check_all_images_used(dataset, img_path, self.args.fraction, "train" if mode == "train" else self.args.split)
         return dataset
 
+    validator_class = ClassificationValidator  # the fast path's keeps its results on the device
+
     def get_validator(self):
-        """Ultralytics' validator; with select_on="top1" its fitness is val top-1."""
-        validator = super().get_validator()
+        """Ultralytics' validator (as ClassificationTrainer builds it); with select_on="top1" its fitness is top-1."""
+        args = copy(self.args)
+        validator = self.validator_class(self.test_loader, self.save_dir, args=args, _callbacks=self.callbacks)
         if self.select_on == "top1":
             validator.metrics = Top1Metrics()
         return validator
