@@ -385,10 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _StderrHandler(logging.Handler):
-    """The library's log lines on the current stderr, as plain text."""
+    """The library's log lines on the current stderr, as plain text; a result line (extra={"result": True}) is left
+    to the command, which prints it on stdout, so a terminal shows it once."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(record.getMessage(), file=sys.stderr)
+        if not getattr(record, "result", False):
+            print(record.getMessage(), file=sys.stderr)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

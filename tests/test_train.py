@@ -129,6 +129,7 @@ def test_cli_train_default_model_falls_back(real_tree, tmp_path, monkeypatch, ca
     assert code == 0
     assert "WARNING: pretrained yolo11n-cls.pt is not available" in err
     assert f"Run {tmp_path / 'cli'}: val top-1 " in out.splitlines()[-1] and "test top-1" in out
+    assert f"Run {tmp_path / 'cli'}: val top-1 " not in err  # the result once: on stdout, not again in the log
     p = json.loads((tmp_path / "cli" / "fmnist_yolo.json").read_text())
     assert p["model"]["requested"] == "yolo11n-cls.pt" and p["model"]["pretrained"] is False
 

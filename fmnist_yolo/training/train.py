@@ -238,7 +238,8 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
 
         tracker.finish(run_dir, {**summary(run_dir), "name": run_dir.name}, record.to_dict(), test)
     run = Run(run_dir, record, test)
-    log.info(run.summary_line())
+    # Marked as the result: `fmnist-yolo train` prints it on stdout, so its stderr handler leaves this record out.
+    log.info(run.summary_line(), extra={"result": True})
     return run
 
 
