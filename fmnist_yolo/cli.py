@@ -150,6 +150,7 @@ def cmd_train(words: list[str]) -> int:
     recipe=NAME|FILE.yaml  a shipped recipe (`fmnist-yolo recipes`) or your own
     cfg=FILE.yaml          arguments from a file; the command line wins
     fast=True              the in-memory data path (same optimizer steps as the stock loader)
+    fused_bn=True          with fast=True: BatchNorm over each fused step's images, not per micro-batch (faster)
     select_on=top1         choose best.pt on val top-1 alone (default top1_top5: Ultralytics' mean)
     strict_weights=True    refuse the offline from-scratch fallback for missing pretrained weights
     evaluate_test=False    skip the test evaluation (for sweeps)

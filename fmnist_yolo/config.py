@@ -59,6 +59,7 @@ class Config:
     recipe: str = DEFAULT_RECIPE  # a shipped recipe (`fmnist-yolo recipes`) or a recipe YAML path
     strict_weights: bool = False  # True: missing pretrained weights is an error, not a from-scratch fallback
     fast: bool = False  # the in-memory data path with batched augmentation on the device (fmnist_yolo.training.fast)
+    fused_bn: bool = False  # fast=True only: BatchNorm over each fused chunk, not per micro-batch as stock (faster)
     evaluate_test: bool = True  # evaluate best.pt once on test after training (off for sweeps: keep test unseen)
     select_on: str = "top1_top5"  # best.pt = the epoch with the best val "top1_top5" (Ultralytics' mean) or "top1"
     mlflow: bool | None = None  # None: track when mlflow is installed and Ultralytics' setting allows
@@ -73,6 +74,7 @@ OWN_TRAIN_KEYS = (
     "recipe",
     "strict_weights",
     "fast",
+    "fused_bn",
     "evaluate_test",
     "select_on",
     "mlflow",

@@ -47,7 +47,7 @@ def _ray():
     return ray, tune
 
 
-FAST_NO_OP = ("auto_augment",)  # keys the fast loader ignores (see fmnist_yolo.training.fast)
+FAST_NO_OP = ("auto_augment",)  # keys whose sampled values the fast loader does not all apply (not AugMix, AutoAugment)
 
 
 def search_space(space: dict | str | Path | None = None, fast: bool = False) -> dict[str, Any]:
@@ -64,7 +64,10 @@ def search_space(space: dict | str | Path | None = None, fast: bool = False) -> 
     spec = {k: v for k, v in SPACE.items() if not (fast and k in FAST_NO_OP)} if space is None else space
     for key in spec:
         if fast and key in FAST_NO_OP:
-            raise ConfigError(f"search space '{key}': does nothing with fast=True (the fast loader ignores it)")
+            raise ConfigError(
+                f"search space '{key}': not searchable with fast=True (the fast loader applies "
+                "randaugment only, not augmix or autoaugment)"
+            )
     kinds = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}
     out = {}
     for key, value in spec.items():

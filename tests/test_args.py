@@ -32,7 +32,7 @@ def test_stock_ultralytics_accepts_every_recipe(name):
 
     args = yaml.safe_load(recipe_path(name).read_text())
     own = {k: args.pop(k) for k in list(args) if k in config.OWN_TRAIN_KEYS}
-    assert set(own) <= ({"fast"} if name == "cpu" else set())
+    assert set(own) <= ({"fast", "fused_bn"} if name == "cpu" else set())
     assert set(args) <= set(DEFAULT_CFG.__dict__)
     cfg = get_cfg(DEFAULT_CFG, args)  # raises on unknown keys and bad types
     assert all(getattr(cfg, k) == v for k, v in args.items())
@@ -52,7 +52,11 @@ def test_cpu_recipe_is_the_default_in_fewer_larger_steps():
     assert cpu["nbs"] == 4 * 64 and cpu.get("batch") is None and cpu["fast"] is True  # stock's batch 16, 16 of them
     assert cpu["amp"] == "bf16"  # where the CPU computes it natively
     same = set(default) - {"fast", "recipe"}
-    assert set(cpu) - set(default) == {"nbs", "amp"} and {k: cpu[k] for k in same} == {k: default[k] for k in same}
+    assert set(cpu) - set(default) == {"nbs", "amp", "auto_augment", "hsv_v"}
+    assert {k: cpu[k] for k in same - {"fused_bn"}} == {k: default[k] for k in same - {"fused_bn"}}
+    assert cpu["fused_bn"] is True and default["fused_bn"] is False  # one BatchNorm over the 256 images: as measured
+    # the augmentation it was measured with: no RandAugment, and so no colour jitter either (stock's rule)
+    assert cpu["auto_augment"] is None and cpu["hsv_v"] == 0.0
 
 
 def test_precedence_recipe_cfg_explicit(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ultralytics.utils.torch_utils import unwrap_model
 
 from fmnist_yolo import config, prepare
 from fmnist_yolo.training.fast import (
@@ -17,6 +18,7 @@ from fmnist_yolo.training.fast import (
     MemoryDataset,
     MemoryLoader,
     MemoryTrainer,
+    MicroBatchNorm,
     load_split,
     resize_like_validation,  # fmt: skip
     step_plan,
@@ -171,9 +173,14 @@ def test_fast_run_is_an_ultralytics_run(tree, tmp_path):
     import fmnist_yolo
     from fmnist_yolo.training.fast import DeviceValidator, MemoryTrainer
 
-    run = fmnist_yolo.train(**FAST, data=str(tree), fast=True, project=str(tmp_path), name="fast")
+    norms = lambda m: [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]  # noqa: E731
+    per_micro = []
+    watch = {"on_train_start": lambda t: per_micro.append(any("forward" in vars(b) for b in norms(t.model)))}
+    run = fmnist_yolo.train(**FAST, data=str(tree), fast=True, fused_bn=True, project=str(tmp_path), name="fast",
+                            callbacks=watch)  # fmt: skip
     p = json.loads((run.dir / "fmnist_yolo.json").read_text())
-    assert p["args"]["fast"] is True and p["status"] == "finished"
+    assert p["args"]["fast"] is True and p["args"]["fused_bn"] is True and p["status"] == "finished"
+    assert per_micro == [False]  # fused_bn=True: plain BatchNorm over each fused chunk
     assert len(pd.read_csv(run.dir / "results.csv")) == 1 and run.weights.is_file() and run.test is not None
     model = YOLO("yolo11n-cls.yaml")
     threads, layouts = [], []
@@ -187,6 +194,8 @@ def test_fast_run_is_an_ultralytics_run(tree, tmp_path):
     assert layouts and all(layouts) and t.args.channels_last is None  # trained channels_last; the argument as given
     saved = torch.load(t.best, weights_only=False)["model"]
     assert all(p.is_contiguous() for p in saved.parameters())  # checkpoints are NCHW, as Ultralytics writes them
+    assert all("forward" in vars(b) for b in norms(unwrap_model(t.model)))  # the training model: per micro-batch
+    assert not any("forward" in vars(b) for b in norms(t.ema.ema) + norms(saved))  # EMA and checkpoint: plain
     if t.device.type == "cpu":  # every core computes; no loader workers to leave one for
         assert threads and set(threads) == {os.cpu_count()}
     else:  # the split and its batches live on the training device
@@ -246,19 +255,19 @@ class _Identity:
 
 
 class _Fixed:
-    """A stock-format loader serving one fixed batch `repeat` times (a stand-in for Ultralytics' shuffled loader)."""
+    """A stock-format loader serving fixed batches in order (a stand-in for Ultralytics' shuffled loader)."""
 
     num_workers, drop_last = 0, False
 
-    def __init__(self, batch: dict, repeat: int):
-        self.batch, self.repeat, self.batch_size = batch, repeat, len(batch["cls"])
-        self.dataset = self.sampler = range(self.batch_size * repeat)
+    def __init__(self, batches: list[dict]):
+        self.batches, self.batch_size = batches, len(batches[0]["cls"])
+        self.dataset = self.sampler = range(sum(len(b["cls"]) for b in batches))
 
     def __len__(self):
-        return self.repeat
+        return len(self.batches)
 
     def __iter__(self):
-        return iter([dict(self.batch) for _ in range(self.repeat)])
+        return iter([dict(b) for b in self.batches])
 
     def reset(self):
         pass
@@ -269,16 +278,19 @@ def _one_step_update(trainer_cls, tree, tmp_path, images, labels, **kw):
     from ultralytics.models.yolo.classify import ClassificationTrainer
 
     x = images.float()[:, None].expand(-1, 3, -1, -1) / 255
-    fixed = {"img": x.contiguous(), "cls": labels}
+    micro = [{"img": i.contiguous(), "cls": c} for i, c in zip(x.split(16), labels.split(16))]
 
     class Probe(trainer_cls):
         def get_dataloader(self, dataset_path, batch_size=16, rank=0, mode="train"):
             if mode != "train":
                 return super().get_dataloader(dataset_path, batch_size, rank, mode)
-            if trainer_cls is ClassificationTrainer:  # stock: the 16 images as each of the 4 micro-batches
-                return _Fixed(fixed, 4)
-            data = MemoryDataset(images.repeat(4, 1, 1), labels.repeat(4), [])  # fast: the same 64 images, fused
-            return MemoryLoader(data, batch_size, 32, _Identity())
+            if trainer_cls is ClassificationTrainer:  # stock: the 64 images as 4 micro-batches of 16, in order
+                return _Fixed(micro)
+            # fast: the same 64 images fused, placed so that the loader's seeded shuffle serves them in that order
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))  # seed 0, epoch 0
+            placed, placed_labels = torch.empty_like(images), torch.empty_like(labels)
+            placed[order], placed_labels[order] = images, labels
+            return MemoryLoader(MemoryDataset(placed, placed_labels, []), batch_size, 32, _Identity())
 
     seen = {}
 
@@ -309,14 +321,15 @@ def _one_step_update(trainer_cls, tree, tmp_path, images, labels, **kw):
 def test_one_fast_step_updates_the_weights_as_stock(tree, tmp_path, optimizer):
     """batch=16, nbs=64: stock adds 4 micro-batch gradients, fast=True fuses them; the update must be the same.
 
-    Each micro-batch holds the same 16 images, so BatchNorm's statistics over the fused 64 equal those over 16 and
-    the only possible difference is the one under test: the gradient's scale and the step.
+    The micro-batches hold different images (in brightness too), so BatchNorm over the fused 64 would differ from
+    stock's over each 16: MicroBatchNorm normalises each on its own, and the gradient's scale and the step agree.
     """
     from ultralytics.models.yolo.classify import ClassificationTrainer
 
     rng = np.random.default_rng(0)
-    images = torch.from_numpy(rng.integers(0, 256, (16, 32, 32), dtype=np.uint8))
-    labels = torch.arange(16) % 10
+    images = torch.from_numpy(rng.integers(0, 256, (64, 32, 32), dtype=np.uint8))
+    images = (images.float() * torch.tensor([0.2, 0.5, 0.8, 1.0]).repeat_interleave(16).view(-1, 1, 1)).to(torch.uint8)
+    labels = torch.arange(64) % 10
     kw = {"optimizer": optimizer, "lr0": 0.01, "momentum": 0.9}
     stock = _one_step_update(ClassificationTrainer, tree, tmp_path, images, labels, **kw)
     fast = _one_step_update(MemoryTrainer, tree, tmp_path, images, labels, **kw)
@@ -395,6 +408,49 @@ def test_fused_chunks_weigh_each_image_by_its_micro_batch():
     assert len(batches) == 1 and batches[0]["chunk"] == Chunk(0, 3, True, 2)
     w = batches[0]["weight"]
     assert w.tolist() == [1 / 8] * 16 + [1 / 4] * 4 and torch.isclose(w.sum(), torch.tensor(3.0))
+    assert batches[0]["micro"] == [8, 8, 4]  # the micro-batches MicroBatchNorm normalises one by one
+
+
+def _small_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4, momentum=0.03), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_micro_batch_norm_computes_what_separate_micro_batches_do(layout):
+    """One fused forward with MicroBatchNorm = stock's forward per micro-batch: outputs, gradients, running stats."""
+    import copy
+
+    fused, stock = _small_net().to(memory_format=layout), _small_net().to(memory_format=layout)
+    x = torch.rand(20, 3, 8, 8) * torch.linspace(0.2, 2.0, 20).view(-1, 1, 1, 1)  # micro-batches differ in level
+    x = x.to(memory_format=layout)
+    plain = copy.deepcopy(fused)
+    MicroBatchNorm(fused).sizes = [8, 8, 4]
+    out = fused(x)
+    ref = torch.cat([stock(part) for part in x.split([8, 8, 4])])
+    torch.testing.assert_close(out, ref)
+    assert not torch.allclose(plain(x), ref, atol=1e-3)  # BatchNorm over all 20 at once is another computation
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for a, b in zip(fused.parameters(), stock.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+    for (k, a), b in zip(fused.state_dict().items(), stock.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)  # running mean/var updated once per micro-batch, in order; counts too
+
+
+def test_micro_batch_norm_is_plain_without_sizes_and_in_eval():
+    net, plain = _small_net(), _small_net()
+    norm = MicroBatchNorm(net)
+    x = torch.rand(12, 3, 8, 8) * torch.linspace(0.2, 2.0, 12).view(-1, 1, 1, 1)
+    for sizes in (None, [12]):  # no chunk (validation loaders, warm-up's single micro-batches): one normalisation
+        norm.sizes = sizes
+        torch.testing.assert_close(net(x), plain(x))
+    norm.sizes = [6, 6]
+    net.eval(), plain.eval()
+    torch.testing.assert_close(net(x), plain(x))  # eval mode normalises by the running statistics
+    assert all(type(m) is torch.nn.BatchNorm2d for m in net.modules() if "BatchNorm" in type(m).__name__)
 
 
 def test_validation_moves_results_to_the_host_once(monkeypatch):

@@ -123,6 +123,10 @@ def check_values(args: dict[str, Any]) -> None:
         raise ConfigError(f"mlflow={args['mlflow']!r}: expected True, False or nothing (follow Ultralytics' setting)")
     if args.get("select_on") not in SELECT_ON:
         raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}, found '{args.get('select_on')}'")
+    if args.get("fused_bn") not in (True, False):
+        raise ConfigError(f"fused_bn={args['fused_bn']!r}: expected True or False")
+    if args.get("fused_bn") and not args.get("fast"):
+        raise ConfigError("fused_bn=True changes how fast=True normalises its fused chunks; it needs fast=True")
     if args.get("fast") and device_count(args.get("device")) > 1:
         raise ConfigError(f"fast=True trains on one device, found device={args['device']}; drop fast=True for "
                           "multi-GPU (DDP) training")  # fmt: skip

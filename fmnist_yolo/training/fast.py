@@ -7,8 +7,10 @@ It trains the recipe it is given. Stock Ultralytics adds the gradients of `accum
 (each a mean over `batch` images) before each optimizer step, and ramps `accumulate` from 1 during warm-up. The fast
 loader replays that schedule (`step_plan`) and fuses the micro-batches of one step into one forward pass whose loss
 is their sum (`ChunkLoss`), so the optimizer, the number of steps, the gradient, the warm-up and the learning rate
-of every step are stock's. What differs: BatchNorm normalises over the fused chunk (64 images at the defaults, not
-16), and the augmentations are batched re-implementations (auto_augment's per-image policies are not reproduced).
+of every step are stock's. BatchNorm normalises each micro-batch of the chunk on its own (`MicroBatchNorm`), as
+stock's separate forward passes do. What differs: the augmentations are batched re-implementations on tensors
+(RandAugment included, a policy drawn per image; stock's run on PIL images, so values differ by rounding), and the
+AugMix and AutoAugment policies are not reproduced.
 
 Device-agnostic: the split, the augmentation draws and the validator's results live on the training device, so the
 GPU path runs the same functions the CPU tests cover. On CPU the model trains channels_last, as on CUDA.
@@ -21,11 +23,13 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from ultralytics.data.augment import classify_transforms
 from ultralytics.data.dataset import ClassificationDataset
 from ultralytics.models.yolo.classify import ClassificationValidator
@@ -33,6 +37,7 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
 from ..errors import ConfigError, DataError
+from .randaugment import NUM_OPS, OPS, rand_augment
 from .trainer import Trainer, check_all_images_used
 
 VAL_BATCH = 1024  # images per validation batch: eval-mode outputs do not depend on it; 157 -> 5 batches on 5k val
@@ -65,10 +70,11 @@ def decode(files: list[str], workers: int | None = None) -> np.ndarray:
 class Augment:
     """Batched training augmentation: Ultralytics' classify_augmentations on grey images, as a tensor operation.
 
-    RandomResizedCrop (area in [1 - scale, 1], aspect in [3/4, 4/3], random position), horizontal/vertical flips,
+    In stock's order: RandomResizedCrop (area in [1 - scale, 1], aspect in [3/4, 4/3], random position),
+    horizontal/vertical flips, RandAugment where `auto_augment=randaugment` (stock's default; see randaugment.py),
     brightness and contrast jitter of +-hsv_v only where stock applies ColorJitter (auto_augment off: stock disables
     it under RandAugment/AutoAugment/AugMix; hue and saturation are no-ops on grey), random erasing to 0 (area
-    2-33 %, aspect 0.3-3.3, as torchvision's RandomErasing). Not reproduced: auto_augment's per-image policies.
+    2-33 %, aspect 0.3-3.3, as torchvision's RandomErasing). Not reproduced: the AugMix and AutoAugment policies.
     Like stock, `translate` does nothing here (classify_augmentations has no shift).
     """
 
@@ -78,13 +84,14 @@ class Augment:
     flipud: float = 0.0
     hsv_v: float = 0.0
     erasing: float = 0.4
+    randaugment: bool = False
 
     @classmethod
     def from_args(cls, args) -> Augment:
-        """The augmentation stock Ultralytics would apply for these train arguments (less auto_augment)."""
+        """The augmentation stock Ultralytics would apply for these train arguments (less AugMix and AutoAugment)."""
         jitter = 0.0 if args.auto_augment else float(args.hsv_v)  # stock: no ColorJitter with an auto_augment policy
         return cls(int(args.imgsz), float(args.scale), float(args.fliplr), float(args.flipud), jitter,
-                   float(args.erasing))  # fmt: skip
+                   float(args.erasing), args.auto_augment == "randaugment")  # fmt: skip
 
     def draw(self, n: int, g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
         """Every random choice for `n` images, one row each: slices of it augment any batching of the same images
@@ -93,13 +100,18 @@ class Augment:
         def uniform(lo: float, hi: float) -> torch.Tensor:
             return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
 
-        return {
+        r = {
             "area": uniform(1 - self.scale, 1.0), "log_ratio": uniform(math.log(3 / 4), math.log(4 / 3)),
             "cx": uniform(-1, 1), "cy": uniform(-1, 1), "fliplr": uniform(0, 1), "flipud": uniform(0, 1),
             "contrast": uniform(1 - self.hsv_v, 1 + self.hsv_v), "brightness": uniform(1 - self.hsv_v, 1 + self.hsv_v),
             "e_area": uniform(0.02, 0.33), "e_log_ratio": uniform(math.log(0.3), math.log(3.3)),
             "e_y": uniform(0, 1), "e_x": uniform(0, 1), "e_on": uniform(0, 1),
         }  # fmt: skip
+        if self.randaugment:  # drawn last and only when on: without it an epoch's draws are what they always were
+            op = torch.rand(n, NUM_OPS, generator=g, device=device)
+            r["ra_op"] = (op * len(OPS)).long().clamp(max=len(OPS) - 1)  # each of the 14 operations alike
+            r["ra_sign"] = torch.where(torch.rand(n, NUM_OPS, generator=g, device=device) < 0.5, -1.0, 1.0)
+        return r
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1], random choices drawn from `g`."""
@@ -118,6 +130,8 @@ class Augment:
         theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, sy, cy], 1)], 1)
         grid = F.affine_grid(theta, [b, 1, self.size, self.size], align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.randaugment:
+            x = rand_augment(x, r["ra_op"], r["ra_sign"])
         if self.hsv_v:
             mean = x.mean((1, 2, 3), keepdim=True)
             x = (((x - mean) * r["contrast"].view(b, 1, 1, 1) + mean) * r["brightness"].view(b, 1, 1, 1)).clamp(0, 1)
@@ -183,6 +197,28 @@ class ChunkLoss:
         return loss, {"loss": ce.mean().detach()}
 
 
+class MicroBatchNorm:
+    """BatchNorm over each micro-batch of a fused chunk, as stock's separate forward passes normalise.
+
+    Installed on the training model's BatchNorm layers only (the EMA, validation and checkpoints keep plain ones).
+    While `sizes` is set, each layer normalises each slice of its input on its own and updates its running
+    statistics once per slice, in order, as stock's forward passes do; the layers between still see the whole chunk
+    at once, and are per image anyway. So a fused chunk computes what stock's micro-batches compute.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.sizes: list[int] | None = None  # the chunk's micro-batch sizes; None: plain BatchNorm
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.forward = partial(self._forward, m)  # an instance attribute: the module's class stays stock's
+
+    def _forward(self, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        plain = type(bn).forward
+        if not (bn.training and self.sizes and len(self.sizes) > 1):
+            return plain(bn, x)
+        return torch.cat([plain(bn, part) for part in x.split(self.sizes)])
+
+
 def resize_like_validation(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, H, W) uint8 -> (B, 1, size, size) in [0, 1], as Ultralytics' classify_transforms (bilinear, 8-bit result)."""
     x = x[:, None].float()
@@ -209,7 +245,7 @@ class MemoryLoader:
     Training: a seeded shuffle and augmentation per epoch (seed + epoch: reproducible, also after a resume), cut into
     micro-batches of `batch_size` as stock does. Without a step schedule each micro-batch is one batch; with one
     (`schedule`, set by MemoryTrainer) each batch is a chunk of micro-batches fused for one optimizer step, and
-    carries "weight" (per image, for ChunkLoss) and "chunk".
+    carries "weight" (per image, for ChunkLoss), "micro" (its micro-batch sizes, for MicroBatchNorm) and "chunk".
     """
 
     num_workers = 0
@@ -266,11 +302,12 @@ class MemoryLoader:
             span = slice(chunk.start * b, chunk.stop * b)
             idx = order[span]
             weight = torch.full((len(idx),), 1 / b, device=images.device)
+            micro = [b] * (chunk.stop - chunk.start)
             if chunk.stop == self.micro_batches and last != b:
-                weight[-last:] = 1 / last
+                weight[-last:], micro[-1] = 1 / last, last
             x = self.augment.apply(images[idx], {k: v[span] for k, v in draws.items()})
             batch = {"img": x.expand(-1, 3, -1, -1).contiguous(), "cls": labels[idx]}
-            yield {**batch, "weight": weight, "chunk": chunk} if self._schedule else batch
+            yield {**batch, "weight": weight, "chunk": chunk, "micro": micro} if self._schedule else batch
         self.epoch += 1
 
 
@@ -316,8 +353,9 @@ class MemoryTrainer(Trainer):
     validator_class = DeviceValidator
     _STEP_ALWAYS = -sys.maxsize  # loop's `ni - last_opt_step >= accumulate` always true: the plan decides the steps
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, fused_bn: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fused_bn = fused_bn  # True: one BatchNorm over each chunk (faster; not stock's per-micro-batch statistics)
         if self.world_size > 1:
             raise ConfigError("fast=True trains on one device; drop fast=True for multi-GPU (DDP) training")
         if self.args.time:
@@ -328,12 +366,12 @@ class MemoryTrainer(Trainer):
         self.add_callback("on_pretrain_routine_end", MemoryTrainer._start_plan)
         self._splits: dict[str, MemoryDataset] = {}
         self._chunk: Chunk | None = None
+        self._micro_bn: MicroBatchNorm | None = None
         self.stock_accumulate, self.stock_warmup = 1, 0
-        differs = ["BatchNorm normalises over each fused chunk of nbs images (stock: each micro-batch of batch)"]
-        if self.args.auto_augment:
-            differs.append(f"auto_augment={self.args.auto_augment} is not applied (stock applies it per image)")
-        LOGGER.warning(f"fast=True trains stock's optimizer steps, gradients and schedule; it differs in: "
-                       f"{'; '.join(differs)}. Drop fast=True for the stock loader.")  # fmt: skip
+        if self.args.auto_augment and self.args.auto_augment != "randaugment":
+            LOGGER.warning(f"fast=True trains stock's optimizer steps, gradients and schedule, but does not apply "
+                           f"auto_augment={self.args.auto_augment} (stock applies it per image; randaugment it does). "
+                           f"Drop fast=True for the stock loader.")  # fmt: skip
 
     def get_dataloader(self, dataset_path, batch_size: int = 16, rank: int = 0, mode: str = "train"):
         key = f"{mode}:{dataset_path}"
@@ -378,12 +416,17 @@ class MemoryTrainer(Trainer):
         if hasattr(self, "_asked_channels_last"):  # the argument as given, for the checkpoints' train_args
             self.args.channels_last = self._asked_channels_last
         unwrap_model(self.model).criterion = ChunkLoss()  # training model only: checkpoints strip the criterion
+        if not self.fused_bn:  # after the EMA's copy was taken: the EMA stays plain
+            self._micro_bn = MicroBatchNorm(unwrap_model(self.model))
 
     def _get_warmup_iterations(self, num_batches):
         return 0  # the loop's per-batch warm-up is off: optimizer_step applies stock's, per micro-batch index
 
     def preprocess_batch(self, batch):
         self._chunk = batch.pop("chunk", None)
+        micro = batch.pop("micro", None)
+        if self._micro_bn is not None:
+            self._micro_bn.sizes = micro
         return batch  # already on the device
 
     def optimizer_step(self):

@@ -130,9 +130,10 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     """Train the Fashion-MNIST recipe; any Ultralytics train argument can be overridden.
 
     Defaults: the `default` recipe (yolo11n-cls.pt, 100 epochs, imgsz 28) on the prepared tree. Also accepts
-    recipe=NAME, cfg=FILE.yaml (arguments from a file), fast=True (in-memory data path), select_on="top1"
-    (choose best.pt on val top-1 alone), evaluate_test=False, strict_weights=True (no from-scratch fallback) and
-    resume=RUN_DIR (continue an interrupted run from its last.pt to the planned epochs).
+    recipe=NAME, cfg=FILE.yaml (arguments from a file), fast=True (in-memory data path; fused_bn=True
+    normalises its fused chunks as one batch), select_on="top1" (choose best.pt on val top-1 alone),
+    evaluate_test=False, strict_weights=True (no from-scratch fallback) and resume=RUN_DIR (continue an
+    interrupted run from its last.pt to the planned epochs).
 
     Args:
         callbacks: extra Ultralytics callbacks, event name -> function(trainer), e.g. {"on_fit_epoch_end": f}.
@@ -192,7 +193,7 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     model.add_callback("on_fit_epoch_end", on_epoch_end)
     model.add_callback("on_model_save", _keep_safe_copy)
     a = record.args
-    trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"))
+    trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"), bool(a.get("fused_bn")))
     tracker = _start_tracking(record, train_args)
     try:
         with compat.training():
@@ -281,15 +282,17 @@ def _failed(run_dir: Path | None, record: Provenance, message: str) -> None:
     write_provenance(run_dir, record)
 
 
-def _trainer(fast: bool, select_on: str):
+def _trainer(fast: bool, select_on: str, fused_bn: bool = False):
     """What Ultralytics instantiates: its ClassificationTrainer with our selection rule, or the in-memory one."""
     from functools import partial
 
     if fast:
-        from .fast import MemoryTrainer as cls
-    else:
-        from .trainer import Trainer as cls
-    return partial(cls, select_on=select_on)
+        from .fast import MemoryTrainer
+
+        return partial(MemoryTrainer, select_on=select_on, fused_bn=fused_bn)
+    from .trainer import Trainer
+
+    return partial(Trainer, select_on=select_on)
 
 
 def _record_trainer(record: Provenance, trainer) -> None:

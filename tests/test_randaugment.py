@@ -1,0 +1,108 @@
+"""Batched RandAugment: each operation equals torchvision's on the same image; the policy is drawn per image."""
+
+import pytest
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.autoaugment import RandAugment, _apply_op
+
+from fmnist_yolo.training import randaugment as ra
+from fmnist_yolo.training.fast import Augment
+
+SIZE = 32
+GEOMETRIC = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
+
+
+def _images(n: int = 16) -> torch.Tensor:
+    """(n, 1, 32, 32) uint8: noise, low-contrast images, and one flat image (a degenerate case for several ops)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    x[:4] = (torch.rand(4, 1, SIZE, SIZE, generator=g) * 60 + 100).to(torch.uint8)
+    x[4] = 77
+    return x
+
+
+def _torchvision(x: torch.Tensor, name: str, sign: float) -> torch.Tensor:
+    """torchvision's operation at RandAugment's default magnitude (bin 9 of 31), image by image."""
+    space = RandAugment()._augmentation_space(31, (SIZE, SIZE))
+    magnitudes, signed = space[name]
+    magnitude = float(magnitudes[9]) if magnitudes.ndim else 0.0
+    magnitude *= sign if signed else 1.0
+    return torch.stack([_apply_op(im, name, magnitude, InterpolationMode.BILINEAR, None) for im in x])
+
+
+def _ours(x: torch.Tensor, ops: list[str], signs: list[float]) -> torch.Tensor:
+    n = len(x)
+    op = torch.tensor([[ra.OPS.index(o) for o in ops]] * n)
+    sign = torch.tensor([signs] * n)
+    return (ra.rand_augment(x.float() / 255, op, sign) * 255).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("sign", [-1.0, 1.0])
+@pytest.mark.parametrize("name", ra.OPS)
+def test_each_operation_is_torchvisions(name, sign):
+    x = _images()
+    ours, ref = _ours(x, [name, "Identity"], [sign, 1.0]), _torchvision(x, name, sign)
+    diff = (ours.int() - ref.int()).abs()
+    # float rounding at .5 boundaries (another grid computation, another order of a blend) moves a few values by 1
+    assert diff.max() <= 1 and (diff > 0).float().mean() <= 0.03, name
+    if name not in GEOMETRIC | {"Sharpness"}:
+        assert torch.equal(ours, ref), name
+    if name != "Identity" and name != "Color":  # colour is a no-op on grey images, in torchvision as here
+        assert not torch.equal(ours, x), name  # and the operation does something
+
+
+def test_operations_apply_in_order():
+    x = _images()
+    for first, second in [("Rotate", "Equalize"), ("Solarize", "ShearX"), ("Contrast", "TranslateY")]:
+        ours = _ours(x, [first, second], [1.0, -1.0])
+        ref = _torchvision(_torchvision(x, first, 1.0), second, -1.0)
+        assert (ours.int() - ref.int()).abs().max() <= 1, (first, second)
+        swapped = _ours(x, [second, first], [-1.0, 1.0])
+        assert not torch.equal(ours, swapped)
+
+
+def test_each_image_takes_its_own_operation():
+    x = _images(len(ra.OPS))
+    op = torch.stack([torch.arange(len(ra.OPS)), torch.zeros(len(ra.OPS), dtype=torch.long)], 1)
+    out = (ra.rand_augment(x.float() / 255, op, torch.ones(len(ra.OPS), 2)) * 255).round().to(torch.uint8)
+    for i, name in enumerate(ra.OPS):
+        one = _ours(x[i : i + 1], [name, "Identity"], [1.0, 1.0])
+        assert torch.equal(out[i : i + 1], one), name
+
+
+def test_magnitudes_are_torchvisions_defaults():
+    space = RandAugment()._augmentation_space(31, (SIZE, SIZE))
+    assert ra.OPS == tuple(space)  # the same 14 operations in the same order
+    assert RandAugment().num_ops == ra.NUM_OPS and RandAugment().magnitude == ra.MAGNITUDE
+    expected = {"ShearX": ra.SHEAR, "Rotate": ra.ROTATE, "Brightness": ra.ENHANCE, "Solarize": ra.SOLARIZE,
+                "Posterize": ra.POSTERIZE_BITS}  # fmt: skip
+    for name, value in expected.items():
+        assert float(space[name][0][9]) == pytest.approx(value), name
+    assert int(space["TranslateX"][0][9]) == ra.translate_pixels(SIZE) == 4  # pixels, truncated as torchvision does
+
+
+def test_policy_is_drawn_per_image_and_only_when_on():
+    g = torch.Generator().manual_seed(0)
+    r = Augment(SIZE, randaugment=True).draw(7000, g, torch.device("cpu"))
+    counts = torch.bincount(r["ra_op"].flatten(), minlength=len(ra.OPS))
+    assert len(counts) == len(ra.OPS) and counts.min() > 800  # 14,000 draws: every operation about 1,000 times
+    assert set(r["ra_sign"].unique().tolist()) == {-1.0, 1.0}
+    assert not torch.equal(r["ra_op"][:, 0], r["ra_op"][:, 1])  # two operations each, drawn independently
+    off = Augment(SIZE).draw(7000, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert set(r) - set(off) == {"ra_op", "ra_sign"}
+    assert all(torch.equal(r[k], off[k]) for k in off)  # off, an epoch's other draws are unchanged
+
+
+def test_augment_applies_it_where_stock_does():
+    from ultralytics.cfg import get_cfg
+
+    assert Augment.from_args(get_cfg(overrides={"imgsz": SIZE})).randaugment  # Ultralytics' default policy
+    for policy in (None, "augmix", "autoaugment"):
+        assert not Augment.from_args(get_cfg(overrides={"imgsz": SIZE, "auto_augment": policy})).randaugment
+    x = _images()[:, 0]
+    still = dict(scale=0.0, fliplr=0.0, erasing=0.0)
+    plain = (Augment(SIZE, **still)(x, torch.Generator().manual_seed(1)) * 255).round() / 255
+    augmented = Augment(SIZE, randaugment=True, **still)(x, torch.Generator().manual_seed(1))
+    changed = (augmented - plain).abs().flatten(1).amax(1) > 0
+    assert changed.float().mean() >= 0.5  # most images: 2 of 14 operations, Identity and Color aside
+    assert torch.equal(augmented, (augmented * 255).round() / 255)  # on the uint8 grid, as stock's ToTensor gives
