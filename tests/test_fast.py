@@ -88,6 +88,51 @@ def test_augmentation_shapes_range_determinism():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_crops_are_torchvisions_random_resized_crop():
+    """The boxes follow torchvision's sampler (first of 10 that fits, else the whole image), and the image is that
+    box resized as torchvision resizes it."""
+    from torchvision.transforms import RandomResizedCrop
+    from torchvision.transforms import functional as TF
+
+    n = 20000
+    r = Augment(32, scale=0.5).draw(n, torch.Generator().manual_seed(0), torch.device("cpu"))
+    top, left, h, w = Augment.crop_boxes(r, 28, 28)
+    torch.manual_seed(0)
+    ref = torch.tensor([RandomResizedCrop.get_params(torch.zeros(1, 28, 28), (0.5, 1.0), (3 / 4, 4 / 3))
+                        for _ in range(n)], dtype=torch.float32)  # fmt: skip
+    ours = torch.stack([top, left, h, w], 1)
+    assert torch.equal(ours, ours.round()) and (top + h <= 28).all() and (left + w <= 28).all() and (ours >= 0).all()
+    for stat in (lambda b: b[:, 2] * b[:, 3] / 784, lambda b: (b[:, 2] == 28).float(), lambda b: b[:, 1]):
+        assert abs(float(stat(ours).mean() - stat(ref).mean())) < 0.01 * max(1.0, float(stat(ref).mean()))
+    # the first box that fits, else the whole image (a square's ratio is within [3/4, 4/3])
+    area = torch.tensor([[1.0] + [0.6] * 9, [1.0] * 10])  # of the image; 1.0 at ratio 1.32 is 32 px wide: no fit
+    log_ratio = torch.tensor([[0.28] + [0.0] * 9, [0.28] * 10])
+    pick = {"area": area, "log_ratio": log_ratio, "cx": torch.tensor([0.99, 0.5]), "cy": torch.tensor([0.0, 0.5])}
+    top, left, h, w = Augment.crop_boxes(pick, 28, 28)
+    assert (h.tolist(), w.tolist(), top.tolist(), left.tolist()) == ([22.0, 28.0], [22.0, 28.0], [0.0, 0.0], [6.0, 0.0])
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8))
+    still = Augment(32, scale=0.5, fliplr=0.0, erasing=0.0)
+    r = still.draw(64, torch.Generator().manual_seed(1), torch.device("cpu"))
+    out = still.apply(x, r)
+    boxes = torch.stack(Augment.crop_boxes(r, 28, 28), 1).long().tolist()
+    ref = torch.stack([TF.resized_crop(im[None].float() / 255, *box, [32, 32]) for im, box in zip(x, boxes)])
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_erasing_boxes_are_torchvisions():
+    from torchvision.transforms import RandomErasing
+
+    n = 20000
+    r = Augment(32).draw(n, torch.Generator().manual_seed(0), torch.device("cpu"))
+    ours = torch.stack(Augment.erase_boxes(r, 32), 1)
+    torch.manual_seed(0)
+    ref = torch.tensor([RandomErasing.get_params(torch.zeros(1, 32, 32), (0.02, 0.33), (0.3, 3.3), [0])[:4]
+                        for _ in range(n)], dtype=torch.float32)  # fmt: skip
+    assert torch.equal(ours, ours.round()) and (ours[:, 0] + ours[:, 2] <= 32).all() and (ours[:, 2] < 32).all()
+    for col in range(4):  # top, left, h, w: the same distributions
+        assert abs(float(ours[:, col].mean() - ref[:, col].mean())) < 0.2, col
+
+
 def _quadrants(x: torch.Tensor) -> list[float]:
     """Mean brightness of the top-left, top-right, bottom-left, bottom-right quadrants of (B, 1, S, S)."""
     q = x.shape[-1] // 2

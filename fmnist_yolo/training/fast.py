@@ -41,6 +41,8 @@ from .randaugment import NUM_OPS, OPS, rand_augment
 from .trainer import Trainer, check_all_images_used
 
 VAL_BATCH = 1024  # images per validation batch: eval-mode outputs do not depend on it; 157 -> 5 batches on 5k val
+CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before it falls back to a centre crop
+CROP_RATIO = (3 / 4, 4 / 3)  # its aspect-ratio range, which Ultralytics keeps
 
 
 def decode(files: list[str], workers: int | None = None) -> np.ndarray:
@@ -70,13 +72,13 @@ def decode(files: list[str], workers: int | None = None) -> np.ndarray:
 class Augment:
     """Batched training augmentation: Ultralytics' classify_augmentations on grey images, as a tensor operation.
 
-    In stock's order: RandomResizedCrop (area in [1 - scale, 1], aspect in [3/4, 4/3], random position),
-    horizontal/vertical flips, RandAugment where `auto_augment=randaugment` (stock's default; see randaugment.py),
-    brightness and contrast jitter of +-hsv_v only where stock applies ColorJitter (auto_augment off: stock disables
-    it under RandAugment/AutoAugment/AugMix; hue and saturation are no-ops on grey), random erasing to 0 (area
-    2-33 %, aspect 0.3-3.3, as torchvision's RandomErasing). Not reproduced: the AugMix and AutoAugment policies.
-    Like stock, `translate` does nothing here (classify_augmentations has no shift).
-    """
+    In stock's order: RandomResizedCrop (torchvision's sampler: integer boxes of area in [1 - scale, 1] and aspect in
+    [3/4, 4/3], the first of 10 that fits, else the centre crop), horizontal/vertical flips, RandAugment where
+    `auto_augment=randaugment` (stock's default; see randaugment.py), brightness and contrast jitter of +-hsv_v only
+    where stock applies ColorJitter (auto_augment off: stock disables it under RandAugment/AutoAugment/AugMix; hue and
+    saturation are no-ops on grey), random erasing to 0 (area 2-33 %, aspect 0.3-3.3, torchvision's RandomErasing
+    sampler). Not reproduced: the AugMix and AutoAugment policies. Like stock, `translate` does nothing here
+    (classify_augmentations has no shift)."""
 
     size: int
     scale: float = 0.5
@@ -100,11 +102,14 @@ class Augment:
         def uniform(lo: float, hi: float) -> torch.Tensor:
             return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
 
+        def tries(lo: float, hi: float) -> torch.Tensor:
+            return torch.rand(n, CROP_ATTEMPTS, generator=g, device=device) * (hi - lo) + lo
+
         r = {
-            "area": uniform(1 - self.scale, 1.0), "log_ratio": uniform(math.log(3 / 4), math.log(4 / 3)),
-            "cx": uniform(-1, 1), "cy": uniform(-1, 1), "fliplr": uniform(0, 1), "flipud": uniform(0, 1),
+            "area": tries(1 - self.scale, 1.0), "log_ratio": tries(*map(math.log, CROP_RATIO)),
+            "cx": uniform(0, 1), "cy": uniform(0, 1), "fliplr": uniform(0, 1), "flipud": uniform(0, 1),
             "contrast": uniform(1 - self.hsv_v, 1 + self.hsv_v), "brightness": uniform(1 - self.hsv_v, 1 + self.hsv_v),
-            "e_area": uniform(0.02, 0.33), "e_log_ratio": uniform(math.log(0.3), math.log(3.3)),
+            "e_area": tries(0.02, 0.33), "e_log_ratio": tries(math.log(0.3), math.log(3.3)),
             "e_y": uniform(0, 1), "e_x": uniform(0, 1), "e_on": uniform(0, 1),
         }  # fmt: skip
         if self.randaugment:  # drawn last and only when on: without it an epoch's draws are what they always were
@@ -117,29 +122,73 @@ class Augment:
         """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1], random choices drawn from `g`."""
         return self.apply(x, self.draw(len(x), g, x.device))
 
+    @staticmethod
+    def crop_boxes(r: dict[str, torch.Tensor], height: int, width: int) -> tuple[torch.Tensor, ...]:
+        """torchvision's RandomResizedCrop.get_params for every image at once: (top, left, h, w) in pixels.
+
+        Each image's first box (of CROP_ATTEMPTS) whose rounded sides fit, at a uniform integer position; none
+        fits: the centre crop of the largest box within the ratio range.
+        """
+        area, ratio = r["area"] * (height * width), torch.exp(r["log_ratio"])
+        w, h = torch.round(torch.sqrt(area * ratio)), torch.round(torch.sqrt(area / ratio))  # half to even, as round()
+        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first = fits.float().argmax(1, keepdim=True)  # argmax finds the first True
+        if width / height < CROP_RATIO[0]:
+            fw, fh = width, round(width / CROP_RATIO[0])
+        elif width / height > CROP_RATIO[1]:
+            fw, fh = round(height * CROP_RATIO[1]), height
+        else:
+            fw, fh = width, height
+        found = fits.any(1)
+        w = torch.where(found, w.gather(1, first)[:, 0], float(fw))
+        h = torch.where(found, h.gather(1, first)[:, 0], float(fh))
+        top = torch.where(found, torch.floor(r["cy"] * (height - h + 1)), float((height - fh) // 2))
+        left = torch.where(found, torch.floor(r["cx"] * (width - w + 1)), float((width - fw) // 2))
+        return top, left, h, w
+
+    @staticmethod
+    def erase_boxes(r: dict[str, torch.Tensor], size: int) -> tuple[torch.Tensor, ...]:
+        """torchvision's RandomErasing.get_params for every image at once: (top, left, h, w) in pixels of the
+        `size`-pixel output; the first of CROP_ATTEMPTS boxes (area 2-33 %, aspect 0.3-3.3) smaller than the image,
+        an empty box when none is."""
+        area, ratio = r["e_area"] * size**2, torch.exp(r["e_log_ratio"])
+        h, w = torch.round(torch.sqrt(area * ratio)), torch.round(torch.sqrt(area / ratio))
+        fits = (h < size) & (w < size)
+        first = fits.float().argmax(1, keepdim=True)
+        found = fits.any(1)
+        h, w = torch.where(found, h.gather(1, first)[:, 0], 0.0), torch.where(found, w.gather(1, first)[:, 0], 0.0)
+        return torch.floor(r["e_y"] * (size - h + 1)), torch.floor(r["e_x"] * (size - w + 1)), h, w
+
     def apply(self, x: torch.Tensor, r: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1], with the random choices `r` (see draw)."""
-        b, dev = len(x), x.device
+        b, dev, height, width = len(x), x.device, x.shape[-2], x.shape[-1]
         x = x[:, None].float() / 255
-        ratio = torch.exp(r["log_ratio"])
-        w, h = torch.sqrt(r["area"] * ratio).clamp(max=1), torch.sqrt(r["area"] / ratio).clamp(max=1)  # of the side
-        cx, cy = r["cx"] * (1 - w), r["cy"] * (1 - h)  # crop centre, crop stays inside
-        sx = torch.where(r["fliplr"] < self.fliplr, -w, w)
-        sy = torch.where(r["flipud"] < self.flipud, -h, h)
+        top, left, h, w = self.crop_boxes(r, height, width)
+        side = torch.tensor([width, height], device=dev)
+
+        def norm(px: torch.Tensor) -> torch.Tensor:  # (B, 2) x, y pixel coordinates (0 = the left edge) -> [-1, 1]
+            return 2 * px / side - 1
+
+        corner, extent = torch.stack([left, top], 1), torch.stack([w, h], 1)
+        centre, half = norm(corner + extent / 2), extent / side  # the box in affine_grid's units
+        flip = torch.stack([r["fliplr"] < self.fliplr, r["flipud"] < self.flipud], 1)
+        scale = torch.where(flip, -half, half)
         zero = torch.zeros_like(w)
-        theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, sy, cy], 1)], 1)
+        theta = torch.stack([torch.stack([scale[:, 0], zero, centre[:, 0]], 1),
+                             torch.stack([zero, scale[:, 1], centre[:, 1]], 1)], 1)  # fmt: skip
         grid = F.affine_grid(theta, [b, 1, self.size, self.size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # Crop, then resize: samples beyond the box's outer pixel centres take the edge pixel (stock resizes the
+        # cropped image alone), not the neighbours outside the box or the zeros outside the image.
+        lo, hi = norm(corner + 0.5).view(b, 1, 1, 2), norm(corner + extent - 0.5).view(b, 1, 1, 2)
+        grid = torch.maximum(torch.minimum(grid, hi), lo)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if self.randaugment:
             x = rand_augment(x, r["ra_op"], r["ra_sign"])
         if self.hsv_v:
             mean = x.mean((1, 2, 3), keepdim=True)
             x = (((x - mean) * r["contrast"].view(b, 1, 1, 1) + mean) * r["brightness"].view(b, 1, 1, 1)).clamp(0, 1)
         if self.erasing:
-            e_area, e_ratio = r["e_area"] * self.size**2, torch.exp(r["e_log_ratio"])
-            eh = torch.sqrt(e_area * e_ratio).clamp(max=self.size)
-            ew = torch.sqrt(e_area / e_ratio).clamp(max=self.size)
-            y0, x0 = r["e_y"] * (self.size - eh), r["e_x"] * (self.size - ew)
+            y0, x0, eh, ew = self.erase_boxes(r, self.size)
             on = r["e_on"] < self.erasing
             rows = torch.arange(self.size, device=dev).view(1, -1, 1)
             cols = torch.arange(self.size, device=dev).view(1, 1, -1)
