@@ -164,22 +164,20 @@ class Augment:
         b, dev, height, width = len(x), x.device, x.shape[-2], x.shape[-1]
         x = x[:, None].float() / 255
         top, left, h, w = self.crop_boxes(r, height, width)
-        side = torch.tensor([width, height], device=dev)
 
-        def norm(px: torch.Tensor) -> torch.Tensor:  # (B, 2) x, y pixel coordinates (0 = the left edge) -> [-1, 1]
+        def norm(px: torch.Tensor, side: int) -> torch.Tensor:  # pixel coordinate (0 = the first edge) -> [-1, 1]
             return 2 * px / side - 1
 
-        corner, extent = torch.stack([left, top], 1), torch.stack([w, h], 1)
-        centre, half = norm(corner + extent / 2), extent / side  # the box in affine_grid's units
-        flip = torch.stack([r["fliplr"] < self.fliplr, r["flipud"] < self.flipud], 1)
-        scale = torch.where(flip, -half, half)
+        sx = torch.where(r["fliplr"] < self.fliplr, -w / width, w / width)  # the box's half-sides in [-1, 1] units
+        sy = torch.where(r["flipud"] < self.flipud, -h / height, h / height)
+        cx, cy = norm(left + w / 2, width), norm(top + h / 2, height)  # and its centre
         zero = torch.zeros_like(w)
-        theta = torch.stack([torch.stack([scale[:, 0], zero, centre[:, 0]], 1),
-                             torch.stack([zero, scale[:, 1], centre[:, 1]], 1)], 1)  # fmt: skip
+        theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, sy, cy], 1)], 1)
         grid = F.affine_grid(theta, [b, 1, self.size, self.size], align_corners=False)
         # Crop, then resize: samples beyond the box's outer pixel centres take the edge pixel (stock resizes the
         # cropped image alone), not the neighbours outside the box or the zeros outside the image.
-        lo, hi = norm(corner + 0.5).view(b, 1, 1, 2), norm(corner + extent - 0.5).view(b, 1, 1, 2)
+        lo = torch.stack([norm(left + 0.5, width), norm(top + 0.5, height)], 1).view(b, 1, 1, 2)
+        hi = torch.stack([norm(left + w - 0.5, width), norm(top + h - 0.5, height)], 1).view(b, 1, 1, 2)
         grid = torch.maximum(torch.minimum(grid, hi), lo)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if self.randaugment:
