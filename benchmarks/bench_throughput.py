@@ -16,8 +16,8 @@ Warm-up is off (warmup_epochs=0) in every arm, so each measures the steady state
 A variant is a set of precision/compile choices applied to an arm: fp32 (amp=False), fp16 (amp=True: Ultralytics'
 default, GradScaler), bf16 (amp=bf16; on CPU too where it is native), +compile / +ro (torch.compile default /
 reduce-overhead), +nchw (channels_last=False: the fast path otherwise trains channels_last, on CPU as on CUDA),
-+stockmuon (model arm: Ultralytics' own MuSGD orthogonalisation instead of compat.muon_update_unpadded),
-+fusedbn (model arm: BatchNorm over the whole fused chunk, not per micro-batch as MicroBatchNorm makes it).
++stockmuon (model arm: Ultralytics' own MuSGD orthogonalisation instead of compat.muon_update_unpadded).
+(BatchNorm per micro-batch against one per chunk: bench_fidelity.py, interleaved in one process.)
 --nbs sets the images per optimizer step (the `cpu` recipe's 256: batch 16, 16 micro-batches accumulated).
 Each arm runs in a fresh interpreter. Prints a table, then the ratios: fast / stock and fast / model.
 """
@@ -45,7 +45,7 @@ def variant_args(variant: str) -> dict:
     args = {"amp": {"fp32": False, "fp16": True, "bf16": "bf16"}[precision], "compile": False}
     for extra in extras:
         args.update({"compile": {"compile": True}, "ro": {"compile": "reduce-overhead"},
-                     "nchw": {"channels_last": False}, "stockmuon": {}, "fusedbn": {}}[extra])  # fmt: skip
+                     "nchw": {"channels_last": False}, "stockmuon": {}}[extra])  # fmt: skip
     return args
 
 
@@ -57,7 +57,7 @@ import ultralytics.engine.trainer as engine
 from ultralytics.utils.torch_utils import unwrap_model
 import ultralytics.optim.muon as muon
 from torch.profiler import record_function
-kw, steps, warm, profile, out, stock_muon, fused_bn = json.loads(sys.argv[1])
+kw, steps, warm, profile, out, stock_muon = json.loads(sys.argv[1])
 stock_update = muon.muon_update
 with compat.training():
     if stock_muon:  # Ultralytics' own bucketed, zero-padded orthogonalisation: the step before compat's
@@ -70,8 +70,6 @@ with compat.training():
     batch = next(iter(t.train_loader))
     batch = t.preprocess_batch(batch)
     t._chunk = None
-    if fused_bn:  # one normalisation over the chunk: the fast path before MicroBatchNorm
-        t._micro_bn.sizes = None
     dtype = torch.bfloat16 if t.args.amp == "bf16" else t.amp
     def step():
         with record_function("forward+backward"):
@@ -181,8 +179,7 @@ def main() -> None:
         t0 = time.perf_counter()
         if arm == "model":
             out = str(Path(args.out, f"profile-{variant.replace('+', '-')}.txt"))
-            flags = ["stockmuon" in variant, "fusedbn" in variant]
-            r = run(MODEL_ONLY, [kw, args.steps, args.warm, args.profile, out, *flags])
+            r = run(MODEL_ONLY, [kw, args.steps, args.warm, args.profile, out, "stockmuon" in variant])
         else:
             kw = {**kw, "fast": arm == "fast", "evaluate_test": False}
             per_batch = args.nbs if arm == "fast" else RECIPE["batch"]

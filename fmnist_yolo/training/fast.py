@@ -68,6 +68,17 @@ def decode(files: list[str], workers: int | None = None) -> np.ndarray:
     return np.stack(images)
 
 
+def _first_fit(area: torch.Tensor, log_ratio: torch.Tensor, fits) -> tuple[torch.Tensor, ...]:
+    """torchvision's box sampling loop for every image at once. From (B, CROP_ATTEMPTS) draws of area (pixels) and
+    log aspect ratio, the sides round(sqrt(area * ratio)) and round(sqrt(area / ratio)) of each image's first box that
+    `fits`, and whether one did."""
+    ratio = torch.exp(log_ratio)
+    a, b = torch.round(torch.sqrt(area * ratio)), torch.round(torch.sqrt(area / ratio))  # half to even, as round()
+    ok = fits(a, b)
+    first = ok.float().argmax(1, keepdim=True)  # argmax finds the first True
+    return a.gather(1, first)[:, 0], b.gather(1, first)[:, 0], ok.any(1)
+
+
 @dataclass
 class Augment:
     """Batched training augmentation: Ultralytics' classify_augmentations on grey images, as a tensor operation.
@@ -129,19 +140,15 @@ class Augment:
         Each image's first box (of CROP_ATTEMPTS) whose rounded sides fit, at a uniform integer position; none
         fits: the centre crop of the largest box within the ratio range.
         """
-        area, ratio = r["area"] * (height * width), torch.exp(r["log_ratio"])
-        w, h = torch.round(torch.sqrt(area * ratio)), torch.round(torch.sqrt(area / ratio))  # half to even, as round()
-        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-        first = fits.float().argmax(1, keepdim=True)  # argmax finds the first True
+        w, h, found = _first_fit(r["area"] * (height * width), r["log_ratio"],
+                                 lambda w, h: (w > 0) & (w <= width) & (h > 0) & (h <= height))  # fmt: skip
         if width / height < CROP_RATIO[0]:
             fw, fh = width, round(width / CROP_RATIO[0])
         elif width / height > CROP_RATIO[1]:
             fw, fh = round(height * CROP_RATIO[1]), height
         else:
             fw, fh = width, height
-        found = fits.any(1)
-        w = torch.where(found, w.gather(1, first)[:, 0], float(fw))
-        h = torch.where(found, h.gather(1, first)[:, 0], float(fh))
+        w, h = torch.where(found, w, float(fw)), torch.where(found, h, float(fh))
         top = torch.where(found, torch.floor(r["cy"] * (height - h + 1)), float((height - fh) // 2))
         left = torch.where(found, torch.floor(r["cx"] * (width - w + 1)), float((width - fw) // 2))
         return top, left, h, w
@@ -151,12 +158,8 @@ class Augment:
         """torchvision's RandomErasing.get_params for every image at once: (top, left, h, w) in pixels of the
         `size`-pixel output; the first of CROP_ATTEMPTS boxes (area 2-33 %, aspect 0.3-3.3) smaller than the image,
         an empty box when none is."""
-        area, ratio = r["e_area"] * size**2, torch.exp(r["e_log_ratio"])
-        h, w = torch.round(torch.sqrt(area * ratio)), torch.round(torch.sqrt(area / ratio))
-        fits = (h < size) & (w < size)
-        first = fits.float().argmax(1, keepdim=True)
-        found = fits.any(1)
-        h, w = torch.where(found, h.gather(1, first)[:, 0], 0.0), torch.where(found, w.gather(1, first)[:, 0], 0.0)
+        h, w, found = _first_fit(r["e_area"] * size**2, r["e_log_ratio"], lambda h, w: (h < size) & (w < size))
+        h, w = torch.where(found, h, 0.0), torch.where(found, w, 0.0)
         return torch.floor(r["e_y"] * (size - h + 1)), torch.floor(r["e_x"] * (size - w + 1)), h, w
 
     def apply(self, x: torch.Tensor, r: dict[str, torch.Tensor]) -> torch.Tensor:
