@@ -81,7 +81,9 @@ def amp_check_offline() -> Iterator[None]:
     def check(model) -> bool:
         if not _on_accelerator(model) or (WEIGHTS_DIR / AMP_CHECK_WEIGHTS).is_file() or _known_bad_gpu(model):
             return original(model)
-        ok = amp_agrees(model)
+        # the module itself: Ultralytics compiles before its AMP check, and a compiled wrapper would compile two
+        # extra graphs for this one check (batch 8 at 64 px) and mark batch and size dynamic for the whole run
+        ok = amp_agrees(getattr(model, "_orig_mod", model))
         print(f"AMP: {'checks passed on the model itself' if ok else 'FP16 disagrees with FP32: AMP disabled'} "
               f"({AMP_CHECK_WEIGHTS} for Ultralytics' check is not available)", file=sys.stderr)  # fmt: skip
         return ok
@@ -231,7 +233,56 @@ def _newton_schulz_scaled(X, scale):
 
 
 _NS_GRAPHS: dict[tuple, tuple] = {}  # (count, rows, cols, dtypes, device, scales) -> (input, scale, output, graph)
-_NS_GRAPHS_BROKEN: list[str] = []  # a capture failed once: eager from then on
+_NS_GRAPHS_BROKEN: list[str] = []  # a capture failed once (the reason): eager from then on, said once
+_SCALES: dict[tuple, object] = {}  # (scales, device, dtype) -> their (B, 1, 1) tensor, made once per shape
+
+
+def _scale_tensor(scales: tuple[float, ...], device, dtype):
+    """The per-matrix scales as a device tensor, built once: a copy to the device per shape per step blocks the host,
+    and is illegal inside a CUDA graph capture."""
+    import torch
+
+    key = (scales, device, dtype)
+    if key not in _SCALES:
+        _SCALES[key] = torch.tensor(scales, dtype=dtype).view(-1, 1, 1).to(device)
+    return _SCALES[key]
+
+
+def capture_graph(fn, device, warmup: int = 2):
+    """Run `fn` `warmup` times on a side stream, then capture one call of it as a CUDA graph: (graph, its output).
+
+    `capture_error_mode="thread_local"`: in the default global mode, a CUDA call from any other thread during the
+    capture (the stock loader's pin-memory thread, say) invalidates it; here only this thread's calls count.
+    """
+    import torch
+
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up off the capture: cuBLAS handles, workspaces, lazy state
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        out = fn()
+    return graph, out
+
+
+def capture_failed(what: str, error: BaseException, broken: list[str]) -> None:
+    """Record a refused capture in `broken` and say so once: the eager path computes the same, more slowly."""
+    from ultralytics.utils import LOGGER
+
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if not broken:
+        LOGGER.warning(f"CUDA graph capture of {what} failed ({reason}); it runs eagerly from now on (slower)")
+    broken.append(reason)
+
+
+def _graphable(device) -> bool:
+    """Whether per-shape CUDA graphs apply: on CUDA, and not already inside a capture (the outer graph holds it)."""
+    import torch
+
+    return device.type == "cuda" and not torch.cuda.is_current_stream_capturing()
 
 
 def orthogonalise(mats: list, scales: tuple[float, ...], dtype):
@@ -244,27 +295,18 @@ def orthogonalise(mats: list, scales: tuple[float, ...], dtype):
     import torch
 
     device = mats[0].device
-    if device.type != "cuda" or _NS_GRAPHS_BROKEN:
-        scale = torch.tensor(scales, device=device, dtype=dtype).view(-1, 1, 1)
+    scale = _scale_tensor(scales, device, dtype)
+    if not _graphable(device) or _NS_GRAPHS_BROKEN:
         return _newton_schulz_scaled(torch.stack(mats), scale)
     key = (len(mats), *mats[0].shape, mats[0].dtype, dtype, device, scales)
     entry = _NS_GRAPHS.get(key)
     if entry is None:
         static_in = torch.stack(mats)
-        scale = torch.tensor(scales, device=device, dtype=dtype).view(-1, 1, 1)  # kept: the graph reads its memory
         try:
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):  # warm-up off the capture: cuBLAS handles and workspaces
-                for _ in range(2):
-                    _newton_schulz_scaled(static_in, scale)
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = _newton_schulz_scaled(static_in, scale)
+            graph, static_out = capture_graph(lambda: _newton_schulz_scaled(static_in, scale), device)
         except RuntimeError as e:  # a capture the runtime refuses: the eager path is the same computation
-            _NS_GRAPHS_BROKEN.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
-            return _newton_schulz_scaled(torch.stack(mats), scale)
+            capture_failed("MuSGD's orthogonalisation", e, _NS_GRAPHS_BROKEN)
+            return _newton_schulz_scaled(static_in, scale)
         entry = _NS_GRAPHS[key] = (static_in, scale, static_out, graph)
     static_in, _, static_out, graph = entry
     torch.stack(mats, out=static_in)

@@ -157,3 +157,107 @@ def test_bf16_autocast_on_a_cpu_that_has_it_and_put_back(monkeypatch):
     assert engine.autocast is original
     with pytest.raises(RuntimeError, match="bfloat16"):
         original(torch.bfloat16, device="cpu")  # why the patch exists; gone from Ultralytics: review compat
+
+
+# --- CUDA graphs, checked on CPU with fakes ----------------------------------------------------
+
+
+class _FakeCuda:
+    """Stand-ins for torch.cuda's streams and graphs that record how a capture was asked for."""
+
+    def __init__(self, fail: bool = False):
+        import contextlib
+
+        self.fail, self.modes, self.replays = fail, [], 0
+        fake = self
+
+        class Graph:
+            def replay(self):
+                fake.replays += 1
+
+        @contextlib.contextmanager
+        def graph(g, capture_error_mode="global", **kw):
+            fake.modes.append(capture_error_mode)
+            if fake.fail:
+                raise RuntimeError("operation not permitted when stream is capturing\nmore")
+            yield
+
+        class Stream:
+            def __init__(self, *a, **k):
+                pass
+
+            def wait_stream(self, other):
+                pass
+
+        self.CUDAGraph, self.graph, self.Stream = Graph, graph, Stream
+        self.stream = lambda s: contextlib.nullcontext()
+        self.current_stream = lambda device=None: Stream()
+        self.is_current_stream_capturing = lambda: False
+
+
+def _fake_cuda(monkeypatch, fail=False):
+    import torch
+
+    fake = _FakeCuda(fail)
+    for name in ("CUDAGraph", "graph", "Stream", "stream", "current_stream", "is_current_stream_capturing"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    monkeypatch.setattr(compat, "_graphable", lambda device: True)  # CPU tensors take the CUDA path
+    monkeypatch.setattr(compat, "_NS_GRAPHS", {})
+    monkeypatch.setattr(compat, "_NS_GRAPHS_BROKEN", [])
+    return fake
+
+
+def test_capture_is_thread_local_so_other_threads_cannot_break_it(monkeypatch):
+    """Review finding 1: a global-mode capture is broken by any other thread's CUDA call (a pin-memory thread)."""
+    import torch
+
+    fake = _fake_cuda(monkeypatch)
+    mats = [torch.randn(8, 12) for _ in range(2)]
+    compat.orthogonalise(mats, (1.0, 1.0), torch.float32)
+    compat.orthogonalise(mats, (1.0, 1.0), torch.float32)
+    assert fake.modes == ["thread_local"] and fake.replays == 2  # captured once, replayed each call
+
+
+def test_a_refused_capture_is_said_once_and_computes_the_same(monkeypatch):
+    """Review finding 1: the fallback was silent, so a run stayed eager without anyone knowing."""
+    import torch
+    from ultralytics.utils import LOGGER
+
+    _fake_cuda(monkeypatch, fail=True)
+    said = []
+    monkeypatch.setattr(LOGGER, "warning", lambda msg, *a, **k: said.append(msg))
+    mats = [torch.randn(8, 12, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    out = [compat.orthogonalise(mats, (1.0, 2.0), torch.float32) for _ in range(3)]
+    assert len(said) == 1 and "CUDA graph capture" in said[0] and "operation not permitted" in said[0]
+    assert len(compat._NS_GRAPHS_BROKEN) == 1  # then eager without trying again
+    eager = compat._newton_schulz_scaled(torch.stack(mats), torch.tensor([1.0, 2.0]).view(-1, 1, 1))
+    assert all(torch.equal(o, eager) for o in out)
+
+
+def test_eager_orthogonalisation_builds_its_scales_once(monkeypatch):
+    """Review finding 2: a host-to-device copy of the scales per shape per step (blocking; illegal in a capture)."""
+    import torch
+
+    monkeypatch.setattr(compat, "_SCALES", {})
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    mats = [torch.randn(6, 9) for _ in range(3)]
+    for _ in range(4):
+        compat.orthogonalise(mats, (1.0, 0.5, 2.0), torch.float32)
+    assert len(made) == 1
+
+
+def test_amp_check_tests_the_module_not_its_compiled_wrapper(monkeypatch):
+    """Review finding 3: Ultralytics compiles before check_amp; the check on the wrapper compiled two extra graphs."""
+    import torch
+    import ultralytics.engine.trainer as engine
+
+    seen = []
+    monkeypatch.setattr(compat, "amp_agrees", lambda model: seen.append(model) or True)
+    monkeypatch.setattr(compat, "AMP_CHECK_WEIGHTS", "absent-for-this-test.pt")
+    module = torch.nn.Linear(2, 2, device="meta")
+    compiled = torch.compile(module)  # lazy: nothing compiles unless it is called
+    with compat.amp_check_offline():
+        assert engine.check_amp(compiled) is True
+    assert seen == [module]
