@@ -1,6 +1,7 @@
 """What the fast path's fidelity to stock costs, interleaved in one process: BatchNorm per micro-batch
-(MicroBatchNorm, the default) against one BatchNorm over the fused chunk (`fused_bn=True`), and the augmentation
-with RandAugment (stock's default `auto_augment`) against without.
+(MicroBatchNorm, the default: one grouped normalisation, and for reference the earlier one BatchNorm call per
+micro-batch) against one BatchNorm over the fused chunk (`fused_bn=True`), and the augmentation with RandAugment
+(stock's default `auto_augment`) against without.
 
     python benchmarks/bench_fidelity.py [--device cpu] [--amp fp32|bf16] [--rounds 8]
 
@@ -49,10 +50,12 @@ def sync() -> None:
 
 
 def report(what: str, times: dict[str, list[float]]) -> None:
-    (a, ta), (b, tb) = times.items()
-    ma, mb = statistics.median(ta), statistics.median(tb)
-    print(f"{what}: {a} {ma:.1f} ms, {b} {mb:.1f} ms, {a}/{b} = {ma / mb:.3f}  (blocks: {a} "
-          f"{[round(x, 1) for x in ta]}, {b} {[round(x, 1) for x in tb]})")  # fmt: skip
+    """Each setting's median ms, and its ratio to the last setting's (the reference)."""
+    ref = statistics.median(list(times.values())[-1])
+    print(f"{what}:")
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        print(f"  {name:>16} {m:7.1f} ms  {m / ref:.3f}x  (blocks: {[round(x, 1) for x in ts]})")
 
 
 def main() -> None:
@@ -81,8 +84,20 @@ def main() -> None:
             t.scaler.scale(loss.sum()).backward()
             t.optimizer_step()
 
-        settings = {"per-micro-batch": lambda: setattr(t._micro_bn, "sizes", micro),
-                    "fused": lambda: setattr(t._micro_bn, "sizes", None)}  # fmt: skip
+        mbn = t._micro_bn
+        grouped = mbn._forward
+
+        def per_slice(bn, x):  # the implementation before grouped_batch_norm: one BatchNorm call per micro-batch
+            if not bn.training or mbn.assign is None:
+                return type(bn).forward(bn, x)
+            return torch.cat([type(bn).forward(bn, part) for part in x.split(micro)])
+
+        def use(forward, sizes):
+            mbn._forward, mbn.sizes = forward, sizes
+            mbn._install()
+
+        settings = {"grouped": lambda: use(grouped, micro), "per-slice": lambda: use(per_slice, micro),
+                    "fused": lambda: use(grouped, None)}  # fmt: skip
         report(f"training step, BatchNorm ({args.amp}, {len(batch['cls'])} images, {type(t.optimizer).__name__})",
                interleaved(step, settings, args.rounds, per_block=10, warm=3))  # fmt: skip
 

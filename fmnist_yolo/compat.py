@@ -27,6 +27,8 @@ PATCHED = [
 SEAMS = [
     ("ultralytics.engine.trainer.BaseTrainer", "_build_train_pipeline"),  # the fast loader's step plan
     ("ultralytics.engine.trainer.BaseTrainer", "_get_warmup_iterations"),
+    ("ultralytics.engine.trainer.BaseTrainer", "_load_checkpoint_state"),  # NaN recovery's EMA: plain BatchNorm
+    ("ultralytics.engine.trainer.BaseTrainer", "label_loss_items"),  # the fast path's DeviceLoss, read exactly
     ("ultralytics.engine.trainer.BaseTrainer", "optimizer_step"),
     ("ultralytics.engine.trainer.BaseTrainer", "preprocess_batch"),
     ("ultralytics.engine.trainer.BaseTrainer", "setup_model"),  # channels_last on CPU in the fast path

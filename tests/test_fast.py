@@ -453,7 +453,7 @@ def test_fused_chunks_weigh_each_image_by_its_micro_batch():
     assert len(batches) == 1 and batches[0]["chunk"] == Chunk(0, 3, True, 2)
     w = batches[0]["weight"]
     assert w.tolist() == [1 / 8] * 16 + [1 / 4] * 4 and torch.isclose(w.sum(), torch.tensor(3.0))
-    assert batches[0]["micro"] == [8, 8, 4]  # the micro-batches MicroBatchNorm normalises one by one
+    assert batches[0]["micro"].sum(0).tolist() == [8, 8, 4]  # the micro-batches MicroBatchNorm normalises one by one
 
 
 def _small_net() -> torch.nn.Module:
@@ -480,7 +480,8 @@ def test_micro_batch_norm_computes_what_separate_micro_batches_do(layout):
     out.square().sum().backward()
     ref.square().sum().backward()
     for a, b in zip(fused.parameters(), stock.parameters(), strict=True):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+        # atol: a convolution's bias before BatchNorm has a gradient of exactly 0 in theory, rounding noise in both
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
     for (k, a), b in zip(fused.state_dict().items(), stock.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=k)  # running mean/var updated once per micro-batch, in order; counts too
 
@@ -526,3 +527,100 @@ def test_validation_moves_results_to_the_host_once(monkeypatch):
     assert results[DeviceValidator] == results[ClassificationValidator]
     top1 = (torch.cat([p for p, _ in batches]).argmax(1) == torch.cat([y for _, y in batches])).float().mean()
     assert results[DeviceValidator]["metrics/accuracy_top1"] == pytest.approx(float(top1))
+
+
+def test_nan_recovery_rebuilds_a_plain_ema():
+    """Review finding 7: after a NaN, Ultralytics rebuilds the EMA as a deep copy of the training model, which carries
+    MicroBatchNorm's forwards; every later checkpoint then pickled fmnist-yolo objects."""
+    import copy
+    import pickle
+
+    from ultralytics.nn.tasks import ClassificationModel
+    from ultralytics.utils.torch_utils import EarlyStopping, ModelEMA
+
+    from fmnist_yolo.training.fast import MemoryTrainer
+
+    model = ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False)
+    trainer = MemoryTrainer.__new__(MemoryTrainer)  # only what _load_checkpoint_state reads
+    trainer.model, trainer.ema, trainer.stopper = model, ModelEMA(model), EarlyStopping()
+    trainer._micro_bn = MicroBatchNorm(model)
+    assert b"fmnist_yolo" in pickle.dumps(copy.deepcopy(model))  # what a copy of the training model would carry
+    trainer._load_checkpoint_state({"ema": copy.deepcopy(trainer.ema.ema), "updates": 5, "best_fitness": 0.5})
+    assert trainer.ema.updates == 5 and b"fmnist_yolo" not in pickle.dumps(trainer.ema.ema)
+    assert all("forward" in vars(m) for m in trainer._micro_bn._layers)  # the training model's stays installed
+
+
+@pytest.mark.parametrize("n, dropped", [(20, True), (16, False), (6, False)])
+def test_compiled_runs_drop_the_short_last_micro_batch_as_stock(n, dropped):
+    """Review finding 6: under compile, stock's train loader drops the short last micro-batch (one shape for the
+    compiled graph, another step plan); Ultralytics' build_dataloader keeps it when it is the only one or none is
+    short."""
+    data = MemoryDataset(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n) % 10, [])
+    loader = MemoryLoader(data, 8, 32, Augment(32), seed=0, drop_last=True)
+    assert loader.drop_last is dropped
+    sizes = [len(b["cls"]) for b in loader]
+    assert sizes == ([8] * (n // 8) if dropped else [8] * (n // 8) + ([n % 8] if n % 8 else []))
+    loader.schedule(warmup=0, accumulate=2, epochs=1)
+    chunks = list(loader)
+    assert sum(len(b["cls"]) for b in chunks) == sum(sizes)
+    assert all(b["weight"].eq(1 / 8).all() for b in chunks) if dropped else True
+
+
+def test_the_progress_bar_never_waits_for_the_device(monkeypatch):
+    """Review finding 4: Ultralytics prints the running loss with %g every iteration, a host sync per step on a GPU.
+    DeviceLoss answers the newest value already copied to the host; only the run's first print waits."""
+    from fmnist_yolo.training.fast import DeviceLoss
+
+    events = []
+
+    class Event:  # a CUDA event whose completion the test decides
+        def __init__(self):
+            self.done = False
+            events.append(self)
+
+        def record(self):
+            pass
+
+        def query(self):
+            return self.done
+
+        def synchronize(self):
+            self.done = True
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(DeviceLoss, "_on_accelerator", lambda self: True)
+    monkeypatch.setattr(DeviceLoss, "exact", lambda self: pytest.fail("the progress bar waited for the device"))
+    first = DeviceLoss(torch.tensor(2.0))
+    assert float(first) == 2.0 and events[0].done  # nothing landed yet: the one wait
+    tloss = (first * 1 + DeviceLoss(torch.tensor(4.0))) / (1 + 1)  # Ultralytics' running mean, on the device
+    assert torch.equal(tloss.value, torch.tensor(3.0))
+    assert ("%11.4g" % tloss).strip() == "2" and not events[-1].done  # the newest landed value; no wait
+    events[-1].done = True
+    assert f"{tloss * 1:.4g}" == "3"  # now the mean's copy has landed
+
+
+def test_results_read_the_loss_exactly(monkeypatch):
+    from fmnist_yolo.training.fast import DeviceLoss, MemoryTrainer
+
+    trainer = MemoryTrainer.__new__(MemoryTrainer)
+    trainer.loss_names = ("loss",)
+    assert trainer.label_loss_items({"loss": DeviceLoss(torch.tensor(0.123456789))}) == {"train/loss": 0.12346}
+    assert trainer.label_loss_items(None, prefix="val") == ["val/loss"]
+
+
+def test_micro_batch_norm_compiles_once_per_chunk_shape():
+    """Review finding 5: micro-batch sizes as a Python list inside the model made Dynamo compile once per distinct
+    list (6 compositions in a 100-epoch plan, near its limit of 8, past which it silently runs eagerly). As a tensor,
+    one graph serves every composition of a chunk shape."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    net = _small_net()
+    norm, counter = MicroBatchNorm(net), CompileCounter()
+    compiled = torch.compile(net, backend=counter)
+    x = torch.rand(20, 3, 8, 8)
+    for sizes in ([8, 8, 4], [4, 8, 8], [8, 4, 8]):
+        norm.sizes = sizes
+        compiled(x)
+    assert counter.frame_count == 1
+    torch._dynamo.reset()

@@ -18,6 +18,7 @@ GPU path runs the same functions the CPU tests cover. On CPU the model trains ch
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -233,6 +234,62 @@ def step_plan(micro_batches: int, start_epoch: int, epochs: int, warmup: int, ac
     return plan
 
 
+class DeviceLoss:
+    """A logged training loss that stays on the device: printing it never makes the host wait for the GPU.
+
+    Ultralytics' loop averages the loss items every iteration ((tloss * i + v) / (i + 1)) and prints them with %g in
+    the progress bar; on a CUDA tensor each print is a host sync, one per step. Arithmetic on DeviceLoss stays on the
+    device; `float()` (the progress bar) starts a non-blocking copy to the host and answers the newest copy that has
+    already landed (the first of a run waits once). `exact()` waits, for results.csv and the loggers.
+    """
+
+    def __init__(self, value: torch.Tensor, box: dict | None = None):
+        self.value = value.detach()
+        self._box = box if box is not None else {"landed": None, "pending": []}  # shared by derived values
+
+    def _derive(self, value: torch.Tensor) -> DeviceLoss:
+        return DeviceLoss(value, self._box)
+
+    def __add__(self, other):
+        return self._derive(self.value + (other.value if isinstance(other, DeviceLoss) else other))
+
+    __radd__ = __add__
+
+    def __mul__(self, other):
+        return self._derive(self.value * (other.value if isinstance(other, DeviceLoss) else other))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return self._derive(self.value / (other.value if isinstance(other, DeviceLoss) else other))
+
+    def exact(self) -> float:
+        """The value, waiting for the device if it must."""
+        return self.value.float().item()
+
+    def _on_accelerator(self) -> bool:
+        return self.value.device.type == "cuda"
+
+    def __float__(self) -> float:
+        if not self._on_accelerator():
+            return self.exact()  # on the CPU the value is already here
+        box = self._box
+        host = torch.empty((), dtype=torch.float32, pin_memory=self.value.is_cuda)
+        host.copy_(self.value.float(), non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        box["pending"].append((done, host))
+        while box["pending"] and box["pending"][0][0].query():  # copies land in order
+            box["landed"] = float(box["pending"].pop(0)[1])
+        if box["landed"] is None:  # nothing landed yet this run: wait once
+            done.synchronize()
+            box["landed"], box["pending"] = float(host), []
+        return box["landed"]
+
+    def __format__(self, spec: str) -> str:
+        return format(float(self), spec)
+
+
 class ChunkLoss:
     """Stock's classification loss summed over the micro-batches of a chunk.
 
@@ -244,29 +301,92 @@ class ChunkLoss:
         preds = preds[1] if isinstance(preds, (list, tuple)) else preds
         ce = F.cross_entropy(preds, batch["cls"], reduction="none")
         loss = (ce * batch["weight"]).sum() if "weight" in batch else ce.mean()
-        return loss, {"loss": ce.mean().detach()}
+        return loss, {"loss": DeviceLoss(ce.mean())}
+
+
+def micro_groups(sizes: list[int] | tuple[int, ...], device) -> torch.Tensor:
+    """(B, G) one-hot assignment of a chunk's images to its G micro-batches of `sizes` images, in order."""
+    groups = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return F.one_hot(groups, len(sizes)).float().to(device)
+
+
+def grouped_batch_norm(bn: nn.Module, x: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """Training-mode BatchNorm of each micro-batch of `x` on its own, in one pass of tensor operations.
+
+    `assign` is (B, G): image i belongs to micro-batch g. Each micro-batch is normalised by its own mean and
+    (biased) variance, as a separate forward of it would; the running statistics take the G updates stock's
+    separate forwards make, in order, in closed form: r <- (1 - m)^G r + sum_g m (1 - m)^(G - 1 - g) s_g, with the
+    unbiased variance. Shapes depend on B and G only, so a compiled model or a CUDA graph sees the same operations
+    for every chunk of one composition, and nothing reads a value on the host. Computed in fp32 under autocast too
+    (the statistics of stock's BatchNorm are fp32).
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        xf = x.float()
+        n = assign.sum(0) * (x.shape[2] * x.shape[3])  # values per channel in each micro-batch, (G,)
+        mean = (assign.T @ xf.sum((2, 3))) / n[:, None]  # (G, C)
+        xc = xf - (assign @ mean)[:, :, None, None]
+        var = (assign.T @ xc.square().sum((2, 3))) / n[:, None]  # biased, as the normalisation uses
+        scale = torch.rsqrt(var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        y = xc * (assign @ scale)[:, :, None, None]
+        if bn.bias is not None:
+            y = y + bn.bias[:, None, None]
+        if bn.track_running_stats and bn.running_mean is not None:
+            with torch.no_grad():
+                g, m = assign.shape[1], bn.momentum
+                weight = m * (1 - m) ** torch.arange(g - 1, -1, -1, device=x.device, dtype=torch.float32)
+                unbiased = var * (n / (n - 1).clamp(min=1))[:, None]
+                bn.running_mean.mul_((1 - m) ** g).add_(weight @ mean)
+                bn.running_var.mul_((1 - m) ** g).add_(weight @ unbiased)
+                bn.num_batches_tracked.add_(g)
+    return y.to(x.dtype)
 
 
 class MicroBatchNorm:
     """BatchNorm over each micro-batch of a fused chunk, as stock's separate forward passes normalise.
 
     Installed on the training model's BatchNorm layers only (the EMA, validation and checkpoints keep plain ones).
-    While `sizes` is set, each layer normalises each slice of its input on its own and updates its running
-    statistics once per slice, in order, as stock's forward passes do; the layers between still see the whole chunk
-    at once, and are per image anyway. So a fused chunk computes what stock's micro-batches compute.
+    While `assign` is set (a (B, G) one-hot of images to micro-batches, G > 1), each layer normalises each micro-batch
+    on its own and updates its running statistics once per micro-batch, in order, in one grouped computation
+    (grouped_batch_norm); the layers between see the whole chunk at once, and are per image anyway. So a fused chunk
+    computes what stock's micro-batches compute. `detached()` takes the layers back to plain for a deep copy.
     """
 
     def __init__(self, model: nn.Module):
-        self.sizes: list[int] | None = None  # the chunk's micro-batch sizes; None: plain BatchNorm
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.forward = partial(self._forward, m)  # an instance attribute: the module's class stays stock's
+        self.assign: torch.Tensor | None = None  # (B, G) micro-batch of each image; None: plain BatchNorm
+        self._layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if any(m.momentum is None for m in self._layers):  # a cumulative average has no closed form per group
+            raise ConfigError("fast=True per-micro-batch BatchNorm needs BatchNorm momentum; use fused_bn=True")
+        self._install()
+
+    @property
+    def sizes(self) -> list[int] | None:
+        """The chunk's micro-batch sizes (from `assign`; reads the device, so for tests and logs only)."""
+        return None if self.assign is None else [int(c) for c in self.assign.sum(0).tolist()]
+
+    @sizes.setter
+    def sizes(self, sizes: list[int] | None) -> None:
+        self.assign = micro_groups(sizes, self._layers[0].weight.device) if sizes and len(sizes) > 1 else None
+
+    def _install(self) -> None:
+        for m in self._layers:
+            m.forward = partial(self._forward, m)  # an instance attribute: the module's class stays stock's
+
+    @contextlib.contextmanager
+    def detached(self):
+        """Within: the layers are plain BatchNorm, so a deep copy of the model (a new EMA) carries none of this."""
+        for m in self._layers:
+            del m.forward
+        try:
+            yield
+        finally:
+            self._install()
 
     def _forward(self, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        plain = type(bn).forward
-        if not (bn.training and self.sizes and len(self.sizes) > 1):
-            return plain(bn, x)
-        return torch.cat([plain(bn, part) for part in x.split(self.sizes)])
+        if not bn.training or self.assign is None:
+            return type(bn).forward(bn, x)
+        return grouped_batch_norm(bn, x, self.assign)
 
 
 def resize_like_validation(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -295,19 +415,23 @@ class MemoryLoader:
     Training: a seeded shuffle and augmentation per epoch (seed + epoch: reproducible, also after a resume), cut into
     micro-batches of `batch_size` as stock does. Without a step schedule each micro-batch is one batch; with one
     (`schedule`, set by MemoryTrainer) each batch is a chunk of micro-batches fused for one optimizer step, and
-    carries "weight" (per image, for ChunkLoss), "micro" (its micro-batch sizes, for MicroBatchNorm) and "chunk".
+    carries "weight" (per image, for ChunkLoss), "micro" (its images' micro-batches, for MicroBatchNorm) and "chunk".
     """
 
     num_workers = 0
-    drop_last = False
 
-    def __init__(self, dataset: MemoryDataset, batch_size: int, size: int, augment: Augment | None, seed: int = 0):
+    def __init__(self, dataset: MemoryDataset, batch_size: int, size: int, augment: Augment | None, seed: int = 0,
+                 drop_last: bool = False):  # fmt: skip
         self.dataset, self.batch_size, self.size, self.augment, self.seed = dataset, batch_size, size, augment, seed
         self.sampler = range(len(dataset))  # Ultralytics reads len(loader.sampler)
         self.epoch = 0
-        self.micro_batches = math.ceil(len(dataset) / batch_size)
+        n = len(dataset)
+        # as Ultralytics' build_dataloader: drop the short last micro-batch only when there is one and a full one
+        self.drop_last = drop_last and n > batch_size > 0 and n % batch_size != 0
+        self.micro_batches = n // batch_size if self.drop_last else math.ceil(n / batch_size)
         self._schedule: tuple[int, int, int] | None = None  # (warmup, accumulate, epochs)
         self._plan: dict[int, list[Chunk]] | None = None
+        self._groups: dict[tuple[int, ...], torch.Tensor] = {}  # micro-batch sizes -> their (B, G) assignment
 
     def schedule(self, warmup: int, accumulate: int, epochs: int) -> None:
         """Fuse micro-batches as stock Ultralytics accumulates them (step_plan), from the next epoch iterated on."""
@@ -332,6 +456,16 @@ class MemoryLoader:
         after = max(self.epoch, min(math.ceil((warmup + 1) / self.micro_batches), epochs - 1))
         return max(len(self.chunks(e)) for e in range(after, max(epochs, after + 1)))
 
+    def groups(self, sizes: list[int]) -> torch.Tensor | None:
+        """The (B, G) micro-batch assignment of a chunk of these sizes (None for one micro-batch), made once per
+        composition on the device: the 100-epoch plan has 6 compositions, and a step copies nothing to the device."""
+        if len(sizes) < 2:
+            return None
+        key = tuple(sizes)
+        if key not in self._groups:
+            self._groups[key] = micro_groups(sizes, self.dataset.images.device)
+        return self._groups[key]
+
     def reset(self) -> None:
         """Nothing to rebuild (Ultralytics calls it when closing mosaic)."""
 
@@ -347,7 +481,8 @@ class MemoryLoader:
         g.manual_seed(self.seed * 100003 + self.epoch)
         order = torch.randperm(n, generator=g, device=images.device)
         draws = self.augment.draw(n, g, images.device)  # per position in the epoch: any chunking augments alike
-        b, last = self.batch_size, n - (self.micro_batches - 1) * self.batch_size  # the epoch's last micro-batch
+        b = self.batch_size
+        last = b if self.drop_last else n - (self.micro_batches - 1) * b  # the epoch's last micro-batch
         for chunk in self.chunks(self.epoch):
             span = slice(chunk.start * b, chunk.stop * b)
             idx = order[span]
@@ -357,7 +492,7 @@ class MemoryLoader:
                 weight[-last:], micro[-1] = 1 / last, last
             x = self.augment.apply(images[idx], {k: v[span] for k, v in draws.items()})
             batch = {"img": x.expand(-1, 3, -1, -1).contiguous(), "cls": labels[idx]}
-            yield {**batch, "weight": weight, "chunk": chunk, "micro": micro} if self._schedule else batch
+            yield {**batch, "weight": weight, "chunk": chunk, "micro": self.groups(micro)} if self._schedule else batch
         self.epoch += 1
 
 
@@ -431,7 +566,9 @@ class MemoryTrainer(Trainer):
                         f"({self._splits[key].images.nbytes / 1e6:.0f} MB, {self.device})")  # fmt: skip
         size = int(self.args.imgsz)
         if mode == "train":
-            return MemoryLoader(self._splits[key], batch_size, size, Augment.from_args(self.args), self.args.seed)
+            # stock drops the short last micro-batch when compiling (ClassificationTrainer.get_dataloader): one shape
+            return MemoryLoader(self._splits[key], batch_size, size, Augment.from_args(self.args), self.args.seed,
+                                drop_last=bool(self.args.compile))  # fmt: skip
         unwrap_model(self.model).transforms = classify_transforms(size=size)  # for best.pt's predictor, as stock
         return MemoryLoader(self._splits[key], max(batch_size, VAL_BATCH), size, None)
 
@@ -469,14 +606,26 @@ class MemoryTrainer(Trainer):
         if not self.fused_bn:  # after the EMA's copy was taken: the EMA stays plain
             self._micro_bn = MicroBatchNorm(unwrap_model(self.model))
 
+    def label_loss_items(self, loss_items=None, prefix="train"):
+        """Stock's, with each DeviceLoss read exactly (once an epoch: results.csv, the loggers)."""
+        if loss_items is not None:
+            loss_items = {k: v.exact() if isinstance(v, DeviceLoss) else v for k, v in loss_items.items()}
+        return super().label_loss_items(loss_items, prefix)
+
+    def _load_checkpoint_state(self, ckpt):
+        """Stock's, with the training model's BatchNorm layers plain while it runs: a NaN recovery rebuilds the EMA
+        as a deep copy of the training model, which would otherwise pickle MicroBatchNorm into every checkpoint."""
+        with self._micro_bn.detached() if self._micro_bn else contextlib.nullcontext():
+            super()._load_checkpoint_state(ckpt)
+
     def _get_warmup_iterations(self, num_batches):
         return 0  # the loop's per-batch warm-up is off: optimizer_step applies stock's, per micro-batch index
 
     def preprocess_batch(self, batch):
         self._chunk = batch.pop("chunk", None)
-        micro = batch.pop("micro", None)
+        assign = batch.pop("micro", None)
         if self._micro_bn is not None:
-            self._micro_bn.sizes = micro
+            self._micro_bn.assign = assign
         return batch  # already on the device
 
     def optimizer_step(self):
