@@ -594,7 +594,7 @@ def test_the_progress_bar_never_waits_for_the_device(monkeypatch):
     assert float(first) == 2.0 and events[0].done  # nothing landed yet: the one wait
     tloss = (first * 1 + DeviceLoss(torch.tensor(4.0))) / (1 + 1)  # Ultralytics' running mean, on the device
     assert torch.equal(tloss.value, torch.tensor(3.0))
-    assert ("%11.4g" % tloss).strip() == "2" and not events[-1].done  # the newest landed value; no wait
+    assert ("%11.4g" % tloss).strip() == "2" and not events[-1].done  # noqa: UP031 (as Ultralytics prints it)
     events[-1].done = True
     assert f"{tloss * 1:.4g}" == "3"  # now the mean's copy has landed
 
