@@ -597,6 +597,8 @@ def test_the_progress_bar_never_waits_for_the_device(monkeypatch):
     assert ("%11.4g" % tloss).strip() == "2" and not events[-1].done  # noqa: UP031 (as Ultralytics prints it)
     events[-1].done = True
     assert f"{tloss * 1:.4g}" == "3"  # now the mean's copy has landed
+    zero = torch.zeros_like(tloss)  # Ultralytics' validator shapes its loss sums from the training loss items
+    assert type(zero) is torch.Tensor and zero.shape == () and float(zero) == 0
 
 
 def test_results_read_the_loss_exactly(monkeypatch):
@@ -624,3 +626,23 @@ def test_micro_batch_norm_compiles_once_per_chunk_shape():
         compiled(x)
     assert counter.frame_count == 1
     torch._dynamo.reset()
+
+
+def test_weights_that_see_1x1_maps_train_in_nchw():
+    """Review finding 8: channels_last weights over 1x1 maps get NCHW gradients from cuDNN, and Inductor's stride
+    assertion fails (the GPU proof replays it); at 32 px model.8 on see 1x1 maps, earlier layers larger ones."""
+    from ultralytics.nn.tasks import ClassificationModel
+
+    from fmnist_yolo.training.fast import nchw_where_degenerate
+
+    model = ClassificationModel("yolo11n-cls.yaml", nc=10, verbose=False).to(memory_format=torch.channels_last)
+    model.train()
+    params = {n: p for n, p in model.named_parameters()}
+    changed = nchw_where_degenerate(model, 32)
+    assert changed and all(n.startswith(("model.8.", "model.9.", "model.10.")) for n in changed)
+    assert "model.8.m.0.m.0.cv1.conv" in changed and model.training  # left in the mode it was given in
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d) and min(m.weight.shape[1], m.weight.shape[-1]) > 1:  # else both layouts
+            assert m.weight.is_contiguous() == (name in changed), name
+    assert all(p is params[n] for n, p in model.named_parameters())  # the optimizer's parameters, in place
+    assert nchw_where_degenerate(model, 64) == []  # at 64 px the smallest map is 2x2

@@ -247,6 +247,16 @@ class DeviceLoss:
         self.value = value.detach()
         self._box = box if box is not None else {"landed": None, "pending": []}  # shared by derived values
 
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """torch functions see the tensor (Ultralytics' validator shapes its loss sums with zeros_like)."""
+        from torch.utils._pytree import tree_map
+
+        def unwrap(a):
+            return a.value if isinstance(a, DeviceLoss) else a
+
+        return func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs or {}))
+
     def _derive(self, value: torch.Tensor) -> DeviceLoss:
         return DeviceLoss(value, self._box)
 
@@ -396,6 +406,38 @@ def resize_like_validation(x: torch.Tensor, size: int) -> torch.Tensor:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         x = x.round().clamp(0, 255)  # PIL resizes to 8-bit pixels before ToTensor
     return x / 255
+
+
+def nchw_where_degenerate(model: nn.Module, size: int) -> list[str]:
+    """Convolution weights that see a size-1 feature map at `size` px, put back in NCHW; their names.
+
+    At 32 px yolo11n-cls's later layers (model.8 on) see 1x1 maps. A size-1 tensor is "contiguous" in NCHW and
+    channels_last alike, so cuDNN returns such a layer's weight gradient in NCHW, while Inductor planned for the
+    weight's own channels_last layout and fails its stride assertion (`expected size 64==64, stride 9==1`). With
+    these weights in NCHW the two agree; the other layers keep channels_last.
+    """
+    seen: dict[str, tuple[int, ...]] = {}
+    def record(name: str, args: tuple) -> None:  # a pre-hook that returns something replaces the arguments
+        seen.setdefault(name, tuple(args[0].shape))
+
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: record(name, args))
+             for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]  # fmt: skip
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    changed = []
+    for name, m in model.named_modules():
+        if name in seen and min(seen[name][-2:]) == 1 and not m.weight.is_contiguous():
+            m.weight.data = m.weight.data.contiguous()
+            changed.append(name)
+    return changed
 
 
 class MemoryDataset:
@@ -603,6 +645,8 @@ class MemoryTrainer(Trainer):
         if hasattr(self, "_asked_channels_last"):  # the argument as given, for the checkpoints' train_args
             self.args.channels_last = self._asked_channels_last
         unwrap_model(self.model).criterion = ChunkLoss()  # training model only: checkpoints strip the criterion
+        if self.args.compile and self.device.type == "cuda":  # review finding 8: Inductor's stride assertion
+            nchw_where_degenerate(unwrap_model(self.model), int(self.args.imgsz))
         if not self.fused_bn:  # after the EMA's copy was taken: the EMA stays plain
             self._micro_bn = MicroBatchNorm(unwrap_model(self.model))
 
