@@ -30,7 +30,8 @@ RUN_ROOT = Path("/tmp/fmnist-gpu-proof")  # fixed on every machine: a resumed ch
 BUDGET_S = 540  # one device command is at most 600 s: 9 minutes leave a minute for the start and the transfers
 RESERVE_S = 45  # after training: test evaluation of best.pt, copies, summary
 PHASE_CAPS = {"tests": 90, "stride": 120, "throughput": 170}  # seconds each phase may take at most
-RECIPE = {"epochs": 100, "imgsz": 28, "fast": True}  # the default recipe (model from recipes/default.yaml)
+RECIPE = {"epochs": 100, "imgsz": 28, "fast": True,  # the default recipe (model from recipes/default.yaml)
+          "plots": False}  # Ultralytics plots with polars, which the offline machine lacks (benchmarks/gpu_carry.sh)
 
 STRIDE_REPRO = r"""
 import json, sys, torch
@@ -198,7 +199,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=BUDGET_S, help="seconds from the shell's start to the summary")
     p.add_argument("--out", default=os.environ.get("OUT") or "gpu-proof", help="where the figures go ($OUT)")
-    p.add_argument("--resume", default=None, help="a folder with a previous call's last.pt, results.csv, fmnist_yolo.json")
+    p.add_argument("--resume", default=None, help="the folder of a previous call's last.pt, results.csv, ...")
     p.add_argument("--skip", default="", help="phases to leave out: tests,stride,throughput")
     p.add_argument("--data", default=None, help="a prepared tree (default: the real one, prepared under RUN_ROOT)")
     p.add_argument("--device", default=None, help="default: 0 on a GPU, cpu otherwise")

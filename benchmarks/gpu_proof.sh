@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU proof in one command, from the project's root on a GPU machine (benchmarks/gpu_proof.py says what it does):
 #   bash benchmarks/gpu_proof.sh [--budget 540] [--resume DIR] [--skip tests,stride,throughput]
-# On an offline machine, carry along what it lacks: .whl/ (../shared/gpu/wheels.sh) and .gpu/ holding
-# polars-runtime.tar.xz (polars' runtime, unpacked into the wheels' folder) and fmnist-idx.tar.xz (the four IDX files).
+# On an offline machine, carry along what it lacks, as benchmarks/gpu_carry.sh packs it: .whl/ and .gpu/ (the data,
+# and in .gpu/resume/ what a previous call brought back: then pass --resume .gpu/resume).
 # On your own GPU machine with the project installed (make install), nothing needs carrying:
 #   .venv/bin/python benchmarks/gpu_proof.py
 # Run it, never source it: it changes no shell but its own.
@@ -15,7 +15,6 @@ if ! "$PY" -c "import ultralytics" 2>/dev/null; then
     exit 1
   fi
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-  if [ -f .gpu/polars-runtime.tar.xz ]; then tar xJf .gpu/polars-runtime.tar.xz -C /tmp/site || exit 1; fi
   export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 if [ -z "${FMNIST_SOURCE:-}" ] && [ -f .gpu/fmnist-idx.tar.xz ]; then

@@ -25,7 +25,7 @@ PATCHED = [
     ("ultralytics.utils.callbacks.raytune", "callbacks"),
 ]
 SEAMS = [
-    ("ultralytics.engine.trainer.BaseTrainer", "_build_train_pipeline"),  # the fast loader's step plan
+    ("ultralytics.engine.trainer.BaseTrainer", "read_results_csv"),  # replaced where polars is missing    ("ultralytics.engine.trainer.BaseTrainer", "_build_train_pipeline"),  # the fast loader's step plan
     ("ultralytics.engine.trainer.BaseTrainer", "_get_warmup_iterations"),
     ("ultralytics.engine.trainer.BaseTrainer", "_load_checkpoint_state"),  # NaN recovery's EMA: plain BatchNorm
     ("ultralytics.engine.trainer.BaseTrainer", "label_loss_items"),  # the fast path's DeviceLoss, read exactly
@@ -184,10 +184,48 @@ def drop_stock_raytune_reporter() -> None:
     stock_reporter.callbacks = {}
 
 
+def _has_polars() -> bool:
+    try:
+        import polars  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def results_without_polars() -> Iterator[None]:
+    """Within, where polars is not installed: the trainer reads results.csv into each checkpoint with pandas.
+
+    Ultralytics 8.4 imports polars only there (and for plots) while training; its runtime is a 31 MB carry to an
+    offline GPU machine (benchmarks/gpu_carry.sh) that this reader spares. The same dict of columns as polars'
+    `to_dict(as_series=False)`; {} when the file cannot be read, as Ultralytics answers.
+    """
+    if _has_polars():
+        yield
+        return
+    import pandas as pd
+    from ultralytics.engine.trainer import BaseTrainer
+
+    original = BaseTrainer.read_results_csv
+
+    def read_results_csv(self) -> dict:
+        try:
+            return pd.read_csv(self.csv).to_dict(orient="list")
+        except Exception:
+            return {}
+
+    BaseTrainer.read_results_csv = read_results_csv
+    try:
+        yield
+    finally:
+        BaseTrainer.read_results_csv = original
+
+
 @contextlib.contextmanager
 def training() -> Iterator[None]:
-    """Every patch a training run enters: the offline AMP check, bf16 on CPU, the faster MuSGD step, quiet Ray."""
-    with amp_check_offline(), bf16_on_cpu(), faster_muon(), quiet_ray_outside_searches():
+    """Every patch a training run enters: the offline AMP check, bf16 on CPU, the faster MuSGD step, quiet Ray, and
+    results.csv read without polars where it is missing."""
+    with amp_check_offline(), bf16_on_cpu(), faster_muon(), quiet_ray_outside_searches(), results_without_polars():
         yield
 
 

@@ -261,3 +261,23 @@ def test_amp_check_tests_the_module_not_its_compiled_wrapper(monkeypatch):
     with compat.amp_check_offline():
         assert engine.check_amp(compiled) is True
     assert seen == [module]
+
+
+def test_results_read_into_checkpoints_without_polars(tmp_path, monkeypatch):
+    """An offline GPU machine without polars (31 MB to carry) trains: results.csv is read as polars reads it."""
+    import sys
+    from types import SimpleNamespace
+
+    from ultralytics.engine.trainer import BaseTrainer
+
+    csv = tmp_path / "results.csv"
+    csv.write_text("epoch,time,train/loss,metrics/accuracy_top1\n1,12.5,2.30195,0.1\n2,6.25,2.1,0.25\n")
+    trainer = SimpleNamespace(csv=csv)
+    with_polars = BaseTrainer.read_results_csv(trainer)
+    assert with_polars["train/loss"] == [2.30195, 2.1]
+    monkeypatch.setitem(sys.modules, "polars", None)  # import polars now raises ImportError
+    with compat.results_without_polars():
+        assert BaseTrainer.read_results_csv(trainer) == with_polars
+        assert BaseTrainer.read_results_csv(SimpleNamespace(csv=tmp_path / "missing.csv")) == {}
+    with pytest.raises(ImportError):
+        BaseTrainer.read_results_csv(trainer)  # Ultralytics' own, put back
