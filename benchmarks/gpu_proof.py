@@ -30,8 +30,12 @@ RUN_ROOT = Path("/tmp/fmnist-gpu-proof")  # fixed on every machine: a resumed ch
 BUDGET_S = 540  # one device command is at most 600 s: 9 minutes leave a minute for the start and the transfers
 RESERVE_S = 45  # after training: test evaluation of best.pt, copies, summary
 PHASE_CAPS = {"tests": 90, "stride": 120, "throughput": 170}  # seconds each phase may take at most
-RECIPE = {"epochs": 100, "imgsz": 28, "fast": True,  # the default recipe (model from recipes/default.yaml)
-          "plots": False}  # Ultralytics plots with polars, which the offline machine lacks (benchmarks/gpu_carry.sh)
+RECIPE = {
+    "epochs": 100,
+    "imgsz": 28,
+    "fast": True,  # the default recipe (model from recipes/default.yaml)
+    "plots": False,
+}  # Ultralytics plots with polars, which the offline machine lacks (benchmarks/gpu_carry.sh)
 
 STRIDE_REPRO = r"""
 import json, sys, torch

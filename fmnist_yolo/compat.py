@@ -25,7 +25,8 @@ PATCHED = [
     ("ultralytics.utils.callbacks.raytune", "callbacks"),
 ]
 SEAMS = [
-    ("ultralytics.engine.trainer.BaseTrainer", "read_results_csv"),  # replaced where polars is missing    ("ultralytics.engine.trainer.BaseTrainer", "_build_train_pipeline"),  # the fast loader's step plan
+    ("ultralytics.engine.trainer.BaseTrainer", "read_results_csv"),  # replaced where polars is missing
+    ("ultralytics.engine.trainer.BaseTrainer", "_build_train_pipeline"),  # the fast loader's step plan
     ("ultralytics.engine.trainer.BaseTrainer", "_get_warmup_iterations"),
     ("ultralytics.engine.trainer.BaseTrainer", "_load_checkpoint_state"),  # NaN recovery's EMA: plain BatchNorm
     ("ultralytics.engine.trainer.BaseTrainer", "label_loss_items"),  # the fast path's DeviceLoss, read exactly

@@ -417,6 +417,7 @@ def nchw_where_degenerate(model: nn.Module, size: int) -> list[str]:
     these weights in NCHW the two agree; the other layers keep channels_last.
     """
     seen: dict[str, tuple[int, ...]] = {}
+
     def record(name: str, args: tuple) -> None:  # a pre-hook that returns something replaces the arguments
         seen.setdefault(name, tuple(args[0].shape))
 
