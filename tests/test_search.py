@@ -121,6 +121,81 @@ def test_asha_stops_the_weak_trial_and_ranks_the_rest(tmp_path):
     assert table["best_val_top1"].iloc[0] > weak["best_val_top1"] + 0.1  # and the ranking is not a tie
 
 
+def test_cpu_per_trial_defaults_to_the_smallest_node_and_what_no_node_holds_is_refused():
+    nodes = [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}}, {"Alive": True, "Resources": {"CPU": 1.0}},
+             {"Alive": True, "Resources": {"memory": 1.0}}, {"Alive": False, "Resources": {"CPU": 0.5}}]  # fmt: skip
+    assert tune_module._resources(nodes, 0, 0) == (1.0, 0)  # the 1-CPU node takes trials too; dead ones don't count
+    assert tune_module._resources(nodes, 2, 1) == (2, 1)
+    with pytest.raises(
+        ConfigError, match=r"cpu_per_trial=8 gpu_per_trial=0: no node .* \(its nodes: 4 CPU, 1 GPU; 1 CPU"
+    ):
+        tune_module._resources(nodes, 8, 0)
+    with pytest.raises(ConfigError, match="cpu_per_trial=1 gpu_per_trial=1: no node"):
+        tune_module._resources(nodes[1:], 1, 1)
+
+
+def _want(tree: Path, workers: int = 1) -> dict:
+    from fmnist_yolo.data.tree import content_checksum
+
+    return {"checksum": content_checksum(tree), "val_size": 20, "split_seed": 0, "verify": False, "workers": workers}
+
+
+def test_a_node_without_the_tree_prepares_it_under_its_data_root(tree, source, tmp_path, monkeypatch):
+    from fmnist_yolo.data.tree import content_checksum
+
+    monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "node"))
+    monkeypatch.setenv("FMNIST_SOURCE", str(source))
+    local = tune_module.node_tree(str(tree), _want(tree))
+    assert local == str(tmp_path / "node" / "tree") and content_checksum(local) == content_checksum(tree)
+    monkeypatch.delenv(tune_module.DATA_ENV)
+    assert tune_module.node_tree(str(tree), _want(tree)) == str(tree)  # unset: the driver's own path
+
+
+def test_a_node_whose_tree_differs_refuses_in_one_line(tree, source, tmp_path, monkeypatch):
+    from fmnist_yolo.data.tree import content_checksum
+    from fmnist_yolo.errors import DataError
+
+    theirs = prepare(source=source, out=tmp_path / "node" / "tree", val_size=30, verify=False, workers=1,
+                     progress=False)  # fmt: skip
+    monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "node"))
+    with pytest.raises(DataError) as e:
+        tune_module.node_tree(str(tree), _want(tree))
+    line = str(e.value)
+    assert "\n" not in line and line.startswith("node ") and str(theirs) in line
+    assert f"holds tree {content_checksum(theirs)[:16]}, the search's is {content_checksum(tree)[:16]}" in line
+    (tmp_path / "mine" / "tree").mkdir(parents=True)  # something else under the tree's name: not replaced
+    monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "mine"))
+    with pytest.raises(DataError, match="is not a prepared tree"):
+        tune_module.node_tree(str(tree), _want(tree))
+
+
+def test_table_from_what_trials_reported_when_their_runs_are_on_other_nodes(tmp_path):
+    """Without shared storage a trial's run directory stays on its node: the row comes from its reports to Ray."""
+    from types import SimpleNamespace
+
+    class RayTaskError(Exception):  # as Ray wraps a trial's exception: a traceback, the cause kept
+        cause = ConfigError("node x: refused")
+
+    def result(trial, metrics, error=None):
+        return SimpleNamespace(metrics={"trial_id": trial, **metrics}, config={"lr0": 0.01}, error=error,
+                               path=str(tmp_path / "ray" / trial))  # fmt: skip
+
+    grid = [result("a", {"best_val_top1": 0.5, tune_module.METRIC: 0.4, "epoch": 2, "node_ip": "10.0.0.2"}),
+            result("b", {"best_val_top1": 0.7, tune_module.METRIC: 0.6, "epoch": 3, "finished": 1,
+                         "node_ip": "10.0.0.3"}),
+            result("c", {}, RayTaskError("ray::ImplicitFunc.train()\n  File x\nConfigError: refused"))]  # fmt: skip
+    table = tune_module._table(grid, ["lr0"], tmp_path / "trials", epochs=3).set_index("trial")
+    assert table.index.tolist() == ["b", "a", "c"]  # best first
+    assert table.loc["b", ["status", "best_val_top1", "epochs_run", "node"]].tolist() == [
+        "completed",
+        0.7,
+        3,
+        "10.0.0.3",
+    ]
+    assert table.loc["a", ["status", "best_val_top1", "epochs_run"]].tolist() == ["stopped", 0.5, 2]  # by ASHA
+    assert table.loc["c", "status"] == "error" and table.loc["c", "error"] == "ConfigError: node x: refused"
+
+
 # --- multi-GPU: argument handling without GPUs ----------------------------------------------
 
 
