@@ -187,18 +187,20 @@ class RayCluster:
             except RuntimeError as e:
                 left.append(str(e))
         for node in self.nodes:
-            alive = {pid for pid in node.pids if _alive(pid) and os.getsid(pid) == node.session}
+            alive = {pid for pid in node.pids if _alive(pid, node.session)}
             left += [f"{node.name}: process {pid} alive" for pid in sorted(alive)]
             left += [f"{node.name}: port {p} still bound" for p in node.ports if port_listened(p)]
         if self.port and port_listened(self.port):
             left.append(f"head: GCS port {self.port} still bound")
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.stopped_clean = not left
         return left
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, session: int) -> bool:
+    """Whether `pid` is still a live process of `session` (not a zombie, not a new process that reuses the id)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0] != "Z" and int(fields[3]) == session
