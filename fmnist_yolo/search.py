@@ -240,6 +240,11 @@ def tune(**kwargs: Any) -> pd.DataFrame:
         ray.shutdown()
     table = _table(grid, list(space), out / "trials", epochs)
     write_text(out / RESULTS, table.to_csv(index=False))
+    failed = table[table["status"] == "error"]
+    if len(failed) and len(failed) < len(table):  # all failed: _write_best says so, as an error
+        first = failed.iloc[0]
+        warn(f"{len(failed)} of {len(table)} trials failed ({out / RESULTS}, status error); the first, trial "
+             f"{first['trial']}: {first['error']}")  # fmt: skip
     _write_best(out / BEST, table, list(space), resolved, time.time() - t0)
     table.attrs["dir"] = str(out)  # the search's directory: tune_results.csv, best_hyperparameters.yaml, trials/
     if parent is not None:

@@ -115,9 +115,12 @@ def test_a_node_whose_tree_differs_refuses_and_the_search_goes_on(cluster, tmp_p
     proc = tune(cluster, tmp_path, ["iterations=2", "epochs=1", f"project={tmp_path}", "name=t"])
     code, err = finish(proc)
     assert code == 0, err[-3000:]
-    table = pd.read_csv(tmp_path / "t" / "tune_results.csv").set_index("status")
+    table = pd.read_csv(tmp_path / "t" / "tune_results.csv", dtype={"trial": str}).set_index("status")
     assert sorted(table.index) == ["completed", "error"]
     line = table.loc["error", "error"]
+    csv = tmp_path / "t" / "tune_results.csv"
+    warning = f"WARNING: 1 of 2 trials failed ({csv}, status error); the first, trial {table.loc['error', 'trial']}: "
+    assert warning + line in err  # the user sees why, not only that
     assert "\n" not in line and line.startswith("DataError: node ") and str(cluster.worker_tree) in line
     assert f"holds tree {theirs[:16]}, the search's is {ours[:16]}" in line
     assert provenance(table.loc["completed", "run"])["data"]["tree"] == str(cluster.tree)
