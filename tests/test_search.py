@@ -3,6 +3,7 @@
 import builtins
 import importlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -167,6 +168,44 @@ def test_a_node_whose_tree_differs_refuses_in_one_line(tree, source, tmp_path, m
     monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "mine"))
     with pytest.raises(DataError, match="is not a prepared tree"):
         tune_module.node_tree(str(tree), _want(tree))
+
+
+def test_trial_logs_to_the_drivers_store_trains_on_its_nodes_tree_and_reports_a_summary(tree, tmp_path, monkeypatch):
+    """_trial in a worker, at its boundaries (Ray's context and report, train): the driver's MLflow store and parent
+    run win over the node's environment; every epoch but the last is reported, then a summary with the last."""
+    from types import SimpleNamespace
+
+    import ultralytics.utils.callbacks.raytune as stock_reporter
+    from ray import tune as ray_tune
+
+    from fmnist_yolo.tracking import PARENT_ENV
+
+    for key in (PARENT_ENV, "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(key, "")  # restored after the test: _trial sets them for its worker process
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////on/the/node.db")  # what the node's environment says
+    monkeypatch.setattr(stock_reporter, "callbacks", stock_reporter.callbacks)
+    reports, seen = [], {}
+    monkeypatch.setattr(ray_tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "x_00000"))
+    monkeypatch.setattr(ray_tune, "report", reports.append)
+
+    def train(callbacks, **kwargs):
+        seen.update(kwargs, uri=os.environ["MLFLOW_TRACKING_URI"], experiment=os.environ["MLFLOW_EXPERIMENT_NAME"],
+                    parent=os.environ[PARENT_ENV])  # fmt: skip
+        for epoch, top1 in enumerate((0.3, 0.5)):
+            callbacks["on_fit_epoch_end"](SimpleNamespace(epoch=epoch, epochs=2, metrics={tune_module.METRIC: top1}))
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "results.csv").write_text("epoch,metrics/accuracy_top1,metrics/accuracy_top5\n1,0.3,0.8\n2,0.5,0.9\n")
+        return SimpleNamespace(dir=run)
+
+    monkeypatch.setattr(train_module, "train", train)
+    tracking = {"MLFLOW_TRACKING_URI": "http://driver:5000", "MLFLOW_EXPERIMENT_NAME": "search"}
+    tune_module._trial({"lr0": 0.01}, base={"data": str(tree), "epochs": 2}, parent="run123", tree=_want(tree),
+                       tracking=tracking)  # fmt: skip
+    assert (seen["uri"], seen["experiment"], seen["parent"]) == ("http://driver:5000", "search", "run123")
+    assert seen["data"] == str(tree) and seen["lr0"] == 0.01 and seen["name"] == "trial_x_00000"
+    assert [r["epoch"] for r in reports] == [1, 2] and reports[0]["best_val_top1"] == 0.3
+    assert reports[-1] == {tune_module.METRIC: 0.5, "best_val_top1": 0.5, "epoch": 2, "finished": 1}
 
 
 def test_table_from_what_trials_reported_when_their_runs_are_on_other_nodes(tmp_path):
