@@ -140,7 +140,7 @@ def node_tree(tree: str, want: dict) -> str:
 
     root = os.environ.get(DATA_ENV)
     local = Path(root).absolute() / Path(tree).name if root else Path(tree)
-    found = content_checksum(local)
+    found, prepared = content_checksum(local), ""
     if found is None:
         if local.exists():
             raise DataError(f"{_node()}: {local} is not a prepared tree (no readable manifest.json); move it away "
@@ -149,11 +149,11 @@ def node_tree(tree: str, want: dict) -> str:
         source = resolve_source(None, raw_dir=local.parent / DEFAULTS.raw_dir.relative_to(DEFAULTS.out.parent))
         prepare(source=source.dir, out=local, val_size=want["val_size"], split_seed=want["split_seed"],
                 verify=want["verify"], workers=want["workers"], progress=False, link=False)  # fmt: skip
-        found = content_checksum(local)
+        found, prepared = content_checksum(local), f" (prepared here from {source.dir}, {source.origin})"
     if found != want["checksum"]:
-        raise DataError(f"{_node()}: {local} holds tree {found[:16]}, the search's is {want['checksum'][:16]} "
-                        f"({tree} on the driver); move it away (a trial here then prepares it) or set {DATA_ENV} "
-                        "elsewhere")  # fmt: skip
+        raise DataError(f"{_node()}: {local}{prepared} holds tree {found[:16]}, the search's is "
+                        f"{want['checksum'][:16]} ({tree} on the driver); move it away (a trial here then prepares "
+                        f"it) or set {DATA_ENV} elsewhere")  # fmt: skip
     return str(local)
 
 

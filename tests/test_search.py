@@ -14,7 +14,7 @@ import fmnist_yolo
 from fmnist_yolo import prepare
 from fmnist_yolo.errors import ConfigError
 from fmnist_yolo.training.trainer import Trainer
-from tests.conftest import require, run_cli
+from tests.conftest import require, run_cli, synthetic_arrays, write_source
 
 args_module = importlib.import_module("fmnist_yolo.training.args")
 train_module = importlib.import_module("fmnist_yolo.training.train")
@@ -164,6 +164,12 @@ def test_a_node_whose_tree_differs_refuses_in_one_line(tree, source, tmp_path, m
     line = str(e.value)
     assert "\n" not in line and line.startswith("node ") and str(theirs) in line
     assert f"holds tree {content_checksum(theirs)[:16]}, the search's is {content_checksum(tree)[:16]}" in line
+    other = tmp_path / "other-source"  # a node whose own sources hold other images: it says where it prepared from
+    write_source(other, synthetic_arrays(seed=1))
+    monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "fresh"))
+    monkeypatch.setenv("FMNIST_SOURCE", str(other))
+    with pytest.raises(DataError, match=rf"tree \(prepared here from {other}, \$FMNIST_SOURCE\) holds tree "):
+        tune_module.node_tree(str(tree), _want(tree))
     (tmp_path / "mine" / "tree").mkdir(parents=True)  # something else under the tree's name: not replaced
     monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "mine"))
     with pytest.raises(DataError, match="is not a prepared tree"):
