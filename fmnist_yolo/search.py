@@ -11,7 +11,8 @@ import pandas as pd
 import yaml
 
 from . import compat
-from .errors import ConfigError, FmnistError
+from .config import DEFAULTS
+from .errors import ConfigError, DataError, FmnistError, warn
 from .files import write_text
 from .rundir import load_history, read_provenance, write_provenance
 
@@ -36,6 +37,7 @@ SPACE = {
 }
 EXPERIMENT_KEYS = ("recipe", "model", "imgsz", "fast", "optimizer", "batch", "cos_lr")  # kept in the best config
 TUNE_KEYS = {"iterations", "grace_period", "address", "gpu_per_trial", "cpu_per_trial", "space"}
+DATA_ENV = "FMNIST_YOLO_DATA"  # on a node of a cluster: the directory holding that node's trees (its datasets/)
 
 
 def _ray():
@@ -95,8 +97,11 @@ def _absolute(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _trial(config: dict, base: dict, report_last: bool, parent: str | None = None) -> None:
-    """One trial, in a Ray worker: a normal fmnist-yolo run that reports val metrics after each epoch."""
+def _trial(
+    config: dict, base: dict, parent: str | None = None, tree: dict | None = None, tracking: dict | None = None
+) -> None:
+    """One trial, in a Ray worker: a normal fmnist-yolo run that reports val metrics after each epoch but the last,
+    and a summary once it has finished (so that the table needs nothing from this node's disk)."""
     from ray import tune
 
     from .tracking import PARENT_ENV
@@ -104,18 +109,64 @@ def _trial(config: dict, base: dict, report_last: bool, parent: str | None = Non
 
     if parent:
         os.environ[PARENT_ENV] = parent  # the trial's MLflow run nests under the search's
+        os.environ.update(tracking or {})  # in the search's store: this node's environment may name another
+    data = node_tree(base["data"], tree) if tree else base["data"]
 
     compat.drop_stock_raytune_reporter()  # it would report best.pt's final evaluation as one more epoch
+    best = []
 
     def report(trainer) -> None:
-        # Not the final evaluation of best.pt; under ASHA not the last epoch either: a scheduler decision there
-        # could only kill a finished trial before its final validation and provenance (results.csv has that epoch).
-        if trainer.epoch + 1 < trainer.epochs or (report_last and trainer.epoch < trainer.epochs):
-            tune.report({**trainer.metrics, "epoch": trainer.epoch + 1})
+        # Not the last epoch: a scheduler decision there could only kill a finished trial before its final
+        # validation and provenance; the summary below reports it. Nor the final evaluation of best.pt.
+        best.append(trainer.metrics.get(METRIC, float("nan")))
+        if trainer.epoch + 1 < trainer.epochs:
+            tune.report({**trainer.metrics, "epoch": trainer.epoch + 1, "best_val_top1": max(best)})
 
     trial = tune.get_context().get_trial_id()
-    train(**base, **config, name=f"trial_{trial}", evaluate_test=False, exist_ok=True,
-          callbacks={"on_fit_epoch_end": report})  # fmt: skip
+    run = train(**{**base, "data": data}, **config, name=f"trial_{trial}", evaluate_test=False, exist_ok=True,
+                callbacks={"on_fit_epoch_end": report})  # fmt: skip
+    history = load_history(run.dir)
+    tune.report({METRIC: float(history["val_top1"].iloc[-1]), "best_val_top1": float(history["val_top1"].max()),
+                 "epoch": int(history["epoch"].max()), "finished": 1})  # fmt: skip
+
+
+def node_tree(tree: str, want: dict) -> str:
+    """The search's tree on this node: $FMNIST_YOLO_DATA/<its name> when set, else the driver's own path; prepared
+    there when missing, from this node's sources by the driver's options, and used only when what it holds (its
+    content checksum) is what the driver's holds: a node whose tree differs refuses, in one line."""
+    from .data.prepare import prepare
+    from .data.sources import resolve_source
+    from .data.tree import content_checksum
+
+    root = os.environ.get(DATA_ENV)
+    local = Path(root).absolute() / Path(tree).name if root else Path(tree)
+    found, prepared = content_checksum(local), ""
+    if found is None:
+        if local.exists():
+            raise DataError(f"{_node()}: {local} is not a prepared tree (no readable manifest.json); move it away "
+                            "and a trial here prepares it")  # fmt: skip
+        # The same rules as `prepare` ($FMNIST_SOURCE, the raw dir beside the tree, Debian's package, a download)
+        source = resolve_source(None, raw_dir=local.parent / DEFAULTS.raw_dir.relative_to(DEFAULTS.out.parent))
+        prepare(source=source.dir, out=local, val_size=want["val_size"], split_seed=want["split_seed"],
+                verify=want["verify"], workers=want["workers"], progress=False, link=False)  # fmt: skip
+        found, prepared = content_checksum(local), f" (prepared here from {source.dir}, {source.origin})"
+    if found != want["checksum"]:
+        raise DataError(f"{_node()}: {local}{prepared} holds tree {found[:16]}, the search's is "
+                        f"{want['checksum'][:16]} ({tree} on the driver); move it away (a trial here then prepares "
+                        f"it) or set {DATA_ENV} elsewhere")  # fmt: skip
+    return str(local)
+
+
+def _node() -> str:
+    """This Ray node, for messages: host, IP and node id."""
+    import socket
+
+    import ray
+
+    if not ray.is_initialized():  # not in a Ray worker
+        return f"node {socket.gethostname()}"
+    node_id = ray.get_runtime_context().get_node_id()
+    return f"node {socket.gethostname()} {ray.util.get_node_ip_address()} ({node_id[:12]})"
 
 
 def tune(**kwargs: Any) -> pd.DataFrame:
@@ -124,15 +175,17 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     Args:
         iterations: trials (default 10). grace_period: epochs before ASHA may stop a trial (default 1).
         address: an existing Ray cluster to join ("auto" or "ray://host:10001"); default a local Ray.
-        gpu_per_trial / cpu_per_trial: resources per trial (default 0 GPUs, all cores).
+        gpu_per_trial / cpu_per_trial: resources per trial (default 0 GPUs, the CPUs of the smallest node: locally
+            all cores).
         space: a YAML file or dict replacing the default search space (fmnist_yolo.tune.SPACE).
         project / name: where the search's directory goes (default runs/classify/tune).
 
     Returns:
-        One row per trial (its hyperparameters, best val top-1, epochs run, status, run dir), best first; also
+        One row per trial (its hyperparameters, best val top-1, epochs run, status, node, run dir), best first; also
         written as RUN_DIR/tune_results.csv, with the best configuration as RUN_DIR/best_hyperparameters.yaml.
     """
     from .data.prepare import ensure_tree
+    from .data.tree import content_checksum, read_manifest
     from .training.args import check_keys, device_count, resolve_args, valid_keys
     from .training.train import project_dir
 
@@ -142,7 +195,7 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     grace = int(kwargs.pop("grace_period", 1))
     address = kwargs.pop("address", None)
     gpus = float(kwargs.pop("gpu_per_trial", 0) or 0)
-    cpus = float(kwargs.pop("cpu_per_trial", 0) or os.cpu_count() or 1)
+    cpus = float(kwargs.pop("cpu_per_trial", 0) or 0)  # 0: decided once the cluster's nodes are known
     space_spec = kwargs.pop("space", None)
     project = Path(project_dir(kwargs.pop("project", None)))  # as train resolves it
     name = kwargs.pop("name", None) or "tune"
@@ -151,6 +204,12 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     if device_count(resolved.get("device")) > 1:
         raise ConfigError("tune: one device per trial (gpu_per_trial=1); drop the multi-GPU device= list")
     tree = ensure_tree(resolved["data"])
+    manifest = read_manifest(tree)
+    # What a node's copy of the tree must hold, and how a node without one prepares it (None: the user's own tree,
+    # without a manifest, used as it is at the same path on every node)
+    options = (manifest or {}).get("options", {})
+    want = manifest and {"checksum": content_checksum(tree), "val_size": options.get("val"),
+                         "split_seed": options.get("seed"), "verify": bool(manifest.get("verified"))}  # fmt: skip
     out = _unique_dir(project / name, bool(kwargs.pop("exist_ok", False)))
     kwargs.pop("evaluate_test", None)  # trials never evaluate on test
     base = _absolute({**kwargs, "data": tree, "project": out / "trials"})
@@ -158,13 +217,18 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     # Trials log to their run directories; the driver shows Ray's trial status table only.
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
     t0 = time.time()
-    parent = _parent_run(out.name, resolved)
+    parent = None
     try:
+        cpus, gpus = _resources(ray.nodes(), cpus, gpus)
+        parent = _parent_run(out.name, resolved, address)
+        if parent is None:
+            base["mlflow"] = False  # an untracked search has untracked trials, whatever each node's settings say
         # ASHA decides at epochs grace, 3 grace, ... below the last; too few epochs for a rung: every trial runs out.
-        asha = grace < epochs
         scheduler = (rt.schedulers.ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=grace,
-                                                 reduction_factor=3) if asha else None)  # fmt: skip
-        trainable = rt.with_parameters(_trial, base=base, report_last=not asha, parent=parent and parent.run_id)
+                                                 reduction_factor=3) if grace < epochs else None)  # fmt: skip
+        trainable = rt.with_parameters(_trial, base=base, parent=parent and parent.run_id,
+                                       tree=want and {**want, "workers": max(1, int(cpus))},
+                                       tracking=parent and _tracking_env())  # fmt: skip
         trainable = rt.with_resources(trainable, {"cpu": cpus, "gpu": gpus})
         tuner = rt.Tuner(
             trainable, param_space=space,
@@ -176,6 +240,11 @@ def tune(**kwargs: Any) -> pd.DataFrame:
         ray.shutdown()
     table = _table(grid, list(space), out / "trials", epochs)
     write_text(out / RESULTS, table.to_csv(index=False))
+    failed = table[table["status"] == "error"]
+    if len(failed) and len(failed) < len(table):  # all failed: _write_best says so, as an error
+        first = failed.iloc[0]
+        warn(f"{len(failed)} of {len(table)} trials failed ({out / RESULTS}, status error); the first, trial "
+             f"{first['trial']}: {first['error']}")  # fmt: skip
     _write_best(out / BEST, table, list(space), resolved, time.time() - t0)
     table.attrs["dir"] = str(out)  # the search's directory: tune_results.csv, best_hyperparameters.yaml, trials/
     if parent is not None:
@@ -183,12 +252,35 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     return table
 
 
-def _parent_run(name: str, resolved: dict):
+def _resources(nodes: list[dict], cpus: float, gpus: float) -> tuple[float, float]:
+    """A trial's CPUs and GPUs. cpu_per_trial defaults to the CPUs of the smallest node that has any, so that every
+    node takes trials (locally: all cores, one trial at a time); what no node can hold is refused here, where Ray
+    would wait for such a node forever."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    cpus = cpus or min((r["CPU"] for r in alive if r.get("CPU")), default=1.0)
+    if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in alive):
+        have = "; ".join(f"{r.get('CPU', 0):g} CPU, {r.get('GPU', 0):g} GPU" for r in alive)
+        raise ConfigError(f"cpu_per_trial={cpus:g} gpu_per_trial={gpus:g}: no node of the Ray cluster has that much "
+                          f"(its nodes: {have})")  # fmt: skip
+    return cpus, gpus
+
+
+def _tracking_env() -> dict[str, str]:
+    """The driver's MLflow store and experiment, for trials whose node's environment may say otherwise."""
+    from . import tracking
+
+    return {"MLFLOW_TRACKING_URI": tracking.tracking_uri(), "MLFLOW_EXPERIMENT_NAME": tracking.experiment_name()}
+
+
+def _parent_run(name: str, resolved: dict, address: str | None):
     """The search's own MLflow run, under which every trial's run is nested (None when not tracking)."""
     from . import tracking
 
     if not tracking.enabled(resolved.get("mlflow")):
         return None
+    if address and tracking.tracking_uri().startswith("sqlite:"):
+        warn(f"MLflow store {tracking.tracking_uri()} is a file on this machine: trials on other nodes of the "
+             "cluster log into their own copy; set MLFLOW_TRACKING_URI to a tracking server (http://...)")  # fmt: skip
     parent = tracking.Tracker(name).start({"fmnist.search": "ray tune, ASHA on val top-1"})
     if parent.ok:
         tracking.end_active()  # trials start their own runs in their processes, nested by the parent tag
@@ -206,35 +298,48 @@ def _unique_dir(path: Path, exist_ok: bool) -> Path:
 
 
 def _table(grid, keys: list[str], trials: Path, epochs: int) -> pd.DataFrame:
-    """One row per trial, best val top-1 first; trials ASHA stopped are marked so in their fmnist_yolo.json too."""
+    """One row per trial, best val top-1 first; trials ASHA stopped are marked so in their fmnist_yolo.json too.
+
+    From each trial's results.csv where the driver sees it, else (its node's disk) from what it reported to Ray."""
     rows = []
     for result in grid:
-        trial = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        status = "error" if result.error else _settle(trials / f"trial_{trial}", epochs)
-        history = result.metrics_dataframe
-        if (trials / f"trial_{trial}" / "results.csv").is_file():  # every epoch, the last one included
-            history = load_history(trials / f"trial_{trial}").rename(columns={"val_top1": METRIC})
-        has = history is not None and METRIC in history
+        metrics = result.metrics or {}
+        trial = metrics.get("trial_id") or Path(result.path).name
+        run = trials / f"trial_{trial}"
+        best, epochs_run = metrics.get("best_val_top1", metrics.get(METRIC, float("nan"))), metrics.get("epoch", 0)
+        if (run / "results.csv").is_file():  # every epoch, the last one included
+            history = load_history(run)
+            best, epochs_run = history["val_top1"].max(), history["epoch"].max()
+        status = "error" if result.error else _settle(run, epochs)
+        if status is None:  # its provenance is on the node that ran it
+            status = "completed" if metrics.get("finished") else "stopped" if metrics else "unknown"
         rows.append({
             "trial": trial, "status": status,
             **{k: result.config.get(k) for k in keys},
-            "best_val_top1": float(history[METRIC].max()) if has else float("nan"),
-            "epochs_run": int(history["epoch"].max()) if has else 0,
-            "run": str(trials / f"trial_{trial}"),
-            "error": str(result.error).splitlines()[0] if result.error else "",
+            "best_val_top1": float(best), "epochs_run": int(epochs_run),
+            "node": metrics.get("node_ip", ""), "run": str(run),
+            "error": _error_line(result.error) if result.error else "",
         })  # fmt: skip
     table = pd.DataFrame(rows).sort_values("best_val_top1", ascending=False, na_position="last")
     return table.reset_index(drop=True)
 
 
-def _settle(run_dir: Path, epochs: int) -> str:
-    """'completed', or 'stopped' for a trial ASHA ended early (its provenance still says running: Ray killed it)."""
+def _error_line(error: BaseException) -> str:
+    """A failed trial's error in one line: the trial's own exception (Ray wraps it in a traceback), else Ray's."""
+    cause = getattr(error, "cause", None) or error
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1].strip() if lines else ''}"
+
+
+def _settle(run_dir: Path, epochs: int) -> str | None:
+    """'completed', or 'stopped' for a trial ASHA ended early (its provenance still says running: Ray killed it);
+    None when the driver does not see its provenance (on another machine of a cluster, or never started)."""
     try:
         record = read_provenance(run_dir)
     except FmnistError:
         return "unknown"  # damaged
     if record is None:
-        return "unknown"  # on another machine of a cluster, or never started
+        return None
     if record.status == "finished":
         return "completed"
     if record.status == "running":

@@ -3,6 +3,7 @@
 import builtins
 import importlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ import fmnist_yolo
 from fmnist_yolo import prepare
 from fmnist_yolo.errors import ConfigError
 from fmnist_yolo.training.trainer import Trainer
-from tests.conftest import require, run_cli
+from tests.conftest import require, run_cli, synthetic_arrays, write_source
 
 args_module = importlib.import_module("fmnist_yolo.training.args")
 train_module = importlib.import_module("fmnist_yolo.training.train")
@@ -119,6 +120,125 @@ def test_asha_stops_the_weak_trial_and_ranks_the_rest(tmp_path):
     assert len(kept) == 2 and (kept["epochs_run"] == 3).all()
     assert table["best_val_top1"].tolist() == sorted(table["best_val_top1"], reverse=True)  # best first
     assert table["best_val_top1"].iloc[0] > weak["best_val_top1"] + 0.1  # and the ranking is not a tie
+
+
+def test_cpu_per_trial_defaults_to_the_smallest_node_and_what_no_node_holds_is_refused():
+    nodes = [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}}, {"Alive": True, "Resources": {"CPU": 1.0}},
+             {"Alive": True, "Resources": {"memory": 1.0}}, {"Alive": False, "Resources": {"CPU": 0.5}}]  # fmt: skip
+    assert tune_module._resources(nodes, 0, 0) == (1.0, 0)  # the 1-CPU node takes trials too; dead ones don't count
+    assert tune_module._resources(nodes, 2, 1) == (2, 1)
+    with pytest.raises(
+        ConfigError, match=r"cpu_per_trial=8 gpu_per_trial=0: no node .* \(its nodes: 4 CPU, 1 GPU; 1 CPU"
+    ):
+        tune_module._resources(nodes, 8, 0)
+    with pytest.raises(ConfigError, match="cpu_per_trial=1 gpu_per_trial=1: no node"):
+        tune_module._resources(nodes[1:], 1, 1)
+
+
+def _want(tree: Path, workers: int = 1) -> dict:
+    from fmnist_yolo.data.tree import content_checksum
+
+    return {"checksum": content_checksum(tree), "val_size": 20, "split_seed": 0, "verify": False, "workers": workers}
+
+
+def test_a_node_without_the_tree_prepares_it_under_its_data_root(tree, source, tmp_path, monkeypatch):
+    from fmnist_yolo.data.tree import content_checksum
+
+    monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "node"))
+    monkeypatch.setenv("FMNIST_SOURCE", str(source))
+    local = tune_module.node_tree(str(tree), _want(tree))
+    assert local == str(tmp_path / "node" / "tree") and content_checksum(local) == content_checksum(tree)
+    monkeypatch.delenv(tune_module.DATA_ENV)
+    assert tune_module.node_tree(str(tree), _want(tree)) == str(tree)  # unset: the driver's own path
+
+
+def test_a_node_whose_tree_differs_refuses_in_one_line(tree, source, tmp_path, monkeypatch):
+    from fmnist_yolo.data.tree import content_checksum
+    from fmnist_yolo.errors import DataError
+
+    theirs = prepare(source=source, out=tmp_path / "node" / "tree", val_size=30, verify=False, workers=1,
+                     progress=False)  # fmt: skip
+    monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "node"))
+    with pytest.raises(DataError) as e:
+        tune_module.node_tree(str(tree), _want(tree))
+    line = str(e.value)
+    assert "\n" not in line and line.startswith("node ") and str(theirs) in line
+    assert f"holds tree {content_checksum(theirs)[:16]}, the search's is {content_checksum(tree)[:16]}" in line
+    other = tmp_path / "other-source"  # a node whose own sources hold other images: it says where it prepared from
+    write_source(other, synthetic_arrays(seed=1))
+    monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "fresh"))
+    monkeypatch.setenv("FMNIST_SOURCE", str(other))
+    with pytest.raises(DataError, match=rf"tree \(prepared here from {other}, \$FMNIST_SOURCE\) holds tree "):
+        tune_module.node_tree(str(tree), _want(tree))
+    (tmp_path / "mine" / "tree").mkdir(parents=True)  # something else under the tree's name: not replaced
+    monkeypatch.setenv(tune_module.DATA_ENV, str(tmp_path / "mine"))
+    with pytest.raises(DataError, match="is not a prepared tree"):
+        tune_module.node_tree(str(tree), _want(tree))
+
+
+def test_trial_logs_to_the_drivers_store_trains_on_its_nodes_tree_and_reports_a_summary(tree, tmp_path, monkeypatch):
+    """_trial in a worker, at its boundaries (Ray's context and report, train): the driver's MLflow store and parent
+    run win over the node's environment; every epoch but the last is reported, then a summary with the last."""
+    from types import SimpleNamespace
+
+    import ultralytics.utils.callbacks.raytune as stock_reporter
+    from ray import tune as ray_tune
+
+    from fmnist_yolo.tracking import PARENT_ENV
+
+    for key in (PARENT_ENV, "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(key, "")  # restored after the test: _trial sets them for its worker process
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////on/the/node.db")  # what the node's environment says
+    monkeypatch.setattr(stock_reporter, "callbacks", stock_reporter.callbacks)
+    reports, seen = [], {}
+    monkeypatch.setattr(ray_tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "x_00000"))
+    monkeypatch.setattr(ray_tune, "report", reports.append)
+
+    def train(callbacks, **kwargs):
+        seen.update(kwargs, uri=os.environ["MLFLOW_TRACKING_URI"], experiment=os.environ["MLFLOW_EXPERIMENT_NAME"],
+                    parent=os.environ[PARENT_ENV])  # fmt: skip
+        for epoch, top1 in enumerate((0.3, 0.5)):
+            callbacks["on_fit_epoch_end"](SimpleNamespace(epoch=epoch, epochs=2, metrics={tune_module.METRIC: top1}))
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "results.csv").write_text("epoch,metrics/accuracy_top1,metrics/accuracy_top5\n1,0.3,0.8\n2,0.5,0.9\n")
+        return SimpleNamespace(dir=run)
+
+    monkeypatch.setattr(train_module, "train", train)
+    tracking = {"MLFLOW_TRACKING_URI": "http://driver:5000", "MLFLOW_EXPERIMENT_NAME": "search"}
+    tune_module._trial({"lr0": 0.01}, base={"data": str(tree), "epochs": 2}, parent="run123", tree=_want(tree),
+                       tracking=tracking)  # fmt: skip
+    assert (seen["uri"], seen["experiment"], seen["parent"]) == ("http://driver:5000", "search", "run123")
+    assert seen["data"] == str(tree) and seen["lr0"] == 0.01 and seen["name"] == "trial_x_00000"
+    assert [r["epoch"] for r in reports] == [1, 2] and reports[0]["best_val_top1"] == 0.3
+    assert reports[-1] == {tune_module.METRIC: 0.5, "best_val_top1": 0.5, "epoch": 2, "finished": 1}
+
+
+def test_table_from_what_trials_reported_when_their_runs_are_on_other_nodes(tmp_path):
+    """Without shared storage a trial's run directory stays on its node: the row comes from its reports to Ray."""
+    from types import SimpleNamespace
+
+    class RayTaskError(Exception):  # as Ray wraps a trial's exception: a traceback, the cause kept
+        cause = ConfigError("node x: refused")
+
+    def result(trial, metrics, error=None):
+        return SimpleNamespace(metrics={"trial_id": trial, **metrics}, config={"lr0": 0.01}, error=error,
+                               path=str(tmp_path / "ray" / trial))  # fmt: skip
+
+    grid = [result("a", {"best_val_top1": 0.5, tune_module.METRIC: 0.4, "epoch": 2, "node_ip": "10.0.0.2"}),
+            result("b", {"best_val_top1": 0.7, tune_module.METRIC: 0.6, "epoch": 3, "finished": 1,
+                         "node_ip": "10.0.0.3"}),
+            result("c", {}, RayTaskError("ray::ImplicitFunc.train()\n  File x\nConfigError: refused"))]  # fmt: skip
+    table = tune_module._table(grid, ["lr0"], tmp_path / "trials", epochs=3).set_index("trial")
+    assert table.index.tolist() == ["b", "a", "c"]  # best first
+    assert table.loc["b", ["status", "best_val_top1", "epochs_run", "node"]].tolist() == [
+        "completed",
+        0.7,
+        3,
+        "10.0.0.3",
+    ]
+    assert table.loc["a", ["status", "best_val_top1", "epochs_run"]].tolist() == ["stopped", 0.5, 2]  # by ASHA
+    assert table.loc["c", "status"] == "error" and table.loc["c", "error"] == "ConfigError: node x: refused"
 
 
 # --- multi-GPU: argument handling without GPUs ----------------------------------------------

@@ -40,3 +40,24 @@ def test_an_edited_file_list_is_refused(tree):
     listing.write_text(listing.read_text().replace("train/", "train//", 1))
     with pytest.raises(DataError, match="files.sha256: does not match the hash recorded in manifest.json"):
         read_listing(tree, read_manifest(tree))
+
+
+def test_content_checksum_is_what_the_tree_holds_not_where_its_sources_lay(tree, source, tmp_path):
+    """A copy of the sources elsewhere, with other mtimes (a download on another machine): the manifest file differs,
+    its content checksum does not; another hold-out changes both."""
+    import os
+    import shutil
+
+    from fmnist_yolo.data.tree import content_checksum
+
+    copy = shutil.copytree(source, tmp_path / "elsewhere" / "src")
+    for f in copy.iterdir():
+        os.utime(f, (1e9, 1e9))
+    again = prepare(
+        source=copy, out=tmp_path / "elsewhere" / "fm", val_size=10, verify=False, workers=1, progress=False
+    )
+    assert manifest_checksum(again) != manifest_checksum(tree)
+    assert content_checksum(again) == content_checksum(tree) and len(content_checksum(tree)) == 64
+    other = prepare(source=copy, out=tmp_path / "other", val_size=20, verify=False, workers=1, progress=False)
+    assert content_checksum(other) != content_checksum(tree)
+    assert content_checksum(tmp_path / "nothing") is None

@@ -40,6 +40,22 @@ def manifest_checksum(tree: Path) -> str | None:
         return None
 
 
+MACHINE_FIELDS = ("path", "size", "mtime_ns", "verified")  # a source's record that says where it lay, not what it held
+
+
+def content_checksum(tree: Path) -> str | None:
+    """SHA-256 of what a tree holds: its manifest less where its sources lay on the machine that prepared it (path,
+    size, mtime, whether checked) and which fmnist-yolo wrote it. Equal on every machine that prepared the same data
+    with the same options; the manifest file's own checksum is not (a download's mtime differs). None: no manifest."""
+    manifest = read_manifest(tree)
+    if manifest is None:
+        return None
+    content = {k: v for k, v in manifest.items() if k not in ("fmnist_yolo", "verified")}
+    content["sources"] = {key: {k: v for k, v in record.items() if k not in MACHINE_FIELDS}
+                          for key, record in manifest.get("sources", {}).items()}  # fmt: skip
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def read_listing(tree: Path, manifest: dict) -> dict[str, str]:
     """files.sha256 as {relative path: sha256}, after checking it against the manifest's hash of it."""
     path = tree / CHECKSUMS
