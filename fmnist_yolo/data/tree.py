@@ -40,6 +40,23 @@ def manifest_checksum(tree: Path) -> str | None:
         return None
 
 
+def identity(tree: Path) -> dict:
+    """What makes a tree the same tree by content, from its manifest: the hash of its file list (every image's
+    SHA-256), the layout format and split options, and the sources it was prepared from (their payload hashes, and
+    their paths: where to rebuild it from). Not the manifest's own checksum, which also holds the sources' mtimes
+    and the package version. {} for a tree without a manifest."""
+    manifest = read_manifest(tree)
+    if not isinstance(manifest, dict):
+        return {}
+    sources = manifest.get("sources") or {}
+    return {
+        "files_sha256": manifest.get("files_sha256"), "format": manifest.get("format"),
+        "options": manifest.get("options"), "verified": manifest.get("verified"),
+        "sources": {k: {"path": v.get("path"), "payload_sha256": v.get("payload_sha256")} for k, v in sources.items()
+                    if isinstance(v, dict)},
+    }  # fmt: skip
+
+
 def read_listing(tree: Path, manifest: dict) -> dict[str, str]:
     """files.sha256 as {relative path: sha256}, after checking it against the manifest's hash of it."""
     path = tree / CHECKSUMS
