@@ -232,3 +232,21 @@ def test_warning_category(stock, monkeypatch):
     monkeypatch.setattr("fmnist_yolo.reproduce.recorded_tree", lambda *a: (_ for _ in ()).throw(DataError("stop")))
     with pytest.warns(FmnistWarning, match=r"python 2\.7 \(recorded"), pytest.raises(DataError, match="stop"):
         reproduce(stock.dir)
+
+
+def test_cli_exits_1_when_the_verdict_is_different(tmp_path, monkeypatch, capsys):
+    from fmnist_yolo.reproduce import Reproduction
+
+    report = {"reproduces": str(tmp_path / "a"), "run": str(tmp_path / "b"), "verdict": "different",
+              "parts_at_epoch": 3, "epochs": 5, "epochs_recorded": 5, "best_epoch": {"original": 5, "reproduction": 4},
+              "val_top1": {"original": 0.9, "reproduction": 0.8}}  # fmt: skip
+    run = type("Run", (), {"dir": tmp_path / "b"})()
+    monkeypatch.setattr(
+        "fmnist_yolo.reproduce.reproduce", lambda run_dir, **kw: Reproduction(run, tmp_path / "a", report)
+    )
+    code, out, err = run_cli(["reproduce", str(tmp_path / "a"), "epochs=5"], capsys)
+    assert code == 1 and f"{tmp_path / 'b'} reproduces {tmp_path / 'a'}: different, parting at epoch 3" in out
+    assert one_error(err) == (f"Error: {tmp_path / 'b'} does not reproduce {tmp_path / 'a'}: they part at epoch 3; "
+                              f"{tmp_path / 'b' / 'reproduction.json'} has every figure")  # fmt: skip
+    code, _, err = run_cli(["reproduce", "epoch=5"], capsys)
+    assert code == 1 and one_error(err) == "Error: unknown reproduce argument 'epoch'; did you mean 'epochs'?"
