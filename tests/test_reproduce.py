@@ -11,6 +11,8 @@ import fmnist_yolo
 from fmnist_yolo.errors import ConfigError, DataError, FmnistWarning, RunError
 from fmnist_yolo.reproduce import compare_runs, recorded_tree, reproduce, version_differences
 from fmnist_yolo.rundir import SCHEMA, read_provenance, read_reproduction
+from fmnist_yolo.training import train as train_module
+from fmnist_yolo.training.environment import git_state
 from tests.conftest import SYNTHETIC_RUN, one_error, run_cli, synthetic_arrays, write_source
 
 
@@ -42,7 +44,7 @@ def test_record_holds_what_reproduction_needs(stock, tree):
     manifest = json.loads((tree / "manifest.json").read_text())
     assert record.schema == SCHEMA == 3
     env = record.environment
-    assert len(env["commit"]) == 40 and isinstance(env["dirty"], bool)  # the tests run from a checkout
+    assert (env["commit"], env["dirty"]) == tuple(git_state()[k] for k in ("commit", "dirty"))  # None off a checkout
     assert (env["seed"], env["init_seed"], env["deterministic"], env["gpu"]) == (0, 0, True, None)
     assert env["torch_threads"] >= 1
     prepared = record.data["prepared"]
@@ -73,8 +75,8 @@ def test_stock_run_reproduced_identical(stock):
 
 def test_fast_run_reproduced_identical_with_a_changed_version_warned(tree, monkeypatch, capsys):
     run = _train(tree, "fast", fast=True)
-    real = fmnist_yolo.training.train.versions
-    monkeypatch.setattr("fmnist_yolo.training.train.versions", lambda: {**real(), "torch": "9.9.9"})
+    real = train_module.versions
+    monkeypatch.setattr(train_module, "versions", lambda: {**real(), "torch": "9.9.9"})
     code, out, err = run_cli(["reproduce", str(run.dir), "name=again"], capsys)
     assert code == 0, err[-3000:]
     warning = [line for line in err.splitlines() if line.startswith("WARNING") and "recorded with other" in line]
@@ -86,8 +88,8 @@ def test_fast_run_reproduced_identical_with_a_changed_version_warned(tree, monke
 
 
 def test_strict_refuses_another_version_before_training(stock, monkeypatch):
-    real = fmnist_yolo.training.train.versions
-    monkeypatch.setattr("fmnist_yolo.training.train.versions", lambda: {**real(), "ultralytics": "0.0.1"})
+    real = train_module.versions
+    monkeypatch.setattr(train_module, "versions", lambda: {**real(), "ultralytics": "0.0.1"})
     with pytest.raises(RunError, match=r"ultralytics 0\.0\.1 \(recorded .*\) \(strict=True refuses"):
         reproduce(stock.dir, name="refused", strict=True)
     assert not (stock.dir.parent / "refused").exists()
@@ -227,8 +229,8 @@ def test_an_older_record_is_read_and_its_unknowns_said(stock, tree, tmp_path):
 
 
 def test_warning_category(stock, monkeypatch):
-    real = fmnist_yolo.training.train.versions
-    monkeypatch.setattr("fmnist_yolo.training.train.versions", lambda: {**real(), "python": "2.7"})
+    real = train_module.versions
+    monkeypatch.setattr(train_module, "versions", lambda: {**real(), "python": "2.7"})
     monkeypatch.setattr("fmnist_yolo.reproduce.recorded_tree", lambda *a: (_ for _ in ()).throw(DataError("stop")))
     with pytest.warns(FmnistWarning, match=r"python 2\.7 \(recorded"), pytest.raises(DataError, match="stop"):
         reproduce(stock.dir)
