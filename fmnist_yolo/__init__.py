@@ -24,7 +24,7 @@ _API = {
     "load_history": "fmnist_yolo.rundir",
     "compare": "fmnist_yolo.analysis.compare",
     "report": "fmnist_yolo.analysis.report",
-    "reproduce": "fmnist_yolo.reproduce",
+    "reproduce": "fmnist_yolo.reproduction",
     "benchmark_table": "fmnist_yolo.analysis.published",
     "tune": "fmnist_yolo.search",
     "export": "fmnist_yolo.deploy",
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ impo
     from .deploy import export
     from .evaluation.evaluate import Evaluation, evaluate
     from .evaluation.predict import predict
-    from .reproduce import reproduce
+    from .reproduction import reproduce
     from .rundir import load_history
     from .search import tune
     from .training.args import recipes

@@ -176,7 +176,7 @@ def cmd_reproduce(words: list[str]) -> int:
     epochs=N reproduces the first N epochs on the recorded schedule; a recorded interruption and resume is
     replayed. Exit code 1 when the verdict is different.
     """
-    from .reproduce import reproduce
+    from .reproduction import reproduce
 
     pos, kv = _split(words, 1)
     _only(kv, {"run", "name", "device", "epochs", "strict", "data"}, "reproduce")

@@ -6,7 +6,7 @@
     RUN/weights/best.pt         best epoch on val;  RUN/weights/last.pt  the latest epoch (resume)
     RUN/weights/.last.safe.pt   an atomic copy of last.pt (Ultralytics writes last.pt in place)
     RUN/test_predictions.csv    best.pt's per-image test predictions (derived: rebuilt when stale)
-    RUN/reproduction.json       in a run made by `reproduce`: the run it reproduces and the verdict (reproduce.py)
+    RUN/reproduction.json       in a run made by `reproduce`: the run it reproduces and the verdict (reproduction.py)
     RUN/report.md, RUN/report/  the report (derived)
 
 Plain `yolo classify train` runs have the Ultralytics files only; every reader here accepts them.

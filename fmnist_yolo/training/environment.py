@@ -1,6 +1,6 @@
 """What a run ran on beyond the package versions: the project's commit, the seeds, determinism, threads and GPU.
 
-train.py records it in fmnist_yolo.json (`environment`) when training starts; reproduce.py compares with it.
+train.py records it in fmnist_yolo.json (`environment`) when training starts; reproduction.py compares with it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 
 import fmnist_yolo
 from fmnist_yolo.errors import ConfigError, DataError, FmnistWarning, RunError
-from fmnist_yolo.reproduce import compare_runs, recorded_tree, reproduce, version_differences
+from fmnist_yolo.reproduction import compare_runs, recorded_tree, reproduce, version_differences
 from fmnist_yolo.rundir import SCHEMA, read_provenance, read_reproduction
 from fmnist_yolo.training import train as train_module
 from fmnist_yolo.training.environment import git_state
@@ -56,7 +56,7 @@ def test_record_holds_what_reproduction_needs(stock, tree):
 
 
 def test_stock_run_reproduced_identical(stock):
-    result = reproduce(stock.dir)
+    result = fmnist_yolo.reproduce(stock.dir)  # the public function, also once its module is imported
     assert result.dir == stock.dir.parent / "stock-reproduce" and result.verdict == "identical"
     report = read_reproduction(result.dir)
     assert report == result.report and report["reproduces"] == str(stock.dir) and report["parts_at_epoch"] is None
@@ -231,20 +231,20 @@ def test_an_older_record_is_read_and_its_unknowns_said(stock, tree, tmp_path):
 def test_warning_category(stock, monkeypatch):
     real = train_module.versions
     monkeypatch.setattr(train_module, "versions", lambda: {**real(), "python": "2.7"})
-    monkeypatch.setattr("fmnist_yolo.reproduce.recorded_tree", lambda *a: (_ for _ in ()).throw(DataError("stop")))
+    monkeypatch.setattr("fmnist_yolo.reproduction.recorded_tree", lambda *a: (_ for _ in ()).throw(DataError("stop")))
     with pytest.warns(FmnistWarning, match=r"python 2\.7 \(recorded"), pytest.raises(DataError, match="stop"):
         reproduce(stock.dir)
 
 
 def test_cli_exits_1_when_the_verdict_is_different(tmp_path, monkeypatch, capsys):
-    from fmnist_yolo.reproduce import Reproduction
+    from fmnist_yolo.reproduction import Reproduction
 
     report = {"reproduces": str(tmp_path / "a"), "run": str(tmp_path / "b"), "verdict": "different",
               "parts_at_epoch": 3, "epochs": 5, "epochs_recorded": 5, "best_epoch": {"original": 5, "reproduction": 4},
               "val_top1": {"original": 0.9, "reproduction": 0.8}}  # fmt: skip
     run = type("Run", (), {"dir": tmp_path / "b"})()
     monkeypatch.setattr(
-        "fmnist_yolo.reproduce.reproduce", lambda run_dir, **kw: Reproduction(run, tmp_path / "a", report)
+        "fmnist_yolo.reproduction.reproduce", lambda run_dir, **kw: Reproduction(run, tmp_path / "a", report)
     )
     code, out, err = run_cli(["reproduce", str(tmp_path / "a"), "epochs=5"], capsys)
     assert code == 1 and f"{tmp_path / 'b'} reproduces {tmp_path / 'a'}: different, parting at epoch 3" in out
