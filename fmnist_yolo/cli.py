@@ -187,9 +187,9 @@ def cmd_reproduce(words: list[str]) -> int:
     print(result.summary_line())
     if result.verdict == "different":
         where = result.report["parts_at_epoch"]
-        raise FmnistError(f"{result.dir} does not reproduce {result.of}"
-                          + (f": they part at epoch {where}" if where else " (its history does; best.pt does not)")
-                          + f"; {result.dir / 'reproduction.json'} has every figure")  # fmt: skip
+        how = f"they part at epoch {where}" if where else "its history agrees, best.pt's figures do not"
+        raise FmnistError(f"{result.dir} does not reproduce {result.of}: {how}; {result.dir / 'reproduction.json'} "
+                          "has every figure")  # fmt: skip
     return 0
 
 
