@@ -24,12 +24,13 @@ _API = {
     "load_history": "fmnist_yolo.rundir",
     "compare": "fmnist_yolo.analysis.compare",
     "report": "fmnist_yolo.analysis.report",
+    "reproduce": "fmnist_yolo.reproduction",
     "benchmark_table": "fmnist_yolo.analysis.published",
     "tune": "fmnist_yolo.search",
     "export": "fmnist_yolo.deploy",
 }
 __all__ = ["Evaluation", "Run", "__version__", "benchmark_table", "check", "compare", "evaluate", "export",
-           "load_history", "predict", "prepare", "recipes", "report", "train", "tune"]  # fmt: skip
+           "load_history", "predict", "prepare", "recipes", "report", "reproduce", "train", "tune"]  # fmt: skip
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ imports on demand
     from .analysis.compare import compare
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ impo
     from .deploy import export
     from .evaluation.evaluate import Evaluation, evaluate
     from .evaluation.predict import predict
+    from .reproduction import reproduce
     from .rundir import load_history
     from .search import tune
     from .training.args import recipes

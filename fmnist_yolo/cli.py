@@ -165,6 +165,35 @@ def cmd_train(words: list[str]) -> int:
 
 
 @command
+def cmd_reproduce(words: list[str]) -> int:
+    """Train a run again from its record alone (RUN/fmnist_yolo.json), into a new run beside it, and compare the two:
+    RUN-reproduce/reproduction.json holds the verdict (identical, equal within rounding, different).
+
+    fmnist-yolo reproduce RUN [name=NAME] [device=D] [epochs=N] [strict=True] [data=TREE]
+
+    The tree must be the recorded one by content (rebuilt with the recorded options when the recorded source
+    files are at hand); every version that differs from the record is named in one warning (strict=True refuses).
+    epochs=N reproduces the first N epochs on the recorded schedule; a recorded interruption and resume is
+    replayed. Exit code 1 when the verdict is different.
+    """
+    from .reproduction import reproduce
+
+    pos, kv = _split(words, 1)
+    _only(kv, {"run", "name", "device", "epochs", "strict", "data"}, "reproduce")
+    run = kv.pop("run", None) or (pos[0] if pos else None)
+    if run is None:
+        raise ConfigError("reproduce needs a run directory: fmnist-yolo reproduce RUN")
+    result = reproduce(run, **kv)
+    print(result.summary_line())
+    if result.verdict == "different":
+        where = result.report["parts_at_epoch"]
+        how = f"they part at epoch {where}" if where else "its history agrees, best.pt's figures do not"
+        raise FmnistError(f"{result.dir} does not reproduce {result.of}: {how}; {result.dir / 'reproduction.json'} "
+                          "has every figure")  # fmt: skip
+    return 0
+
+
+@command
 def cmd_tune(words: list[str]) -> int:
     """Search hyperparameters on Ray Tune: each trial is one train run; ASHA stops weak trials early on val top-1.
 

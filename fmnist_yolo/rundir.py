@@ -6,6 +6,7 @@
     RUN/weights/best.pt         best epoch on val;  RUN/weights/last.pt  the latest epoch (resume)
     RUN/weights/.last.safe.pt   an atomic copy of last.pt (Ultralytics writes last.pt in place)
     RUN/test_predictions.csv    best.pt's per-image test predictions (derived: rebuilt when stale)
+    RUN/reproduction.json       in a run made by `reproduce`: the run it reproduces and the verdict (reproduction.py)
     RUN/report.md, RUN/report/  the report (derived)
 
 Plain `yolo classify train` runs have the Ultralytics files only; every reader here accepts them.
@@ -22,13 +23,15 @@ from . import __version__
 from .errors import RunError
 from .files import read_csv, read_json, read_yaml, write_text
 
-SCHEMA = 2  # fmnist_yolo.json's schema; 1 (no "schema" key) is read with defaults
+SCHEMA = 3  # fmnist_yolo.json's schema; older ones are read with defaults (1 has no "schema" key; 3 adds environment,
+# data.prepared and model.sha256: what reproduce needs)
 PROVENANCE = "fmnist_yolo.json"
 TEST_PREDICTIONS = "test_predictions.csv"
 RESULTS = "results.csv"
 ARGS = "args.yaml"
 SAFE_LAST = ".last.safe.pt"
 REPORT = "report.md"
+REPRODUCTION = "reproduction.json"
 REPORT_ASSETS = "report"
 STATUSES = ("running", "finished", "stopped", "failed")  # stopped: ended early by a search (ASHA)
 
@@ -72,6 +75,10 @@ class RunPaths:
         return self.dir / REPORT
 
     @property
+    def reproduction(self) -> Path:
+        return self.dir / REPRODUCTION
+
+    @property
     def report_assets(self) -> Path:
         return self.dir / REPORT_ASSETS
 
@@ -100,8 +107,9 @@ class Provenance:
     recipe: dict = field(default_factory=dict)  # {name, file}
     requested: dict = field(default_factory=dict)  # the arguments as the user gave them
     imgsz: dict = field(default_factory=dict)  # {requested, effective, note}
-    model: dict = field(default_factory=dict)  # {requested, used, pretrained, source, tried, parameters}
-    data: dict = field(default_factory=dict)  # {tree, manifest_sha256, has_val, model_selection_split, _metric}
+    model: dict = field(default_factory=dict)  # {requested, used, pretrained, source, tried, parameters, sha256}
+    # {tree, manifest_sha256, prepared (data.tree.identity), has_val, model_selection_split, _metric}
+    data: dict = field(default_factory=dict)
     device: str | None = None
     amp: bool | None = None
     world_size: int = 1
@@ -109,6 +117,8 @@ class Provenance:
     epochs_completed: int | None = None
     run_dir: str | None = None
     versions: dict = field(default_factory=dict)
+    # {commit, dirty, diff_sha256, seed, init_seed, deterministic, torch_threads, gpu} (training.environment)
+    environment: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
     metrics: dict = field(default_factory=dict)
     test_predictions: str | None = None
@@ -172,6 +182,20 @@ def write_provenance(run_dir: str | Path, record: Provenance) -> Path:
     import json
 
     return write_text(paths(run_dir).provenance, json.dumps(record.to_dict(), indent=1, default=str) + "\n")
+
+
+def read_reproduction(run_dir: str | Path) -> dict | None:
+    """reproduction.json of a run made by `reproduce` (the run it reproduces, the verdict); None in any other run.
+
+    Raises RunError naming the file when it is unreadable or damaged.
+    """
+    path = paths(run_dir).reproduction
+    if not path.exists():
+        return None
+    verdict = read_json(path, RunError, "reproduction record")
+    if not isinstance(verdict, dict) or not {"reproduces", "verdict"} <= set(verdict):
+        raise RunError(f"{path}: damaged reproduction record (expected an object with reproduces and verdict)")
+    return verdict
 
 
 def read_args(run_dir: str | Path) -> dict:

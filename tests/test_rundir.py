@@ -80,3 +80,16 @@ def test_predictions_are_current_only_when_not_older_than_best(tmp_path):
     assert predictions_current(tmp_path)
     os.utime(run.test_predictions, (run.best.stat().st_mtime - 5,) * 2)
     assert not predictions_current(tmp_path)
+
+
+def test_reproduction_record_read_and_damage_named(tmp_path):
+    from fmnist_yolo.rundir import read_reproduction
+
+    assert read_reproduction(tmp_path) is None  # not a reproduction
+    (tmp_path / "reproduction.json").write_text('{"reproduces": "/runs/a", "verdict": "identical", "epochs": 2}')
+    assert read_reproduction(tmp_path)["verdict"] == "identical"
+    for text, says in (("{cut", "not valid JSON"), ('{"verdict": "identical"}', "damaged reproduction record")):
+        (tmp_path / "reproduction.json").write_text(text)
+        with pytest.raises(RunError, match=says) as e:
+            read_reproduction(tmp_path)
+        assert str(tmp_path / "reproduction.json") in str(e.value)

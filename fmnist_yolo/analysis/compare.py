@@ -10,12 +10,12 @@ from ..config import RUNS_DIR
 from ..errors import ConfigError, RunError, warn
 from ..evaluation.evaluate import stored_test
 from ..files import write_text
-from ..rundir import PROVENANCE, RESULTS, summary
+from ..rundir import PROVENANCE, RESULTS, read_reproduction, summary
 
 COLUMNS = [
     "name", "model", "pretrained", "epochs", "epochs_completed", "imgsz", "best_epoch", "best_val_top1",
     "test_top1", "test_top5", "macro_f1", "ece", "parameters", "train_time_s", "device", "status", "recorded_by",
-    "path",
+    "reproduces", "verdict", "path",
 ]  # fmt: skip
 
 
@@ -38,6 +38,8 @@ def summarize(run_dir: str | Path) -> dict:
     finished = row["recorded_by"] == "ultralytics" or row["status"] == "finished"  # not an unfinished run's best.pt
     if row.get("test_top1") is None and finished and (test := stored_test(d)) is not None:
         row.update(test_top1=test.top1, test_top5=test.top5, macro_f1=test.macro_f1, ece=test.ece)
+    reproduction = read_reproduction(d) or {}  # a run made by `reproduce`: of which run, and how well
+    row.update(reproduces=reproduction.get("reproduces"), verdict=reproduction.get("verdict"))
     return row
 
 
@@ -58,7 +60,9 @@ def compare(
         One row per run: name, model, pretrained, epochs (planned), epochs_completed, effective imgsz,
         best_epoch and best_val_top1 (the epoch kept as best.pt), test top-1/top-5, macro-F1 and ECE of best.pt,
         parameters, train_time_s, device, status (finished, running/interrupted, incomplete, stopped, failed,
-        damaged), recorded_by (fmnist-yolo or a plain Ultralytics run) and path.
+        damaged), recorded_by (fmnist-yolo or a plain Ultralytics run), reproduces and verdict (for a run made by
+        `reproduce`: the run it reproduces, named as in this table when it is under `runs_dir`, and its verdict:
+        identical, equal within rounding or different) and path.
     """
     root = Path(runs_dir)
     if source not in ("runs", "mlflow"):
@@ -72,6 +76,8 @@ def compare(
                 raise RunError(f"{e} (compare skip_damaged=True lists the other runs)") from None
             warn(str(e))
             row = {"status": "damaged", "path": str(d)}
+        if row.get("reproduces") and Path(row["reproduces"]).is_relative_to(root.absolute()):  # named as its row is
+            row["reproduces"] = str(Path(row["reproduces"]).relative_to(root.absolute()))
         rows.append({**row, "name": str(d.relative_to(root))})  # unique, unlike d.name
     table = pd.DataFrame(rows, columns=COLUMNS)
     table = table.astype({"epochs": "Int64", "epochs_completed": "Int64", "imgsz": "Int64", "best_epoch": "Int64",

@@ -40,19 +40,32 @@ def manifest_checksum(tree: Path) -> str | None:
         return None
 
 
-MACHINE_FIELDS = ("path", "size", "mtime_ns", "verified")  # a source's record that says where it lay, not what it held
+def identity(tree: Path) -> dict:
+    """What makes a tree the same tree by content, from its manifest: the hash of its file list (every image's
+    SHA-256), the layout format and split options, and the sources it was prepared from (their payload hashes, and
+    their paths: where to rebuild it from). Not the manifest's own checksum, which also holds the sources' mtimes
+    and the package version. {} for a tree without a manifest."""
+    manifest = read_manifest(tree)
+    if not isinstance(manifest, dict):
+        return {}
+    sources = manifest.get("sources") or {}
+    return {
+        "files_sha256": manifest.get("files_sha256"), "format": manifest.get("format"),
+        "options": manifest.get("options"), "verified": manifest.get("verified"),
+        "sources": {k: {"path": v.get("path"), "payload_sha256": v.get("payload_sha256")} for k, v in sources.items()
+                    if isinstance(v, dict)},
+    }  # fmt: skip
 
 
 def content_checksum(tree: Path) -> str | None:
-    """SHA-256 of what a tree holds: its manifest less where its sources lay on the machine that prepared it (path,
-    size, mtime, whether checked) and which fmnist-yolo wrote it. Equal on every machine that prepared the same data
-    with the same options; the manifest file's own checksum is not (a download's mtime differs). None: no manifest."""
-    manifest = read_manifest(tree)
-    if manifest is None:
+    """SHA-256 of what a tree holds (its `identity` less where its sources lay and whether they were checked): equal
+    on every machine that prepared the same data with the same options, where the manifest file's own checksum is
+    not (a download's path and mtime differ). None: no manifest."""
+    ident = identity(tree)
+    if not ident:
         return None
-    content = {k: v for k, v in manifest.items() if k not in ("fmnist_yolo", "verified")}
-    content["sources"] = {key: {k: v for k, v in record.items() if k not in MACHINE_FIELDS}
-                          for key, record in manifest.get("sources", {}).items()}  # fmt: skip
+    content = {**ident, "verified": None,
+               "sources": {k: v.get("payload_sha256") for k, v in ident["sources"].items()}}  # fmt: skip
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

@@ -23,6 +23,7 @@ from ..errors import ConfigError, FmnistError, RunError, warn
 from ..files import atomic_path
 from ..rundir import Provenance, best_epoch, load_history, paths, read_provenance, trained_imgsz, write_provenance
 from .args import check_keys, recipe_path, resolve_args, valid_keys
+from .environment import environment, file_sha256
 from .weights import Weights, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def new_record(
     args: dict, tree: Path, weights: Weights, requested: dict, recipe: str | None, model_requested: str | None = None
 ) -> Provenance:
     """The provenance record of a run about to start (a fresh one, or a plain Ultralytics run being resumed)."""
-    from ..data.tree import manifest_checksum
+    from ..data.tree import identity, manifest_checksum
 
     has_val = any((tree / d).is_dir() for d in ("val", "validation", "valid"))
     select_on = args.get("select_on", "top1_top5")
@@ -120,9 +121,11 @@ def new_record(
         requested=dict(requested),
         imgsz={"requested": args.get("imgsz"), "effective": None, "note": IMGSZ_NOTE},
         model={"requested": model_requested or weights.model, "used": weights.model,
-               "pretrained": weights.pretrained, "source": weights.source, "tried": weights.tried},
-        data={"tree": str(tree), "manifest_sha256": manifest_checksum(tree), "has_val": has_val,
-              "model_selection_split": "val" if has_val else "test", "model_selection_metric": select_on},
+               "pretrained": weights.pretrained, "source": weights.source, "tried": weights.tried,
+               "sha256": file_sha256(weights.model) if weights.pretrained else None},
+        data={"tree": str(tree), "manifest_sha256": manifest_checksum(tree), "prepared": identity(tree),
+              "has_val": has_val, "model_selection_split": "val" if has_val else "test",
+              "model_selection_metric": select_on},
     )  # fmt: skip
 
 
@@ -296,7 +299,7 @@ def _trainer(fast: bool, select_on: str, fused_bn: bool = False):
 
 
 def _record_trainer(record: Provenance, trainer) -> None:
-    """Facts only the running trainer knows: effective imgsz, parameters, device, processes.
+    """Facts only the running trainer knows: effective imgsz, parameters, device, processes, seeds and threads.
 
     The parent of DDP workers never builds the model (its trainer.model is the model's name): its imgsz is the
     requested one rounded up to the stride, as the workers train it, and the parameters are counted in best.pt.
@@ -313,7 +316,7 @@ def _record_trainer(record: Provenance, trainer) -> None:
             record.model["parameters"] = sum(p.numel() for p in model.parameters()) if model is not None else None
     record.device, record.amp = str(trainer.device), bool(getattr(trainer, "amp", False))
     record.world_size, record.epochs_planned = int(getattr(trainer, "world_size", 1)), int(trainer.epochs)
-    record.run_dir, record.versions = str(trainer.save_dir), versions()
+    record.run_dir, record.versions, record.environment = str(trainer.save_dir), versions(), environment(trainer)
 
 
 def _keep_safe_copy(trainer) -> None:
