@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import ConfigError, RunError
 from ..evaluation import metrics
 from ..evaluation.evaluate import Evaluation, best_on_test
-from ..files import write_text
+from ..files import naming, write_text
 from ..rundir import best_epoch, is_run, load_history, paths, read_provenance
 from .compare import summarize
 from .published import place_in_benchmark
@@ -134,7 +134,9 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
                       "top_confusions": confusions, "misclassified": wrong, "calibration": ev.calibration,
                       "benchmark": bench}  # fmt: skip
             for name, table in tables.items():
-                table.to_csv(work / f"{name}.csv", index=name not in ("top_confusions", "misclassified", "benchmark"))
+                with naming(work / f"{name}.csv"):
+                    table.to_csv(work / f"{name}.csv", index=name not in ("top_confusions", "misclassified",
+                                                                          "benchmark"))  # fmt: skip
         figures = {k: f"{out.report_assets.name}/{v.name}" for k, v in figures.items()}
         text = _markdown(row, summary, warnings, history, best, ev, wrong, confusions, bench, figures)
     except BaseException:
