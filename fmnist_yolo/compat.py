@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 
 CHECKED_AGAINST = "8.4.190"
+SUPPORTED = ("8.4.190", "8.5")  # Ultralytics >= 8.4.190, < 8.5: pyproject.toml's range, where these patches are tested
 AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what Ultralytics 8.4's check_amp downloads (a detection model) to test AMP
 
 # (module, attribute) this module replaces or reads; (class, method) our subclasses override or rely on.
@@ -38,6 +39,40 @@ SEAMS = [
     ("ultralytics.models.yolo.classify.ClassificationValidator", "get_dataloader"),
     ("ultralytics.utils.metrics.ClassifyMetrics", "fitness"),
 ]
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The numeric release of a version string: "8.4.190" -> (8, 4, 190); "8.5.0rc1" -> (8, 5, 0)."""
+    import re
+
+    return tuple(int(n) for n in re.findall(r"\d+", re.match(r"[\d.]*", version).group(0)))
+
+
+def supported(version: str) -> bool:
+    """Whether this Ultralytics version is in the supported range (SUPPORTED: lowest, first unsupported)."""
+    low, high = (_release(v) for v in SUPPORTED)
+    return low <= _release(version) < high
+
+
+_VERSION_WARNED: list[str] = []
+
+
+def check_version() -> bool:
+    """Warn once (one line) when the installed Ultralytics is outside the supported range: the training loop's
+    private parts patched here may differ there. Returns whether it is supported."""
+    import ultralytics
+
+    from .errors import warn
+
+    version = ultralytics.__version__
+    if supported(version):
+        return True
+    if version not in _VERSION_WARNED:
+        _VERSION_WARNED.append(version)
+        wanted = f"ultralytics>={SUPPORTED[0]},<{SUPPORTED[1]}"
+        warn(f"Ultralytics {version} is not supported: fmnist-yolo supports {wanted} (pip install '{wanted}'); "
+             "training may fail or differ")  # fmt: skip
+    return False
 
 
 def amp_agrees(model, imgsz: int = 64, dtype=None) -> bool:
@@ -182,7 +217,9 @@ def drop_stock_raytune_reporter() -> None:
 
 @contextlib.contextmanager
 def training() -> Iterator[None]:
-    """Every patch a training run enters: the offline AMP check, bf16 on CPU, the faster MuSGD step, quiet Ray."""
+    """Every patch a training run enters: the offline AMP check, bf16 on CPU, the faster MuSGD step, quiet Ray.
+    Outside the supported Ultralytics versions, a warning first."""
+    check_version()
     with amp_check_offline(), bf16_on_cpu(), faster_muon(), quiet_ray_outside_searches():
         yield
 
