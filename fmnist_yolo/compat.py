@@ -8,6 +8,7 @@ internal methods they override are listed in SEAMS so the same test watches them
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ PATCHED = [
     ("ultralytics.optim.muon", "zeropower_via_newtonschulz5"),  # called, not replaced
     ("ultralytics.utils", "ARGV"),
     ("ultralytics.utils.callbacks.raytune", "callbacks"),
+    ("ultralytics.utils.callbacks.mlflow", "callbacks"),
 ]
 SEAMS = [
     ("ultralytics.engine.trainer.BaseTrainer", "_build_train_pipeline"),  # the fast loader's step plan
@@ -213,6 +215,41 @@ def drop_stock_raytune_reporter() -> None:
     import ultralytics.utils.callbacks.raytune as stock_reporter
 
     stock_reporter.callbacks = {}
+
+
+MLFLOW_OFF_ENV = "FMNIST_YOLO_MLFLOW_OFF"  # set while a mlflow=False run trains: read by its DDP workers' trainers
+
+
+@contextlib.contextmanager
+def stock_mlflow(enabled: bool = True) -> Iterator[None]:
+    """Within, when not `enabled` (mlflow=False): no trainer gets Ultralytics' MLflow callback, which its `mlflow`
+    setting would add (and which starts a run of its own when none is active). The trainers of DDP workers, built in
+    other processes, learn it from MLFLOW_OFF_ENV (drop_stock_mlflow_if_off)."""
+    if enabled:
+        yield
+        return
+    import ultralytics.utils.callbacks.mlflow as stock
+
+    original, before = stock.callbacks, os.environ.get(MLFLOW_OFF_ENV)
+    stock.callbacks = {}  # add_integration_callbacks reads the module's dict when each trainer is made
+    os.environ[MLFLOW_OFF_ENV] = "1"
+    try:
+        yield
+    finally:
+        stock.callbacks = original
+        if before is None:
+            os.environ.pop(MLFLOW_OFF_ENV, None)
+        else:
+            os.environ[MLFLOW_OFF_ENV] = before
+
+
+def drop_stock_mlflow_if_off() -> None:
+    """In a trainer being built: without Ultralytics' MLflow callback when its run said mlflow=False (a DDP worker
+    inherits that through the environment; in the training process stock_mlflow has already done it)."""
+    if os.environ.get(MLFLOW_OFF_ENV) == "1":
+        import ultralytics.utils.callbacks.mlflow as stock
+
+        stock.callbacks = {}
 
 
 @contextlib.contextmanager

@@ -188,3 +188,24 @@ def test_bf16_autocast_on_a_cpu_that_has_it_and_put_back(monkeypatch):
     assert engine.autocast is original
     with pytest.raises(RuntimeError, match="bfloat16"):
         original(torch.bfloat16, device="cpu")  # why the patch exists; gone from Ultralytics: review compat
+
+
+def test_stock_mlflow_off_within_and_in_workers(monkeypatch):
+    """mlflow=False: no Ultralytics MLflow callback for trainers made within, nor in DDP workers (the environment)."""
+    import os
+
+    from ultralytics.utils.callbacks import mlflow as stock
+
+    original = stock.callbacks
+    monkeypatch.delenv(compat.MLFLOW_OFF_ENV, raising=False)
+    with compat.stock_mlflow(True):
+        assert stock.callbacks is original and compat.MLFLOW_OFF_ENV not in os.environ
+    with compat.stock_mlflow(False):
+        assert stock.callbacks == {} and os.environ[compat.MLFLOW_OFF_ENV] == "1"
+    assert stock.callbacks is original and compat.MLFLOW_OFF_ENV not in os.environ
+    monkeypatch.setattr(stock, "callbacks", original)  # put back after the worker's change below
+    compat.drop_stock_mlflow_if_off()
+    assert stock.callbacks is original
+    monkeypatch.setenv(compat.MLFLOW_OFF_ENV, "1")  # as a DDP worker of a mlflow=False run inherits it
+    compat.drop_stock_mlflow_if_off()
+    assert stock.callbacks == {}

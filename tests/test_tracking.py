@@ -3,6 +3,7 @@
 The test names contain "test_mlflow": Ultralytics' own MLflow callback stays quiet in any other pytest test.
 """
 
+import os
 import socket
 import subprocess
 import sys
@@ -137,13 +138,34 @@ def test_mlflow_server_down_warns_once_and_training_goes_on(tree, tmp_path, monk
 
 
 def test_mlflow_off_switch(tree, tmp_path, monkeypatch):
+    """mlflow=False: nothing is logged to MLflow, not even by Ultralytics' own callback with its setting on (the
+    callback is active here: the test's name says test_mlflow). Checked in a real store, made beforehand."""
+    require("mlflow")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from ultralytics.utils import SETTINGS
+
     from fmnist_yolo import tracking
 
     assert not tracking.enabled(False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # would fail if anything tried
-    run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=1, data=str(tree), project=str(tmp_path), name="off",
-                            mlflow=False, evaluate_test=False)  # fmt: skip
+    monkeypatch.setitem(SETTINGS, "mlflow", True)  # Ultralytics' callback on, as it is by default for users
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    client = MlflowClient(store)
+    assert [e.name for e in client.search_experiments()] == ["Default"]  # the store exists, empty
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)  # where anything in this process would log
+    try:
+        run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=1, data=str(tree), project=str(tmp_path), name="off",
+                                mlflow=False, evaluate_test=False)  # fmt: skip
+    finally:
+        mlflow.end_run()
     assert run.provenance["tracking"] == {}
+    experiments = client.search_experiments()
+    assert [e.name for e in experiments] == ["Default"]
+    assert client.search_runs([e.experiment_id for e in experiments]) == []
+    from ultralytics.utils.callbacks import mlflow as stock
+
+    assert stock.callbacks and "FMNIST_YOLO_MLFLOW_OFF" not in os.environ  # put back after the run
 
 
 def test_mlflow_tune_trials_nest_under_the_search(server, tree, tmp_path, monkeypatch):

@@ -196,7 +196,7 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"), bool(a.get("fused_bn")))
     tracker = _start_tracking(record, train_args)
     try:
-        with compat.training():
+        with compat.training(), compat.stock_mlflow(a.get("mlflow") is not False):  # mlflow=False: no MLflow at all
             model.train(**train_args, trainer=trainer_class)
     except FmnistError as e:
         _failed(started.get("dir") or _planned_dir(model), record, str(e))
