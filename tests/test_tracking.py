@@ -121,6 +121,43 @@ def test_mlflow_run_logged_and_compared(server, tree, tmp_path, monkeypatch):
     assert {a.path for a in client.list_artifacts(run_id, "report")} >= {"report/report.md"}
 
 
+RACE = """
+import sys, time
+from fmnist_yolo import tracking
+import mlflow
+start = float(sys.argv[1])
+while time.time() < start:  # all at once: MLflow's schema creation on a new store raced itself
+    time.sleep(0.001)
+tracker = tracking.Tracker(sys.argv[2]).start()
+if tracker.ok:
+    mlflow.log_metric("test_top1", 0.5)
+    mlflow.end_run()
+print("tracked" if tracker.ok else "untracked", flush=True)
+"""
+
+
+def test_mlflow_runs_starting_at_once_on_a_new_store_are_all_tracked(tmp_path, monkeypatch):
+    """Several runs start together on a SQLite store that does not exist yet: the store is made once, under a lock,
+    and every run is tracked (unlocked, MLflow's table creation and migrations collide and runs go untracked)."""
+    require("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import ROOT
+
+    store = f"sqlite:///{tmp_path / 'new' / 'store.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_EXPERIMENT_NAME": "race", "PYTHONPATH": str(ROOT)}
+    start = time.time() + 10  # after every process has imported mlflow
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(start), f"run{i}"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]  # fmt: skip
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    assert [out.strip() for out, _ in results] == ["tracked"] * 4, [err[-1500:] for _, err in results]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"run{i}" for i in range(4)]
+    assert all(r.data.metrics["test_top1"] == 0.5 and r.info.status == "FINISHED" for r in runs)
+
+
 def test_mlflow_server_down_warns_once_and_training_goes_on(tree, tmp_path, monkeypatch):
     require("mlflow")
     from fmnist_yolo import tracking
