@@ -122,11 +122,11 @@ def test_mlflow_run_logged_and_compared(server, tree, tmp_path, monkeypatch):
 
 
 RACE = """
-import sys, time
+import os, sys, time
 from fmnist_yolo import tracking
 import mlflow
-start = float(sys.argv[1])
-while time.time() < start:  # all at once: MLflow's schema creation on a new store raced itself
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):  # then all at once: MLflow's schema creation on a new store raced itself
     time.sleep(0.001)
 tracker = tracking.Tracker(sys.argv[2]).start()
 if tracker.ok:
@@ -146,9 +146,11 @@ def test_mlflow_runs_starting_at_once_on_a_new_store_are_all_tracked(tmp_path, m
 
     store = f"sqlite:///{tmp_path / 'new' / 'store.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_EXPERIMENT_NAME": "race", "PYTHONPATH": str(ROOT)}
-    start = time.time() + 10  # after every process has imported mlflow
-    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(start), f"run{i}"], cwd=tmp_path, env=env,
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(go), f"run{i}"], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]  # fmt: skip
+    assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 4  # every one has imported mlflow
+    go.touch()
     results = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
     assert [out.strip() for out, _ in results] == ["tracked"] * 4, [err[-1500:] for _, err in results]
