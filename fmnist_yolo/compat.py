@@ -225,7 +225,9 @@ def stock_mlflow(enabled: bool = True) -> Iterator[None]:
     """Within, when not `enabled` (mlflow=False): no trainer gets Ultralytics' MLflow callback, which its `mlflow`
     setting would add (and which starts a run of its own when none is active). The trainers of DDP workers, built in
     other processes, learn it from MLFLOW_OFF_ENV (drop_stock_mlflow_if_off)."""
-    if enabled:
+    from ultralytics.utils import SETTINGS
+
+    if enabled or SETTINGS.get("mlflow") is not True:  # setting off: no trainer adds it (nor imports mlflow for it)
         yield
         return
     import ultralytics.utils.callbacks.mlflow as stock

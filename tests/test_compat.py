@@ -194,8 +194,10 @@ def test_stock_mlflow_off_within_and_in_workers(monkeypatch):
     """mlflow=False: no Ultralytics MLflow callback for trainers made within, nor in DDP workers (the environment)."""
     import os
 
+    from ultralytics.utils import SETTINGS
     from ultralytics.utils.callbacks import mlflow as stock
 
+    monkeypatch.setitem(SETTINGS, "mlflow", True)  # Ultralytics' setting on: its callback would be added
     original = stock.callbacks
     monkeypatch.delenv(compat.MLFLOW_OFF_ENV, raising=False)
     with compat.stock_mlflow(True):
