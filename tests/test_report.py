@@ -170,6 +170,14 @@ def test_report_on_another_tree_keeps_the_runs_own(tiny, tmp_path):
     assert stored["file"].str.startswith(str(moved)).all() and (run / "report.md").is_file()
     assert "the run's own test split" in (run / "report.md").read_text()
 
+    record = json.loads((run / PROVENANCE).read_text())  # the run's own tree, then rebuilt from other data
+    record["data"]["tree"] = str(moved)
+    (run / PROVENANCE).write_text(json.dumps(record))
+    prepare(source=tmp_path / "src", out=moved, val_size=20, verify=False, workers=1, progress=False, force=True)
+    (run / TEST_PREDICTIONS).unlink()
+    path = fmnist_yolo.report(run)
+    assert path.name == f"report.moved-{manifest_checksum(moved)[:12]}.md" and not (run / TEST_PREDICTIONS).exists()
+
 
 def test_pruned_weights_are_not_loaded_for_a_report(tiny, tmp_path, monkeypatch):
     """Current stored predictions need no model: report and Run.load load no checkpoint, and work without one."""

@@ -133,7 +133,7 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
     history = load_history(run_dir)
     best = best_epoch(history, record.select_on if record else "top1_top5")
     ev = best_on_test(run_dir, data)
-    own = data is None or is_own_tree(run_dir, data)
+    own = ev.tree is None or is_own_tree(run_dir, ev.tree)  # stored predictions are the run's own
     wrong = ev.misclassified(top)
     missing = [f for f in wrong["file"] if not Path(f).is_file()]
     if missing:

@@ -338,8 +338,9 @@ def best_on_test(run_dir: str | Path, data: str | Path | None = None, last_if_no
     damaged, and said so).
 
     `data` evaluates on that tree. The run's own data (the same manifest: a moved tree) replaces the stored
-    predictions; another tree's never does: its predictions are kept apart, as `test_predictions.<tree>-<manifest
-    sha256[:12]>.csv`, and the Evaluation carries `tree` and `manifest_sha256`.
+    predictions; another tree's never does (nor the run's tree rebuilt with other data): its predictions are kept
+    apart, as `test_predictions.<tree>-<manifest sha256[:12]>.csv`. A fresh Evaluation carries `tree` and
+    `manifest_sha256`; `is_own_tree(run_dir, ev.tree)` tells which it was.
 
     A run without best.pt: last.pt is evaluated when `last_if_no_best` (its Evaluation's `weights` say so), and never
     stored as the run's test predictions; else, or without last.pt either, RunError.
@@ -348,7 +349,6 @@ def best_on_test(run_dir: str | Path, data: str | Path | None = None, last_if_no
 
     run = paths(run_dir)
     record = read_provenance(run_dir)
-    own = data is None or is_own_tree(run_dir, data)
     why = None
     if data is None:
         try:
@@ -363,8 +363,8 @@ def best_on_test(run_dir: str | Path, data: str | Path | None = None, last_if_no
         wanted = "weights/best.pt or weights/last.pt" if last_if_no_best else "weights/best.pt"
         raise RunError(f"{run_dir}: no current {run.test_predictions.name} and no {wanted} to evaluate")
     result = evaluate(resolve_weights_path(weights), "test", data)
-    if not own:
-        keep = run.dir / f"{run.test_predictions.stem}.{other_tree_label(data, result.manifest_sha256)}.csv"
+    if not is_own_tree(run_dir, result.tree):  # another tree, or the run's own since rebuilt with other data
+        keep = run.dir / f"{run.test_predictions.stem}.{other_tree_label(result.tree, result.manifest_sha256)}.csv"
     elif weights == run.best:
         keep = run.test_predictions
     else:  # last.pt's figures are never stored as the run's (best.pt's) test predictions
