@@ -59,6 +59,18 @@ def test_supported_range_is_pyprojects_and_outside_it_one_warning(monkeypatch):
                 assert f"ultralytics>={compat.SUPPORTED[0]},<{compat.SUPPORTED[1]}" in lines[0]
 
 
+def test_evaluation_warns_outside_the_supported_range_too(monkeypatch):
+    import ultralytics
+
+    from fmnist_yolo.errors import ConfigError, FmnistWarning
+    from fmnist_yolo.evaluation.evaluate import evaluate
+
+    monkeypatch.setattr(compat, "_VERSION_WARNED", [])
+    monkeypatch.setattr(ultralytics, "__version__", "8.5.0")
+    with pytest.warns(FmnistWarning, match="Ultralytics 8.5.0 is not supported"), pytest.raises(ConfigError):
+        evaluate("no-such-weights.pt")
+
+
 def test_argv_hidden_only_within():
     from ultralytics.utils import ARGV
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import compat
 from ..checkpoints import check_classifier, load_checkpoint, warn_if_untrusted
 from ..config import CLASS_DIRS
 from ..data.tree import manifest_checksum
@@ -241,6 +242,7 @@ def evaluate(
 
     from ..data.prepare import ensure_tree
 
+    compat.check_version()  # the validator seams above are Ultralytics' internals too
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, found {split!r}")
     path = resolve_weights_path(weights)
