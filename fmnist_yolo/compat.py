@@ -8,11 +8,13 @@ internal methods they override are listed in SEAMS so the same test watches them
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Iterator
 
 CHECKED_AGAINST = "8.4.190"
+SUPPORTED = ("8.4.190", "8.5")  # Ultralytics >= 8.4.190, < 8.5: pyproject.toml's range, where these patches are tested
 AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what Ultralytics 8.4's check_amp downloads (a detection model) to test AMP
 
 # (module, attribute) this module replaces or reads; (class, method) our subclasses override or rely on.
@@ -23,6 +25,7 @@ PATCHED = [
     ("ultralytics.optim.muon", "zeropower_via_newtonschulz5"),  # called, not replaced
     ("ultralytics.utils", "ARGV"),
     ("ultralytics.utils.callbacks.raytune", "callbacks"),
+    ("ultralytics.utils.callbacks.mlflow", "callbacks"),
 ]
 SEAMS = [
     ("ultralytics.engine.trainer.BaseTrainer", "read_results_csv"),  # replaced where polars is missing
@@ -41,6 +44,40 @@ SEAMS = [
     ("ultralytics.models.yolo.classify.ClassificationValidator", "get_dataloader"),
     ("ultralytics.utils.metrics.ClassifyMetrics", "fitness"),
 ]
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The numeric release of a version string: "8.4.190" -> (8, 4, 190); "8.5.0rc1" -> (8, 5, 0)."""
+    import re
+
+    return tuple(int(n) for n in re.findall(r"\d+", re.match(r"[\d.]*", version).group(0)))
+
+
+def supported(version: str) -> bool:
+    """Whether this Ultralytics version is in the supported range (SUPPORTED: lowest, first unsupported)."""
+    low, high = (_release(v) for v in SUPPORTED)
+    return low <= _release(version) < high
+
+
+_VERSION_WARNED: list[str] = []
+
+
+def check_version() -> bool:
+    """Warn once (one line) when the installed Ultralytics is outside the supported range: the training loop's
+    private parts patched here may differ there. Returns whether it is supported."""
+    import ultralytics
+
+    from .errors import warn
+
+    version = ultralytics.__version__
+    if supported(version):
+        return True
+    if version not in _VERSION_WARNED:
+        _VERSION_WARNED.append(version)
+        wanted = f"ultralytics>={SUPPORTED[0]},<{SUPPORTED[1]}"
+        warn(f"Ultralytics {version} is not supported: fmnist-yolo supports {wanted} (pip install '{wanted}'); "
+             "training may fail or differ")  # fmt: skip
+    return False
 
 
 def amp_agrees(model, imgsz: int = 64, dtype=None) -> bool:
@@ -222,10 +259,48 @@ def results_without_polars() -> Iterator[None]:
         BaseTrainer.read_results_csv = original
 
 
+MLFLOW_OFF_ENV = "FMNIST_YOLO_MLFLOW_OFF"  # set while a mlflow=False run trains: read by its DDP workers' trainers
+
+
+@contextlib.contextmanager
+def stock_mlflow(enabled: bool = True) -> Iterator[None]:
+    """Within, when not `enabled` (mlflow=False): no trainer gets Ultralytics' MLflow callback, which its `mlflow`
+    setting would add (and which starts a run of its own when none is active). The trainers of DDP workers, built in
+    other processes, learn it from MLFLOW_OFF_ENV (drop_stock_mlflow_if_off)."""
+    from ultralytics.utils import SETTINGS
+
+    if enabled or SETTINGS.get("mlflow") is not True:  # setting off: no trainer adds it (nor imports mlflow for it)
+        yield
+        return
+    import ultralytics.utils.callbacks.mlflow as stock
+
+    original, before = stock.callbacks, os.environ.get(MLFLOW_OFF_ENV)
+    stock.callbacks = {}  # add_integration_callbacks reads the module's dict when each trainer is made
+    os.environ[MLFLOW_OFF_ENV] = "1"
+    try:
+        yield
+    finally:
+        stock.callbacks = original
+        if before is None:
+            os.environ.pop(MLFLOW_OFF_ENV, None)
+        else:
+            os.environ[MLFLOW_OFF_ENV] = before
+
+
+def drop_stock_mlflow_if_off() -> None:
+    """In a trainer being built: without Ultralytics' MLflow callback when its run said mlflow=False (a DDP worker
+    inherits that through the environment; in the training process stock_mlflow has already done it)."""
+    if os.environ.get(MLFLOW_OFF_ENV) == "1":
+        import ultralytics.utils.callbacks.mlflow as stock
+
+        stock.callbacks = {}
+
+
 @contextlib.contextmanager
 def training() -> Iterator[None]:
     """Every patch a training run enters: the offline AMP check, bf16 on CPU, the faster MuSGD step, quiet Ray, and
-    results.csv read without polars where it is missing."""
+    results.csv read without polars where it is missing. Outside the supported Ultralytics versions, a warning first."""
+    check_version()
     with amp_check_offline(), bf16_on_cpu(), faster_muon(), quiet_ray_outside_searches(), results_without_polars():
         yield
 

@@ -12,13 +12,28 @@ from .errors import FmnistError
 
 
 @contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Within: an OSError that names no file gets `path`. A full disk's ENOSPC (or EIO) comes from write() or
+    close(), which know no file name; the user must still learn which file could not be written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix) to write; it replaces `path` only on success."""
+    """Yield a temporary path beside `path` (same suffix) to write; it replaces `path` only on success.
+
+    An OSError that names no file (a full disk) names `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the suffix kept: savefig infers the format from it
     try:
-        yield tmp
-        tmp.replace(path)
+        with naming(path):
+            yield tmp
+            tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
 

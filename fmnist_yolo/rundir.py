@@ -5,9 +5,12 @@
     RUN/results.csv             Ultralytics' per-epoch history (load_history reads it)
     RUN/weights/best.pt         best epoch on val;  RUN/weights/last.pt  the latest epoch (resume)
     RUN/weights/.last.safe.pt   an atomic copy of last.pt (Ultralytics writes last.pt in place)
-    RUN/test_predictions.csv    best.pt's per-image test predictions (derived: rebuilt when stale)
+    RUN/test_predictions.csv    best.pt's per-image test predictions (derived: rebuilt when stale), a `weights` column
+                                naming them
     RUN/reproduction.json       in a run made by `reproduce`: the run it reproduces and the verdict (reproduction.py)
     RUN/report.md, RUN/report/  the report (derived)
+    RUN/test_predictions.<tree>-<manifest sha256[:12]>.csv, RUN/report.<tree>-<...>.md and /
+                                `report data=` on another tree: kept apart, never the run's own result
 
 Plain `yolo classify train` runs have the Ultralytics files only; every reader here accepts them.
 """

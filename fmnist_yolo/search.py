@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,16 @@ def search_space(space: dict | str | Path | None = None, fast: bool = False) -> 
     With fast=True the default space leaves out what the fast loader ignores, and a given space may not name it.
     """
     _, tune = _ray()
+    where = str(space) if isinstance(space, (str, Path)) else None
     if isinstance(space, (str, Path)):
         try:
             space = yaml.safe_load(Path(space).read_text())
         except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{space}: cannot read search space ({e})") from None
-    spec = {k: v for k, v in SPACE.items() if not (fast and k in FAST_NO_OP)} if space is None else space
+            why = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
+            raise ConfigError(f"{space}: cannot read search space ({why})") from None
+    spec = {k: v for k, v in SPACE.items() if not (fast and k in FAST_NO_OP)} if space is None and not where else space
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where or 'search space'}: not a mapping of key: [kind, ...] (found {type(spec).__name__})")
     for key in spec:
         if fast and key in FAST_NO_OP:
             raise ConfigError(
@@ -73,18 +78,50 @@ def search_space(space: dict | str | Path | None = None, fast: bool = False) -> 
     kinds = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}
     out = {}
     for key, value in spec.items():
-        kind, *rest = value
+        kind, args = _entry(key, value, where)
         if kind == "choice":
-            out[key] = tune.choice(list(rest[0]))
+            out[key] = tune.choice(args)
         elif kind == "grid":  # every value, in order, `iterations` times each
-            out[key] = tune.grid_search(list(rest[0]))
-        elif kind in kinds:
-            out[key] = kinds[kind](*rest)
+            out[key] = tune.grid_search(args)
         else:
-            raise ConfigError(
-                f"search space '{key}': unknown kind '{kind}' (uniform, loguniform, randint, choice, grid)"
-            )
+            out[key] = kinds[kind](*args)
     return out
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # what YAML 1.1 leaves a string: 1e-4, 5E3
+
+
+def _number(v):
+    """A number as written in a space file: PyYAML (YAML 1.1) reads `1e-4` (no dot) as the string '1e-4'."""
+    if isinstance(v, str) and _NUMBER.fullmatch(v.strip()):
+        f = float(v)
+        return int(f) if f.is_integer() and not any(c in v for c in ".eE") else f
+    return v
+
+
+def _entry(key: str, value, where: str | None = None) -> tuple[str, list]:
+    """One space entry checked: (kind, arguments), numbers as numbers; ConfigError naming the key otherwise."""
+    name = f"{where + ': ' if where else ''}search space '{key}'"
+    shapes = "[uniform|loguniform|randint, low, high] or [choice|grid, [values]]"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name}: expected {shapes}, found {value!r}")
+    kind, *rest = value
+    if kind in ("choice", "grid"):
+        if len(rest) != 1 or not isinstance(rest[0], (list, tuple)) or not rest[0]:
+            raise ConfigError(f"{name}: expected [{kind}, [values]] with at least one value, found {value!r}")
+        return kind, [_number(v) for v in rest[0]]
+    if kind not in ("uniform", "loguniform", "randint"):
+        raise ConfigError(f"{name}: unknown kind '{kind}' (uniform, loguniform, randint, choice, grid)")
+    bounds = [_number(v) for v in rest]
+    if len(bounds) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds):
+        raise ConfigError(f"{name}: expected [{kind}, low, high] with two numbers, found {value!r}")
+    low, high = bounds
+    if kind == "randint" and not all(isinstance(b, int) for b in bounds):
+        raise ConfigError(f"{name}: randint needs whole numbers, found {value!r}")
+    if not low < high or (kind == "loguniform" and low <= 0):
+        need = "0 < low < high" if kind == "loguniform" else "low < high"
+        raise ConfigError(f"{name}: {kind} needs {need}, found {low!r}, {high!r}")
+    return kind, bounds
 
 
 def _absolute(args: dict[str, Any]) -> dict[str, Any]:

@@ -78,10 +78,46 @@ def _warn_once(what: str, e: Exception) -> None:
              "training goes on without tracking")  # fmt: skip
 
 
+_READY: set[str] = set()  # stores this process has made sure of
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// store URI (None for any other store, or an in-memory one)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Held while a SQLite store's schema and the experiment are made: MLflow creates and migrates a new store's
+    tables (and create_experiment checks, then inserts) without a lock, so runs starting at once race themselves
+    ("table latest_metrics already exists") and lose their tracking. A server does this itself: no lock then."""
+    db = _sqlite_file(uri)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        fcntl = None
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f".{db.name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def _client():
+    """mlflow, pointed at the store; a SQLite store is created once, under the lock, before anything uses it."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri not in _READY and _sqlite_file(uri) is not None:
+        with _store_lock(uri):
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)  # builds (and migrates) the schema
+        _READY.add(uri)
     return mlflow
 
 
@@ -95,7 +131,8 @@ class Tracker:
         """Start (and leave active for Ultralytics' callback) the MLflow run."""
         try:
             mlflow = _client()
-            _use_experiment(mlflow)
+            with _store_lock(tracking_uri()):  # runs starting at once: one creates the experiment, the others use it
+                _use_experiment(mlflow)
             parent = os.environ.get(PARENT_ENV)
             tags = {**(tags or {}), **({"mlflow.parentRunId": parent} if parent else {})}
             self.run_id = mlflow.start_run(run_name=self.name, tags={k: str(v) for k, v in tags.items()}).info.run_id

@@ -28,6 +28,49 @@ def test_checked_against_the_installed_major_minor():
     )
 
 
+def test_supported_range_is_pyprojects_and_outside_it_one_warning(monkeypatch):
+    """pyproject.toml declares the tested range; an Ultralytics outside it gets one line naming the supported range."""
+    import re
+    import warnings
+
+    import ultralytics
+
+    from fmnist_yolo.errors import FmnistWarning
+    from tests.conftest import ROOT
+
+    declared = re.search(r'"ultralytics([^"]*)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert declared == f">={compat.SUPPORTED[0]},<{compat.SUPPORTED[1]}"
+    assert compat.supported(compat.CHECKED_AGAINST) and compat.supported(ultralytics.__version__)
+    assert [compat.supported(v) for v in ("8.3.0", "8.4.189", "8.4.190", "8.4.999", "8.5.0", "8.5.0rc1", "9.0")] == [
+        False, False, True, True, False, False, False]  # fmt: skip
+    monkeypatch.setattr(compat, "_VERSION_WARNED", [])
+    for version, says in (("8.3.0", True), ("8.5.1", True), ("8.4.190", False)):
+        monkeypatch.setattr(ultralytics, "__version__", version)
+        for call in (compat.training, compat.training):  # what every training run enters; said once per version
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with call():
+                    pass
+            lines = [str(w.message) for w in caught if issubclass(w.category, FmnistWarning)]
+            assert len(lines) == says, lines
+            says = False
+            if lines:
+                assert "\n" not in lines[0] and f"Ultralytics {version} is not supported" in lines[0]
+                assert f"ultralytics>={compat.SUPPORTED[0]},<{compat.SUPPORTED[1]}" in lines[0]
+
+
+def test_evaluation_warns_outside_the_supported_range_too(monkeypatch):
+    import ultralytics
+
+    from fmnist_yolo.errors import ConfigError, FmnistWarning
+    from fmnist_yolo.evaluation.evaluate import evaluate
+
+    monkeypatch.setattr(compat, "_VERSION_WARNED", [])
+    monkeypatch.setattr(ultralytics, "__version__", "8.5.0")
+    with pytest.warns(FmnistWarning, match="Ultralytics 8.5.0 is not supported"), pytest.raises(ConfigError):
+        evaluate("no-such-weights.pt")
+
+
 def test_argv_hidden_only_within():
     from ultralytics.utils import ARGV
 
@@ -281,3 +324,26 @@ def test_results_read_into_checkpoints_without_polars(tmp_path, monkeypatch):
         assert BaseTrainer.read_results_csv(SimpleNamespace(csv=tmp_path / "missing.csv")) == {}
     with pytest.raises(ImportError):
         BaseTrainer.read_results_csv(trainer)  # Ultralytics' own, put back
+
+
+def test_stock_mlflow_off_within_and_in_workers(monkeypatch):
+    """mlflow=False: no Ultralytics MLflow callback for trainers made within, nor in DDP workers (the environment)."""
+    import os
+
+    from ultralytics.utils import SETTINGS
+    from ultralytics.utils.callbacks import mlflow as stock
+
+    monkeypatch.setitem(SETTINGS, "mlflow", True)  # Ultralytics' setting on: its callback would be added
+    original = stock.callbacks
+    monkeypatch.delenv(compat.MLFLOW_OFF_ENV, raising=False)
+    with compat.stock_mlflow(True):
+        assert stock.callbacks is original and compat.MLFLOW_OFF_ENV not in os.environ
+    with compat.stock_mlflow(False):
+        assert stock.callbacks == {} and os.environ[compat.MLFLOW_OFF_ENV] == "1"
+    assert stock.callbacks is original and compat.MLFLOW_OFF_ENV not in os.environ
+    monkeypatch.setattr(stock, "callbacks", original)  # put back after the worker's change below
+    compat.drop_stock_mlflow_if_off()
+    assert stock.callbacks is original
+    monkeypatch.setenv(compat.MLFLOW_OFF_ENV, "1")  # as a DDP worker of a mlflow=False run inherits it
+    compat.drop_stock_mlflow_if_off()
+    assert stock.callbacks == {}

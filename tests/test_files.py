@@ -1,9 +1,12 @@
 """Atomic writes, and reads of damaged files that name the file."""
 
+import errno
+import os
+
 import pytest
 
 from fmnist_yolo.errors import ConfigError, RunError
-from fmnist_yolo.files import atomic_path, read_csv, read_json, read_yaml, write_text
+from fmnist_yolo.files import atomic_path, naming, read_csv, read_json, read_yaml, write_text
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):
@@ -41,3 +44,24 @@ def test_csv_columns_are_required(tmp_path):
     assert list(read_csv(tmp_path / "t.csv", RunError, "table", ("a",)).columns) == ["a", "b"]
     with pytest.raises(RunError, match="lacks the column\\(s\\) c"):
         read_csv(tmp_path / "t.csv", RunError, "table", ("a", "c"))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (not Linux)")
+def test_a_full_disk_names_the_file(tmp_path):
+    """A real ENOSPC (from /dev/full: write() and close() know no file name) names the file being written."""
+    with pytest.raises(OSError) as raw, open("/dev/full", "w") as f:
+        f.write("x")
+    assert raw.value.errno == errno.ENOSPC and raw.value.filename is None  # what the kernel gives
+    target = tmp_path / "a.json"
+    write_text(target, "old")
+    (tmp_path / ".a.tmp.json").symlink_to("/dev/full")  # the temporary file atomic_path writes: on a full disk
+    with pytest.raises(OSError) as full:
+        write_text(target, "new")
+    assert full.value.errno == errno.ENOSPC and full.value.filename == str(target), full.value
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    with pytest.raises(OSError) as named, naming(tmp_path / "b"), open("/dev/full", "w") as f:
+        f.write("x")
+    assert named.value.filename == str(tmp_path / "b") and str(tmp_path / "b") in str(named.value)
+    with pytest.raises(OSError) as kept, naming(tmp_path / "b"):
+        open(tmp_path / "no" / "such")
+    assert kept.value.filename == str(tmp_path / "no" / "such")  # a name the error had is kept

@@ -181,3 +181,30 @@ def test_disk_full(where, source, good_tree, monkeypatch, capsys):
     assert code == 1 and err.endswith(last + "\n") and "No space left on device" in last, err
     assert last.startswith(f"Error: {out.parent}/.fm.tmp-")  # names the file it could not write
     assert tree_digest(out) == digest and not list(out.parent.glob(".fm.tmp-*"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs: a filesystem that really fills up (root only; elsewhere test_disk_full's injected errors)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_disk_full_for_real(workers, source, small_disk, capsys):
+    """A real ENOSPC carries no file name: the error still names the file being written, and the tree stays."""
+    out = prepare(source=source, out=small_disk / "fm", verify=False, val_size=10, workers=1, progress=False)
+    digest = tree_digest(out)
+    st = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 64 * 1024))  # 64 KiB left
+    code, _, err = run_cli(["prepare", f"source={source}", f"out={out}", "verify=False", "force=True",
+                            f"workers={workers}", "val_size=10", "split_seed=3"], capsys)  # fmt: skip
+    last = one_error(err)
+    assert code == 1 and "No space left on device" in last, err
+    named = last.removeprefix("Error: ").split(": cannot write tree")[0]
+    assert named.startswith(f"{small_disk}/.fm.tmp-") and named.endswith(".png"), last  # the image, not the tree
+    assert tree_digest(out) == digest and not list(small_disk.glob(".fm.tmp-*"))

@@ -121,3 +121,88 @@ def test_report_refuses_missing_images(tiny_run, tmp_path, capsys):
     assert code == 1 and last.startswith("Error: /gone/") and "test image not found" in last
     assert not (run / "report.md").exists()
     json.loads((run / PROVENANCE).read_text())  # untouched
+
+
+def _copy_run(tiny, tmp_path):
+    """A copy of the session's tiny synthetic run (its stored predictions still point into its tree)."""
+    tree, run = tiny
+    copy = tmp_path / "runs" / "r"
+    shutil.copytree(run.dir, copy)
+    return tree, copy
+
+
+def test_stored_predictions_name_their_weights(tiny):
+    stored = pd.read_csv(tiny[1].dir / TEST_PREDICTIONS)
+    assert set(stored["weights"]) == {"weights/best.pt"}  # relative: the run directory may move
+    assert fmnist_yolo.Run.load(tiny[1].dir).test.weights == str(tiny[1].dir / "weights" / "best.pt")
+
+
+def test_report_on_another_tree_keeps_the_runs_own(tiny, tmp_path):
+    """data=OTHER never replaces the run's test result: the other tree's evaluation and report are kept apart,
+    labelled with the tree and its manifest checksum. The run's own data moved elsewhere is still its own."""
+    from fmnist_yolo import prepare
+    from fmnist_yolo.data.tree import manifest_checksum
+    from tests.conftest import synthetic_arrays, write_source
+
+    tree, run = _copy_run(tiny, tmp_path)
+    write_source(tmp_path / "src", synthetic_arrays(seed=1))
+    other = prepare(source=tmp_path / "src", out=tmp_path / "other", val_size=20, verify=False, workers=1,
+                    progress=False)  # fmt: skip
+    checksum = manifest_checksum(other)
+    before = (run / TEST_PREDICTIONS).read_bytes()
+    own_top1 = fmnist_yolo.Run.load(run).test.top1
+
+    path = fmnist_yolo.report(run, data=other)
+    label = f"other-{checksum[:12]}"
+    assert path == run / f"report.{label}.md" and not (run / "report.md").exists() and not (run / "report").exists()
+    assert (run / TEST_PREDICTIONS).read_bytes() == before  # the run's own, untouched
+    apart = pd.read_csv(run / f"test_predictions.{label}.csv")
+    assert set(apart["weights"]) == {"weights/best.pt"} and apart["file"].str.startswith(str(other)).all()
+    md = path.read_text()
+    assert f"best.pt on {other} (manifest sha256 {checksum[:12]}...)" in md and "another tree" in md
+    assert all((run / rel).is_file() and rel.startswith(f"report.{label}/") for rel in _referenced_images(md))
+    assert fmnist_yolo.Run.load(run).test.top1 == own_top1
+    assert fmnist_yolo.compare(run.parent).iloc[0]["test_top1"] == pytest.approx(own_top1)
+
+    moved = shutil.copytree(tree, tmp_path / "moved")  # the same data elsewhere (same manifest): the run's own
+    fmnist_yolo.report(run, data=moved)
+    stored = pd.read_csv(run / TEST_PREDICTIONS)
+    assert stored["file"].str.startswith(str(moved)).all() and (run / "report.md").is_file()
+    assert "the run's own test split" in (run / "report.md").read_text()
+
+    record = json.loads((run / PROVENANCE).read_text())  # the run's own tree, then rebuilt from other data
+    record["data"]["tree"] = str(moved)
+    (run / PROVENANCE).write_text(json.dumps(record))
+    prepare(source=tmp_path / "src", out=moved, val_size=20, verify=False, workers=1, progress=False, force=True)
+    (run / TEST_PREDICTIONS).unlink()
+    path = fmnist_yolo.report(run)
+    assert path.name == f"report.moved-{manifest_checksum(moved)[:12]}.md" and not (run / TEST_PREDICTIONS).exists()
+
+
+def test_pruned_weights_are_not_loaded_for_a_report(tiny, tmp_path, monkeypatch):
+    """Current stored predictions need no model: report and Run.load load no checkpoint, and work without one."""
+    _, run = _copy_run(tiny, tmp_path)
+    monkeypatch.setattr("fmnist_yolo.evaluation.evaluate.resolve_weights_path", lambda *a: pytest.fail("loaded"))
+    monkeypatch.setattr("fmnist_yolo.evaluation.evaluate.evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    top1 = fmnist_yolo.Run.load(run).test.top1
+    fmnist_yolo.report(run)
+    shutil.rmtree(run / "weights")  # pruned
+    loaded = fmnist_yolo.Run.load(run)
+    assert loaded.test is not None and loaded.test.top1 == top1
+    md = fmnist_yolo.report(run).read_text()
+    assert "best.pt on the run's own test split" in md and f"top-1 {top1:.4f}" in md
+
+
+def test_a_run_without_best_pt_is_not_reported_as_if_it_had_one(tiny, tmp_path):
+    """No best.pt: the report evaluates last.pt and says so; its figures are never stored as best.pt's."""
+    _, run = _copy_run(tiny, tmp_path)
+    (run / "weights" / "best.pt").unlink()
+    (run / TEST_PREDICTIONS).unlink()
+    md = fmnist_yolo.report(run).read_text()
+    assert "| best.pt" in md and "none in this run" in md and "| last.pt" in md and "(this run, last.pt)" in md
+    assert "no weights/best.pt" in md and "last.pt on the run's own test split" in md
+    assert not (run / TEST_PREDICTIONS).exists()
+    assert fmnist_yolo.Run.load(run).test is None  # best.pt's test evaluation: there is none
+    (run / "weights" / "last.pt").unlink()
+    with pytest.raises(fmnist_yolo.errors.RunError, match="no current test_predictions.csv and no weights/best.pt"):
+        fmnist_yolo.report(run)

@@ -61,6 +61,39 @@ def test_unknown_key_and_space_file(tmp_path):
         tune_module.search_space(f)
 
 
+def test_space_file_numbers_are_numbers(tmp_path):
+    """The README's example: PyYAML reads 1e-4 (no dot) as a string; Ray would raise a TypeError on it."""
+    require("ray.tune")
+    f = tmp_path / "space.yaml"
+    f.write_text("lr0: [loguniform, 1e-4, 1e-1]\nbatch: [randint, 16, 64]\nlrf: [choice, [1e-2, 0.1]]\n")
+    space = tune_module.search_space(f)
+    assert (space["lr0"].lower, space["lr0"].upper) == (1e-4, 1e-1)
+    assert (space["batch"].lower, space["batch"].upper) == (16, 64)
+    assert space["lrf"].categories == [0.01, 0.1]
+
+
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        ("[loguniform, 1e-4]", "expected [loguniform, low, high] with two numbers"),
+        ("[uniform, low, 0.5]", "expected [uniform, low, high] with two numbers"),
+        ("[loguniform, 0, 1e-1]", "loguniform needs 0 < low < high"),
+        ("[uniform, 0.5, 0.1]", "uniform needs low < high"),
+        ("[randint, 1.5, 4]", "randint needs whole numbers"),
+        ("[choice, []]", "expected [choice, [values]] with at least one value"),
+        ("0.01", "expected [uniform|loguniform|randint, low, high]"),
+    ],
+)
+def test_bad_space_entry_is_one_line_naming_the_key(entry, problem, tmp_path, monkeypatch, capsys):
+    require("ray.tune")
+    monkeypatch.setattr("fmnist_yolo.data.prepare.ensure_tree", lambda *a: pytest.fail("searched with a bad space"))
+    f = tmp_path / "space.yaml"
+    f.write_text(f"lr0: {entry}\n")
+    code, _, err = run_cli(["tune", f"space={f}", "iterations=1"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"Error: {f}: search space 'lr0': {problem}"), err
+
+
 def test_tune_refuses_a_device_list(tree):
     require("ray.tune")
     with pytest.raises(ConfigError, match="one device per trial"):

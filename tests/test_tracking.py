@@ -3,6 +3,7 @@
 The test names contain "test_mlflow": Ultralytics' own MLflow callback stays quiet in any other pytest test.
 """
 
+import os
 import socket
 import subprocess
 import sys
@@ -120,6 +121,45 @@ def test_mlflow_run_logged_and_compared(server, tree, tmp_path, monkeypatch):
     assert {a.path for a in client.list_artifacts(run_id, "report")} >= {"report/report.md"}
 
 
+RACE = """
+import os, sys, time
+from fmnist_yolo import tracking
+import mlflow
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):  # then all at once: MLflow's schema creation on a new store raced itself
+    time.sleep(0.001)
+tracker = tracking.Tracker(sys.argv[2]).start()
+if tracker.ok:
+    mlflow.log_metric("test_top1", 0.5)
+    mlflow.end_run()
+print("tracked" if tracker.ok else "untracked", flush=True)
+"""
+
+
+def test_mlflow_runs_starting_at_once_on_a_new_store_are_all_tracked(tmp_path, monkeypatch):
+    """Several runs start together on a SQLite store that does not exist yet: the store is made once, under a lock,
+    and every run is tracked (unlocked, MLflow's table creation and migrations collide and runs go untracked)."""
+    require("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import ROOT
+
+    store = f"sqlite:///{tmp_path / 'new' / 'store.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_EXPERIMENT_NAME": "race", "PYTHONPATH": str(ROOT)}
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(go), f"run{i}"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]  # fmt: skip
+    assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 4  # every one has imported mlflow
+    go.touch()
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    assert [out.strip() for out, _ in results] == ["tracked"] * 4, [err[-1500:] for _, err in results]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"run{i}" for i in range(4)]
+    assert all(r.data.metrics["test_top1"] == 0.5 and r.info.status == "FINISHED" for r in runs)
+
+
 def test_mlflow_server_down_warns_once_and_training_goes_on(tree, tmp_path, monkeypatch):
     require("mlflow")
     from fmnist_yolo import tracking
@@ -137,13 +177,34 @@ def test_mlflow_server_down_warns_once_and_training_goes_on(tree, tmp_path, monk
 
 
 def test_mlflow_off_switch(tree, tmp_path, monkeypatch):
+    """mlflow=False: nothing is logged to MLflow, not even by Ultralytics' own callback with its setting on (the
+    callback is active here: the test's name says test_mlflow). Checked in a real store, made beforehand."""
+    require("mlflow")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from ultralytics.utils import SETTINGS
+
     from fmnist_yolo import tracking
 
     assert not tracking.enabled(False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # would fail if anything tried
-    run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=1, data=str(tree), project=str(tmp_path), name="off",
-                            mlflow=False, evaluate_test=False)  # fmt: skip
+    monkeypatch.setitem(SETTINGS, "mlflow", True)  # Ultralytics' callback on, as it is by default for users
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    client = MlflowClient(store)
+    assert [e.name for e in client.search_experiments()] == ["Default"]  # the store exists, empty
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)  # where anything in this process would log
+    try:
+        run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=1, data=str(tree), project=str(tmp_path), name="off",
+                                mlflow=False, evaluate_test=False)  # fmt: skip
+    finally:
+        mlflow.end_run()
     assert run.provenance["tracking"] == {}
+    experiments = client.search_experiments()
+    assert [e.name for e in experiments] == ["Default"]
+    assert client.search_runs([e.experiment_id for e in experiments]) == []
+    from ultralytics.utils.callbacks import mlflow as stock
+
+    assert stock.callbacks and "FMNIST_YOLO_MLFLOW_OFF" not in os.environ  # put back after the run
 
 
 def test_mlflow_tune_trials_nest_under_the_search(server, tree, tmp_path, monkeypatch):

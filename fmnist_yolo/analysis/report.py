@@ -4,14 +4,15 @@ confident errors, and where the run stands among published Fashion-MNIST results
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import ConfigError, RunError
 from ..evaluation import metrics
-from ..evaluation.evaluate import Evaluation, best_on_test
-from ..files import write_text
+from ..evaluation.evaluate import Evaluation, best_on_test, is_own_tree, other_tree_label
+from ..files import naming, write_text
 from ..rundir import best_epoch, is_run, load_history, paths, read_provenance
 from .compare import summarize
 from .published import place_in_benchmark
@@ -25,7 +26,24 @@ def _millions(n) -> str:
     return "" if pd.isna(n) else f"{n / 1e6:.2f}M"
 
 
-def _summary(row: dict, record, ev: Evaluation) -> tuple[pd.DataFrame, list[str]]:
+def _tested(ev: Evaluation, own: bool, record) -> tuple[str, list[str]]:
+    """What the test figures are of: the weights and the tree; and the warnings that go with them."""
+    weights = Path(ev.weights).name
+    warnings = []
+    if weights != "best.pt":
+        warnings.append(f"This run has no weights/best.pt (pruned?): the test figures are {weights}'s, the last "
+                        "epoch's, not those of the epoch selected on val.")  # fmt: skip
+    if own:
+        return f"{weights} on the run's own test split", warnings
+    checksum = f"manifest sha256 {ev.manifest_sha256[:12]}..." if ev.manifest_sha256 else "no manifest"
+    trained = (record.data.get("manifest_sha256") or "")[:12] if record is not None else ""
+    warnings.append(f"The test figures are on another tree, {ev.tree} ({checksum}), not the data this run was "
+                    f"trained on{f' (manifest sha256 {trained}...)' if trained else ''}; the run's own test result "
+                    "is unchanged.")  # fmt: skip
+    return f"{weights} on {ev.tree} ({checksum})", warnings
+
+
+def _summary(row: dict, record, ev: Evaluation, own: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Key facts of the run as a two-column table, and warnings a reader must not miss."""
     facts = {"run": row["path"], "trained by": row["recorded_by"]}
     warnings = []
@@ -57,10 +75,16 @@ def _summary(row: dict, record, ev: Evaluation) -> tuple[pd.DataFrame, list[str]
         facts["imgsz"] = f"{row['imgsz']} trained"
     facts["epochs"] = f"{row['epochs_completed']} completed of {row['epochs']} planned"
     facts["train time"] = f"{row['train_time_s']:.0f} s" if pd.notna(row["train_time_s"]) else "unknown"
-    facts["best.pt"] = f"epoch {row['best_epoch']}, val top-1 {row['best_val_top1']:.4f}"
+    tested, said = _tested(ev, own, record)
+    if Path(ev.weights).name == "best.pt":
+        facts["best.pt"] = f"epoch {row['best_epoch']}, val top-1 {row['best_val_top1']:.4f}"
+    else:
+        facts["best.pt"] = "none in this run"
+        facts[Path(ev.weights).name] = f"epoch {row['epochs_completed']} (the last)"
+    facts["test of"] = tested
     facts["test"] = (f"top-1 {ev.top1:.4f}, top-5 {ev.top5:.4f}, macro-F1 {ev.macro_f1:.4f}, ECE {ev.ece:.4f} "
                      f"({len(ev.predictions)} images)")  # fmt: skip
-    return pd.DataFrame({"": list(facts), "value": list(facts.values())}), warnings
+    return pd.DataFrame({"": list(facts), "value": list(facts.values())}), warnings + said
 
 
 def _epochs_shown(history: pd.DataFrame, best: int | None, at_most: int = 20) -> pd.DataFrame:
@@ -76,7 +100,9 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
 
     Args:
         run: a run directory (fmnist-yolo's or a plain `yolo classify train` one).
-        data: the tree to evaluate on when the run has no current stored test predictions.
+        data: a tree to evaluate best.pt on. The run's own data (the same manifest, e.g. moved) refreshes its stored
+            test predictions and report; another tree's report is kept apart, as `RUN/report.<tree>-<manifest
+            sha256[:12]>.md` with its figures in `RUN/report.<tree>-<...>/`, and the run's own result is unchanged.
         csv: also write every table as CSV into `RUN/report/`.
         top: how many of the most confidently misclassified test images to show.
 
@@ -88,7 +114,7 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
         raise RunError(f"{e.filename or run}: cannot write the report: {e.strerror or e}") from None
     record = read_provenance(run)
     run_id = ((record.tracking if record else {}) or {}).get("mlflow", {}).get("run_id")
-    if run_id:
+    if run_id and path == paths(run).report:  # another tree's report is not the run's
         from .. import tracking
 
         if tracking.enabled():
@@ -107,16 +133,26 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
     history = load_history(run_dir)
     best = best_epoch(history, record.select_on if record else "top1_top5")
     ev = best_on_test(run_dir, data)
+    own = ev.tree is None or is_own_tree(run_dir, ev.tree)  # stored predictions are the run's own
     wrong = ev.misclassified(top)
     missing = [f for f in wrong["file"] if not Path(f).is_file()]
     if missing:
         raise ConfigError(f"{missing[0]}: test image not found (tree moved or rebuilt? pass data=TREE to re-evaluate)")
-    summary, warnings = _summary(row, record, ev)
+    summary, warnings = _summary(row, record, ev, own)
     confusions = metrics.top_confusions(ev.confusion, 5)
-    label = f"{row['model']}, {row['epochs_completed']} epochs, imgsz {row['imgsz']} (this run)"
+    weights = Path(ev.weights).name
+    which = ("" if weights == "best.pt" else f", {weights}") + ("" if own else f", on {Path(ev.tree).name}")
+    label = f"{row['model']}, {row['epochs_completed']} epochs, imgsz {row['imgsz']} (this run{which})"
     bench = place_in_benchmark(ev.top1, label, row["parameters"] if pd.notna(row.get("parameters")) else None)
 
     out = paths(run_dir)
+    if not own:  # another tree's report beside the run's own, labelled with the tree and its manifest
+        label_apart = other_tree_label(ev.tree, ev.manifest_sha256)
+        out = _Out(
+            run_dir,
+            run_dir / f"{out.report.stem}.{label_apart}.md",
+            run_dir / f"{out.report_assets.name}.{label_apart}",
+        )
     work = run_dir / f".{out.report_assets.name}.tmp"  # built aside, swapped in whole: a failure changes nothing
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
@@ -134,7 +170,9 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
                       "top_confusions": confusions, "misclassified": wrong, "calibration": ev.calibration,
                       "benchmark": bench}  # fmt: skip
             for name, table in tables.items():
-                table.to_csv(work / f"{name}.csv", index=name not in ("top_confusions", "misclassified", "benchmark"))
+                with naming(work / f"{name}.csv"):
+                    table.to_csv(work / f"{name}.csv", index=name not in ("top_confusions", "misclassified",
+                                                                          "benchmark"))  # fmt: skip
         figures = {k: f"{out.report_assets.name}/{v.name}" for k, v in figures.items()}
         text = _markdown(row, summary, warnings, history, best, ev, wrong, confusions, bench, figures)
     except BaseException:
@@ -142,6 +180,15 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
         raise
     _swap_in(work, out, text)
     return out.report
+
+
+@dataclass(frozen=True)
+class _Out:
+    """Where a report goes: its directory, report.md and the figures' folder (RunPaths' names for the run's own)."""
+
+    dir: Path
+    report: Path
+    report_assets: Path
 
 
 def _swap_in(work: Path, out, text: str) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from .. import __version__
 from ..config import CLASS_DIRS, DEFAULTS
 from ..errors import ConfigError, DataError, FmnistError
+from ..files import naming
 from .sources import Arrays, Source, load, resolve_source
 from .tree import CHECKSUMS, FORMAT, MANIFEST, read_manifest
 from .workers import pool
@@ -85,11 +86,15 @@ def _write_chunk(root: str, names: list[str], images: np.ndarray) -> list[str]:
     digests = []
     for name, image in zip(names, images):
         data = encode(image)
-        fd = os.open(os.path.join(root, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        path = os.path.join(root, name)
+        with naming(path):  # a full disk's ENOSPC names no file
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:  # write() may write less than asked (a nearly full disk): the rest, or its error
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
         digests.append(hashlib.sha256(data).hexdigest())
     return digests
 
@@ -109,21 +114,23 @@ def write_tree(root: Path, arrays: Arrays, layout: dict, workers: int, progress:
                 jobs.append((names[s : s + CHUNK], images[members[s : s + CHUNK]]))
     bar = Progress(sum(len(n) for n, _ in jobs), "Writing PNGs", enabled=progress)
     digests: dict[str, str] = {}
-    if workers <= 1:
-        for names, images in jobs:
-            digests.update(zip(names, _write_chunk(str(root), names, images)))
-            bar.update(len(names))
-    else:
-        with pool(workers) as executor:
-            futures = [(names, executor.submit(_write_chunk, str(root), names, images)) for names, images in jobs]
-            try:
-                for names, future in futures:
-                    digests.update(zip(names, future.result()))
-                    bar.update(len(names))
-            except BaseException:
-                executor.shutdown(cancel_futures=True)  # don't keep writing a tree that will be discarded
-                raise
-    bar.close()
+    try:
+        if workers <= 1:
+            for names, images in jobs:
+                digests.update(zip(names, _write_chunk(str(root), names, images)))
+                bar.update(len(names))
+        else:
+            with pool(workers) as executor:
+                futures = [(names, executor.submit(_write_chunk, str(root), names, images)) for names, images in jobs]
+                try:
+                    for names, future in futures:
+                        digests.update(zip(names, future.result()))
+                        bar.update(len(names))
+                except BaseException:
+                    executor.shutdown(cancel_futures=True)  # don't keep writing a tree that will be discarded
+                    raise
+    finally:  # the counter's line ended, also when writing fails: the error gets a line of its own
+        bar.close()
     return digests
 
 
@@ -149,7 +156,7 @@ class Progress:
             )
 
     def close(self) -> None:
-        if self.enabled and self.done != self.total:
+        if self.enabled and self.last and self.done != self.total:  # a counter line shown and not ended
             print(file=sys.stderr)
 
 
@@ -322,8 +329,9 @@ def prepare(
             tmp.mkdir()
             digests = write_tree(tmp, arrays, layout, workers or os.cpu_count() or 1, progress)
             info, listing = manifest(arrays, layout, val, seed, verify, digests)
-            (tmp / CHECKSUMS).write_text(listing)
-            (tmp / MANIFEST).write_text(json.dumps(info, indent=1) + "\n")
+            for name, text in ((CHECKSUMS, listing), (MANIFEST, json.dumps(info, indent=1) + "\n")):
+                with naming(tmp / name):
+                    (tmp / name).write_text(text)
             _swap(tmp, out)
         except OSError as e:
             raise DataError(f"{e.filename or out}: cannot write tree: {e.strerror or e}") from None

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import compat
 from ..checkpoints import check_classifier, load_checkpoint, warn_if_untrusted
 from ..config import CLASS_DIRS
+from ..data.tree import manifest_checksum
 from ..errors import ConfigError, RunError
 from ..files import atomic_path, read_csv
 from ..rundir import paths, predictions_current, read_args, read_provenance
@@ -29,6 +31,8 @@ class Evaluation:
     predictions: pd.DataFrame  # one row per image: file, true, pred, confidence, correct (and p_<class>)
     names: list[str] = field(default_factory=list)
     tta: str | None = None  # test-time augmentation the probabilities were averaged over (None: the image alone)
+    tree: str | None = None  # the tree evaluated on (None: not known, e.g. loaded from a file)
+    manifest_sha256: str | None = None  # that tree's manifest checksum (None: not known, or a tree without one)
 
     @property
     def confusion(self) -> pd.DataFrame:
@@ -79,16 +83,24 @@ class Evaluation:
                 table.to_csv(tmp)
         return [d / "per_class.csv", d / "confusion.csv", self.save(d / "predictions.csv")]
 
-    def save(self, path: str | Path) -> Path:
-        """Write the per-image predictions (with probabilities) as CSV; `Evaluation.load` reads them back."""
+    def save(self, path: str | Path, weights: str | None = None) -> Path:
+        """Write the per-image predictions (with probabilities) as CSV, each row naming the weights they come from
+        (`weights`, default self.weights, in a `weights` column); `Evaluation.load` reads them back."""
+        table = self.predictions.drop(columns=[WEIGHTS_COLUMN], errors="ignore")
         with atomic_path(path) as tmp:
-            self.predictions.to_csv(tmp, index=False)
+            table.assign(**{WEIGHTS_COLUMN: weights or self.weights}).to_csv(tmp, index=False)
         return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, split: str = "test", weights: str = "") -> Evaluation:
-        """An Evaluation from a predictions CSV; top-1/top-5 recomputed from the stored probabilities."""
+        """An Evaluation from a predictions CSV; top-1/top-5 recomputed from the stored probabilities. `weights` is
+        the file's own `weights` column when it has one (files written before it: the `weights` given)."""
         table = read_csv(path, RunError, "predictions file")
+        if WEIGHTS_COLUMN in table:
+            named = table.pop(WEIGHTS_COLUMN).dropna().unique()
+            if len(named) != 1:
+                raise RunError(f"{path}: predictions file is damaged (its weights column names {len(named)} files)")
+            weights = str(named[0])
         names = [c[2:] for c in table.columns if c.startswith("p_")]
         if not names or not {"true_id", "pred_id", "correct"} <= set(table.columns):
             raise RunError(f"{path}: not a predictions file (expected true_id, pred_id, correct, p_<class>)")
@@ -99,6 +111,7 @@ class Evaluation:
         return cls(split, weights, float(table["correct"].mean()), float(top5.mean()), table, names)
 
 
+WEIGHTS_COLUMN = "weights"  # in a stored predictions file: the weights they come from (relative to a run's directory)
 EXPORTED = (".onnx", ".torchscript", ".engine", ".mlpackage", ".tflite")  # exported files AutoBackend runs
 
 
@@ -229,6 +242,7 @@ def evaluate(
 
     from ..data.prepare import ensure_tree
 
+    compat.check_version()  # the validator seams above are Ultralytics' internals too
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, found {split!r}")
     path = resolve_weights_path(weights)
@@ -261,27 +275,82 @@ def evaluate(
         "confidence": probs.max(1), "correct": pred == true,
     })  # fmt: skip
     table = pd.concat([table, pd.DataFrame(probs, columns=[f"p_{n}" for n in names])], axis=1)
-    return Evaluation(split, str(path), float(v.metrics.top1), float(v.metrics.top5), table, names, tta)
+    return Evaluation(split, str(path), float(v.metrics.top1), float(v.metrics.top5), table, names, tta, str(tree),
+                      manifest_checksum(tree))  # fmt: skip
+
+
+BEST = "weights/best.pt"  # what a run's test_predictions.csv is made from, as its weights column names it
 
 
 def stored_test(run_dir: str | Path) -> Evaluation | None:
-    """best.pt's stored test evaluation, or None when there is none or it is older than best.pt."""
+    """best.pt's stored test evaluation (test_predictions.csv), or None when there is none, it is older than best.pt,
+    or it names other weights. It needs no model: a run whose weights were pruned keeps it."""
     run = paths(run_dir)
     if not predictions_current(run_dir):
         return None
-    return Evaluation.load(run.test_predictions, "test", str(run.best))
+    stored = Evaluation.load(run.test_predictions, "test", BEST)  # files from before the weights column: best.pt's
+    if Path(stored.weights).as_posix() not in (BEST, run.best.as_posix()):
+        return None
+    stored.weights = str(run.best)
+    return stored
 
 
-def best_on_test(run_dir: str | Path, data: str | Path | None = None) -> Evaluation:
-    """best.pt of a run on test: the predictions stored at training time when current, else a fresh evaluation,
-    which is stored (test_predictions.csv is derived from best.pt: rebuilt when missing or older, and said so).
+def _folder(data: str | Path | None) -> Path | None:
+    """A tree as a run names it (a path, or a name under Ultralytics' datasets_dir), if it is there; never prepared."""
+    if data is None:
+        return None
+    if Path(data).is_dir():
+        return Path(data).absolute()
+    from ultralytics.utils import DATASETS_DIR
 
-    A damaged stored file is rebuilt too. `data` evaluates on another tree (and stores that).
+    return (DATASETS_DIR / data).resolve() if (DATASETS_DIR / data).is_dir() else None
+
+
+def _own_tree(run_dir: Path, record) -> tuple[str | Path | None, str | None]:
+    """The tree the run was trained on, as recorded, and its manifest checksum (recorded, or read when it is there)."""
+    if record is not None:
+        return record.data.get("tree"), record.data.get("manifest_sha256")
+    # a plain `yolo classify train` run: its data= argument (a path or a name under datasets_dir)
+    data = read_args(run_dir).get("data")
+    folder = _folder(data)
+    return data, manifest_checksum(folder) if folder is not None else None
+
+
+def is_own_tree(run_dir: str | Path, tree: str | Path) -> bool:
+    """Whether `tree` holds the data the run was trained on: the same manifest (a moved or rebuilt identical tree),
+    or, for trees without a manifest, the same directory."""
+    own, checksum = _own_tree(Path(run_dir), read_provenance(run_dir))
+    theirs = _folder(tree)
+    if theirs is None:
+        return False
+    if checksum is not None:
+        return manifest_checksum(theirs) == checksum
+    own_folder = _folder(own)
+    return own_folder is not None and own_folder.resolve() == theirs.resolve() and manifest_checksum(theirs) is None
+
+
+def other_tree_label(tree: str | Path, checksum: str | None) -> str:
+    """How an evaluation on another tree is named beside the run's own: the tree's folder and its manifest."""
+    return f"{Path(tree).name}-{checksum[:12] if checksum else 'no-manifest'}"
+
+
+def best_on_test(run_dir: str | Path, data: str | Path | None = None, last_if_no_best: bool = True) -> Evaluation:
+    """best.pt of a run on test: the predictions stored at training time when current (no model is loaded), else a
+    fresh evaluation, which is stored (test_predictions.csv is derived from best.pt: rebuilt when missing, older or
+    damaged, and said so).
+
+    `data` evaluates on that tree. The run's own data (the same manifest: a moved tree) replaces the stored
+    predictions; another tree's never does (nor the run's tree rebuilt with other data): its predictions are kept
+    apart, as `test_predictions.<tree>-<manifest sha256[:12]>.csv`. A fresh Evaluation carries `tree` and
+    `manifest_sha256`; `is_own_tree(run_dir, ev.tree)` tells which it was.
+
+    A run without best.pt: last.pt is evaluated when `last_if_no_best` (its Evaluation's `weights` say so), and never
+    stored as the run's test predictions; else, or without last.pt either, RunError.
     """
     import logging
 
     run = paths(run_dir)
-    weights = resolve_weights_path(run_dir)
+    record = read_provenance(run_dir)
     why = None
     if data is None:
         try:
@@ -290,16 +359,25 @@ def best_on_test(run_dir: str | Path, data: str | Path | None = None) -> Evaluat
             why = "is older than best.pt" if run.test_predictions.is_file() else "is missing"
         except RunError as e:
             why = f"is damaged ({str(e).split(': ', 1)[-1]})"
-        record = read_provenance(run_dir)
-        # a plain `yolo classify train` run: its data= argument (a path or a name under datasets_dir)
-        data = record.data.get("tree") if record is not None else read_args(run_dir).get("data")
-    result = evaluate(weights, "test", data)
-    with contextlib.suppress(OSError):  # a read-only run directory: the evaluation stands, unstored
-        result.save(run.test_predictions)
-    if why:
+        data = _own_tree(Path(run_dir), record)[0]
+    weights = run.best if run.best.is_file() else run.last if last_if_no_best and run.last.is_file() else None
+    if weights is None:
+        wanted = "weights/best.pt or weights/last.pt" if last_if_no_best else "weights/best.pt"
+        raise RunError(f"{run_dir}: no current {run.test_predictions.name} and no {wanted} to evaluate")
+    result = evaluate(resolve_weights_path(weights), "test", data)
+    if not is_own_tree(run_dir, result.tree):  # another tree, or the run's own since rebuilt with other data
+        keep = run.dir / f"{run.test_predictions.stem}.{other_tree_label(result.tree, result.manifest_sha256)}.csv"
+    elif weights == run.best:
+        keep = run.test_predictions
+    else:  # last.pt's figures are never stored as the run's (best.pt's) test predictions
+        keep = None
+    if keep is not None:
+        with contextlib.suppress(OSError):  # a read-only run directory: the evaluation stands, unstored
+            result.save(keep, weights=weights.relative_to(run.dir).as_posix())
+    if why and keep == run.test_predictions:
         logging.getLogger(__name__).info(f"Note: {run.test_predictions} {why}: evaluated {weights} on test once "
                                          "and stored the predictions")  # fmt: skip
     return result
 
 
-__all__ = ["Evaluation", "best_on_test", "evaluate", "stored_test"]
+__all__ = ["Evaluation", "best_on_test", "evaluate", "is_own_tree", "stored_test"]

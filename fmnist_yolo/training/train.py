@@ -69,8 +69,9 @@ class Run:
     @classmethod
     def load(cls, run_dir: str | Path) -> Run:
         """A finished run from its directory: provenance, and the test evaluation of best.pt (the stored one when
-        current, else evaluated once and stored; None only for a run without best.pt)."""
-        from ..evaluation.evaluate import best_on_test
+        current, which needs no model, so a run whose weights were pruned keeps it; else evaluated once and stored;
+        None for a run with neither)."""
+        from ..evaluation.evaluate import best_on_test, stored_test
 
         d = Path(run_dir)
         if not d.is_dir():
@@ -83,7 +84,9 @@ class Run:
             raise RunError(f"{d}: training has not finished (resume it with `fmnist-yolo train resume={d}`)")
         if record.status == "failed":
             raise RunError(f"{d}: training failed before its first epoch ended ({record.error})")
-        return cls(d, record, best_on_test(d) if paths(d).best.is_file() else None)
+        if not paths(d).best.is_file():  # pruned weights: the stored predictions, if any (never last.pt's)
+            return cls(d, record, stored_test(d))
+        return cls(d, record, best_on_test(d, last_if_no_best=False))
 
 
 def versions() -> dict[str, str]:
@@ -199,7 +202,7 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"), bool(a.get("fused_bn")))
     tracker = _start_tracking(record, train_args)
     try:
-        with compat.training():
+        with compat.training(), compat.stock_mlflow(a.get("mlflow") is not False):  # mlflow=False: no MLflow at all
             model.train(**train_args, trainer=trainer_class)
     except FmnistError as e:
         _failed(started.get("dir") or _planned_dir(model), record, str(e))
@@ -229,7 +232,7 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
         # The resolved batch: `batch=-1` (AutoBatch) or a memory fraction is not a size the validator takes.
         test = evaluate(paths(run_dir).best, "test", tree, device=_evaluation_device(train_args.get("device")),
                         batch=int(trainer.batch_size))  # fmt: skip
-        test.save(paths(run_dir).test_predictions)
+        test.save(paths(run_dir).test_predictions, weights="weights/best.pt")  # relative: the run may be moved
     _record_trainer(record, trainer)
     record.status = "finished"
     record.epochs_completed = int(history["epoch"].max()) if len(history) else 0

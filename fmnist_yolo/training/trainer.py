@@ -13,6 +13,7 @@ import numpy as np
 from ultralytics.models.yolo.classify import ClassificationTrainer, ClassificationValidator
 from ultralytics.utils.metrics import ClassifyMetrics
 
+from .. import compat
 from ..errors import DataError
 from .args import SELECT_ON
 
@@ -55,6 +56,7 @@ class Trainer(ClassificationTrainer):
         if select_on not in SELECT_ON:
             raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, found {select_on!r}")
         self.select_on = select_on
+        compat.drop_stock_mlflow_if_off()  # mlflow=False reaches DDP workers' trainers too
         super().__init__(*args, **kwargs)
 
     def build_dataset(self, img_path: str, mode: str = "train", batch=None):
