@@ -313,7 +313,8 @@ def test_provenance_records_world_size():
 
     import torch
 
-    trainer = SimpleNamespace(args=SimpleNamespace(imgsz=32), model=torch.nn.Linear(2, 2), device="cuda:0",
+    trainer = SimpleNamespace(args=SimpleNamespace(imgsz=32, seed=0, deterministic=True), model=torch.nn.Linear(2, 2),
+                              device="cuda:0",
                               world_size=2, epochs=3, save_dir="runs/x", amp=torch.tensor(True))  # fmt: skip
     from fmnist_yolo.rundir import Provenance
 
@@ -336,7 +337,11 @@ def test_ddp_parent_finishes_the_run_from_what_the_workers_wrote(tree, tmp_path,
                                 data=str(tree), project=str(tmp_path / "single"), name="w",
                                 evaluate_test=False)  # fmt: skip
 
-    def launch(cmd, check):  # the DDP workers' output, as they would leave it in the parent's save_dir
+    real_run = engine.subprocess.run  # the subprocess module's: the run's own git calls go through it
+
+    def launch(cmd, check=False, **kw):  # the DDP workers' output, as they would leave it in the parent's save_dir
+        if cmd != ["workers"]:
+            return real_run(cmd, check=check, **kw)
         save_dir = Path(launched["trainer"].save_dir)
         shutil.copyfile(workers.dir / "results.csv", save_dir / "results.csv")
         for name in ("best.pt", "last.pt"):
