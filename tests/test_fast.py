@@ -646,3 +646,50 @@ def test_weights_that_see_1x1_maps_train_in_nchw():
             assert m.weight.is_contiguous() == (name in changed), name
     assert all(p is params[n] for n, p in model.named_parameters())  # the optimizer's parameters, in place
     assert nchw_where_degenerate(model, 64) == []  # at 64 px the smallest map is 2x2
+
+
+@pytest.mark.parametrize("optimizer", ["MuSGD", "AdamW", "SGD"])  # a 100-epoch run's, a short run's, a recipe's
+def test_a_fast_step_never_reads_the_device(tree, tmp_path, monkeypatch, optimizer):
+    """Nothing inside a step waits on the device: augmenting the chunk, forward, ChunkLoss, backward, clip, the
+    optimizer and the EMA. Every way a tensor's value reaches the host raises while the step runs."""
+    import ultralytics.engine.trainer as engine
+
+    from fmnist_yolo import compat
+    from fmnist_yolo.training.fast import MemoryTrainer
+
+    args = _probe_args(tmp_path, name="nosync", epochs=100, nbs=64, batch=16, optimizer=optimizer)
+    with compat.training():
+        trainer = MemoryTrainer(overrides={"data": str(tree), **args})
+        trainer._setup_train()
+        assert type(trainer.optimizer).__name__ == optimizer
+
+        def step():  # an epoch's first chunk: its order and augmentation draws are made here too
+            batch = trainer.preprocess_batch(next(iter(trainer.train_loader)))
+            with engine.autocast(trainer.amp, device=trainer.device.type):
+                loss, items = trainer.model(batch)
+            trainer.loss_items = items
+            loss.sum().backward()
+            trainer.optimizer_step()
+
+        step()  # the optimizer's state is made on its first step
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+
+        # torch keeps a non-fused Adam's step count on the host by design (its CUDA path too); reading it waits for
+        # nothing, so those tensors may be read
+        counters = {id(state["step"]) for state in trainer.optimizer.state.values() if "step" in state}
+
+        def forbid(name):
+            real = getattr(torch.Tensor, name)
+
+            def read(t, *a, **k):
+                if id(t) not in counters:
+                    raise AssertionError(f"Tensor.{name}: a host read of a tensor inside a step")
+                return real(t, *a, **k)
+
+            return read
+
+        for name in ("item", "cpu", "tolist", "__bool__", "__float__", "__int__", "numpy"):
+            monkeypatch.setattr(torch.Tensor, name, forbid(name))
+        step()
+        monkeypatch.undo()
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))  # it stepped
