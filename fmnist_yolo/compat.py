@@ -80,6 +80,16 @@ def check_version() -> bool:
     return False
 
 
+# Lines of BaseTrainer._do_train the fast path's step relies on without overriding a method (training/fast/loop.py):
+LOOP_CONTRACT = [
+    "if ni - last_opt_step >= self.accumulate:",  # accumulate = -sys.maxsize: the chunk plan decides the steps
+    "loss, self.loss_items = self.model(batch)",  # the model's criterion is ChunkLoss: the chunk's loss
+    "batch = self.preprocess_batch(batch)",  # hands the chunk's micro-batches to MicroBatchNorm
+    "nw = self._get_warmup_iterations(nb)",  # 0: the loop's own warm-up off, optimizer_step applies stock's
+    "else {k: (self.tloss[k] * i + v) / (i + 1) for k, v in self.loss_items.items()}",  # DeviceLoss's arithmetic
+]
+
+
 def amp_agrees(model, imgsz: int = 64, dtype=None) -> bool:
     """Whether this classification model's class probabilities under autocast match FP32 on a fixed random batch."""
     import torch

@@ -20,6 +20,17 @@ def test_overridden_methods_exist(owner, name):
     assert hasattr(klass, name), f"{owner}.{name} is gone: review the subclass that overrides it"
 
 
+@pytest.mark.parametrize("line", compat.LOOP_CONTRACT)
+def test_the_training_loop_still_reads_as_the_fast_path_relies_on(line):
+    """The fast path's step leans on these lines of Ultralytics' loop (an attribute, the criterion, the warm-up)."""
+    import inspect
+
+    from ultralytics.engine.trainer import BaseTrainer
+
+    source = " ".join(inspect.getsource(BaseTrainer._do_train).split())
+    assert " ".join(line.split()) in source, "BaseTrainer._do_train changed: review fmnist_yolo/training/fast/loop.py"
+
+
 def test_checked_against_the_installed_major_minor():
     import ultralytics
 

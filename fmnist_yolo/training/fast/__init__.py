@@ -1,0 +1,34 @@
+"""The fast data path (`fast=True`): the split decoded once into one uint8 tensor, augmented in batches on the device.
+
+`MemoryTrainer` is Ultralytics' ClassificationTrainer with the data loaders replaced: model, optimizer, schedule,
+EMA, validator, checkpoints, results.csv and callbacks stay Ultralytics'. Selected by `fast=True`.
+
+It trains the recipe it is given. Stock Ultralytics adds the gradients of `accumulate = nbs / batch` micro-batches
+(each a mean over `batch` images) before each optimizer step, and ramps `accumulate` from 1 during warm-up. The fast
+loader replays that schedule (`step_plan`) and fuses the micro-batches of one step into one forward pass whose loss
+is their sum (`ChunkLoss`), so the optimizer, the number of steps, the gradient, the warm-up and the learning rate
+of every step are stock's. BatchNorm normalises each micro-batch of the chunk on its own (`MicroBatchNorm`), as
+stock's separate forward passes do. What differs: the augmentations are batched re-implementations on tensors
+(RandAugment included, a policy drawn per image; stock's run on PIL images, so values differ by rounding), and the
+AugMix and AutoAugment policies are not reproduced.
+
+Device-agnostic: the split, the augmentation draws and the validator's results live on the training device, so the
+GPU path runs the same functions the CPU tests cover. On CPU the model trains channels_last, as on CUDA.
+
+In data-flow order: augment.py (the batched augmentation), plan.py (stock's accumulation as chunks), data.py (the
+split in memory and its loader), norm.py (BatchNorm per micro-batch), loss.py (the chunk's loss), loop.py
+(MemoryTrainer: where one optimizer step reads on one screen).
+"""
+
+from .augment import CROP_ATTEMPTS, CROP_RATIO, Augment
+from .data import VAL_BATCH, MemoryDataset, MemoryLoader, decode, load_split, resize_like_validation
+from .loop import DeviceValidator, MemoryTrainer
+from .loss import ChunkLoss, DeviceLoss
+from .norm import MicroBatchNorm, grouped_batch_norm, micro_groups, nchw_where_degenerate
+from .plan import Chunk, step_plan
+
+__all__ = [
+    "CROP_ATTEMPTS", "CROP_RATIO", "VAL_BATCH", "Augment", "Chunk", "ChunkLoss", "DeviceLoss", "DeviceValidator",
+    "MemoryDataset", "MemoryLoader", "MemoryTrainer", "MicroBatchNorm", "decode", "grouped_batch_norm", "load_split",
+    "micro_groups", "nchw_where_degenerate", "resize_like_validation", "step_plan",
+]  # fmt: skip

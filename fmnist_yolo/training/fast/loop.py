@@ -1,0 +1,174 @@
+"""`MemoryTrainer`: Ultralytics' classification trainer with the fast path's loaders, chunks and step.
+
+One optimizer step, as Ultralytics' loop runs it here: the loader yields a chunk (augmented on the device),
+`preprocess_batch` hands its micro-batch assignment to BatchNorm, the model's criterion is ChunkLoss, and
+`optimizer_step` steps only where stock steps, with stock's warm-up lr and momentum. Every method overridden or
+attribute relied on is registered in compat.SEAMS and compat.LOOP_CONTRACT, where tests/test_compat.py watches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import numpy as np
+import torch
+from ultralytics.data.augment import classify_transforms
+from ultralytics.models.yolo.classify import ClassificationValidator
+from ultralytics.utils import LOGGER
+from ultralytics.utils.torch_utils import unwrap_model
+
+from ...errors import ConfigError
+from ..trainer import Trainer
+from .augment import Augment
+from .data import VAL_BATCH, MemoryDataset, MemoryLoader, load_split
+from .loss import ChunkLoss, DeviceLoss
+from .norm import MicroBatchNorm, nchw_where_degenerate
+from .plan import Chunk
+
+
+class DeviceValidator(ClassificationValidator):
+    """Ultralytics' validator whose per-batch results stay on the device, moved to the host once per validation.
+
+    Stock copies each batch's top-5 and labels to the host (a synchronisation per batch on a GPU); the metrics are
+    computed from the same tensors either way.
+    """
+
+    def update_metrics(self, preds: torch.Tensor, batch: dict) -> None:
+        n5 = min(len(self.names), 5)
+        self.pred.append(preds.argsort(1, descending=True)[:, :n5].type(torch.int32))  # as stock, less .cpu()
+        self.targets.append(batch["cls"].type(torch.int32))
+
+    def get_stats(self) -> dict[str, float]:
+        """Stock's metrics, after one move of all batches' results to the host."""
+        self.pred = [torch.cat(self.pred).cpu()] if self.pred else []
+        self.targets = [torch.cat(self.targets).cpu()] if self.targets else []
+        return super().get_stats()
+
+
+class MemoryTrainer(Trainer):
+    """ClassificationTrainer whose loaders serve a pre-decoded in-memory split, augmented in batches on the device.
+
+    Stock's optimizer, steps, gradient scale, warm-up and learning rates (see the module docstring): the loop runs one
+    iteration per fused chunk, and `optimizer_step` steps where stock does, with stock's warm-up values.
+    """
+
+    validator_class = DeviceValidator
+    _STEP_ALWAYS = -sys.maxsize  # loop's `ni - last_opt_step >= accumulate` always true: the plan decides the steps
+
+    def __init__(self, *args, fused_bn: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused_bn = fused_bn  # True: one BatchNorm over each chunk (faster; not stock's per-micro-batch statistics)
+        if self.world_size > 1:
+            raise ConfigError("fast=True trains on one device; drop fast=True for multi-GPU (DDP) training")
+        if self.args.time:
+            raise ConfigError("fast=True plans its optimizer steps by epoch; use epochs= instead of time=")
+        if self.device.type == "cpu":  # Ultralytics leaves a core idle for loader workers that this path does not use
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.add_callback("on_train_epoch_start", lambda t: setattr(t.train_loader, "epoch", t.epoch))
+        self.add_callback("on_pretrain_routine_end", MemoryTrainer._start_plan)
+        self._splits: dict[str, MemoryDataset] = {}
+        self._chunk: Chunk | None = None
+        self._micro_bn: MicroBatchNorm | None = None
+        self.stock_accumulate, self.stock_warmup = 1, 0
+        if self.args.auto_augment and self.args.auto_augment != "randaugment":
+            LOGGER.warning(f"fast=True trains stock's optimizer steps, gradients and schedule, but does not apply "
+                           f"auto_augment={self.args.auto_augment} (stock applies it per image; randaugment it does). "
+                           f"Drop fast=True for the stock loader.")  # fmt: skip
+
+    def get_dataloader(self, dataset_path, batch_size: int = 16, rank: int = 0, mode: str = "train"):
+        key = f"{mode}:{dataset_path}"
+        if key not in self._splits:
+            self._splits[key] = load_split(dataset_path, self.args, self.data["names"], mode, self.device)
+            LOGGER.info(f"fast loader: {len(self._splits[key])} {mode} images of {dataset_path} in memory "
+                        f"({self._splits[key].images.nbytes / 1e6:.0f} MB, {self.device})")  # fmt: skip
+        size = int(self.args.imgsz)
+        if mode == "train":
+            # stock drops the short last micro-batch when compiling (ClassificationTrainer.get_dataloader): one shape
+            return MemoryLoader(self._splits[key], batch_size, size, Augment.from_args(self.args), self.args.seed,
+                                drop_last=bool(self.args.compile))  # fmt: skip
+        unwrap_model(self.model).transforms = classify_transforms(size=size)  # for best.pt's predictor, as stock
+        return MemoryLoader(self._splits[key], max(batch_size, VAL_BATCH), size, None)
+
+    def setup_model(self):
+        """Ultralytics' model, in channels_last on CPU too unless `channels_last=False`.
+
+        Ultralytics 8.4 applies channels_last on CUDA only ("no benefit on CPU"); on this project's 2-core Zen 4 the
+        fast path trains 1.16x faster in it at 256 images a step and the model 1.13x at 64, fp32
+        (benchmarks/RESULTS.md). The stock loader cannot feed that speed, so only this path takes it. The same
+        computation to rounding; checkpoints are written NCHW as ever.
+        """
+        ckpt = super().setup_model()
+        if self.device.type == "cpu" and self.args.channels_last is not False:
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self._asked_channels_last, self.args.channels_last = self.args.channels_last, None  # no "ignored" warning
+        return ckpt
+
+    def _build_train_pipeline(self):
+        """Stock's loaders, accumulation and optimizer, then the loader fuses what stock would accumulate."""
+        super()._build_train_pipeline()
+        loader = self.train_loader
+        self.stock_accumulate = self.accumulate
+        self.stock_warmup = super()._get_warmup_iterations(loader.micro_batches)
+        loader.schedule(self.stock_warmup, self.stock_accumulate, self.epochs)
+        loader.epoch = self.start_epoch
+        self.accumulate = self._STEP_ALWAYS
+
+    def _start_plan(self) -> None:
+        """After a resume has set start_epoch: plan from there, and sum the losses of fused micro-batches."""
+        self.train_loader.schedule(self.stock_warmup, self.stock_accumulate, self.epochs)
+        self.train_loader.epoch = self.start_epoch
+        if hasattr(self, "_asked_channels_last"):  # the argument as given, for the checkpoints' train_args
+            self.args.channels_last = self._asked_channels_last
+        unwrap_model(self.model).criterion = ChunkLoss()  # training model only: checkpoints strip the criterion
+        if self.args.compile and self.device.type == "cuda":  # review finding 8: Inductor's stride assertion
+            nchw_where_degenerate(unwrap_model(self.model), int(self.args.imgsz))
+        if not self.fused_bn:  # after the EMA's copy was taken: the EMA stays plain
+            self._micro_bn = MicroBatchNorm(unwrap_model(self.model))
+
+    def label_loss_items(self, loss_items=None, prefix="train"):
+        """Stock's, with each DeviceLoss read exactly (once an epoch: results.csv, the loggers)."""
+        if loss_items is not None:
+            loss_items = {k: v.exact() if isinstance(v, DeviceLoss) else v for k, v in loss_items.items()}
+        return super().label_loss_items(loss_items, prefix)
+
+    def _load_checkpoint_state(self, ckpt):
+        """Stock's, with the training model's BatchNorm layers plain while it runs: a NaN recovery rebuilds the EMA
+        as a deep copy of the training model, which would otherwise pickle MicroBatchNorm into every checkpoint."""
+        with self._micro_bn.detached() if self._micro_bn else contextlib.nullcontext():
+            super()._load_checkpoint_state(ckpt)
+
+    def _get_warmup_iterations(self, num_batches):
+        return 0  # the loop's per-batch warm-up is off: optimizer_step applies stock's, per micro-batch index
+
+    def preprocess_batch(self, batch):
+        self._chunk = batch.pop("chunk", None)
+        assign = batch.pop("micro", None)
+        if self._micro_bn is not None:
+            self._micro_bn.assign = assign
+        return batch  # already on the device
+
+    def optimizer_step(self):
+        """Step where stock steps, with the lr and momentum stock's warm-up gives at that micro-batch."""
+        chunk = self._chunk
+        if chunk is not None and not chunk.steps:
+            return  # stock adds this gradient to the next micro-batches' before stepping
+        if chunk is not None and self.stock_warmup:
+            self._warmup(chunk.ni)
+        super().optimizer_step()
+
+    def _warmup(self, ni: int) -> None:
+        """Stock's warm-up of lr and momentum at global micro-batch `ni` (BaseTrainer._do_train, 8.4.190)."""
+        nw, a = self.stock_warmup, self.args
+        for x in self.optimizer.param_groups:
+            target = x["initial_lr"] * self.lf(self.epoch)
+            if ni <= nw:
+                start = a.warmup_bias_lr if x.get("param_group") == "bias" else 0.0
+                x["lr"] = float(np.interp(ni, [0, nw], [start, target]))
+                if "momentum" in x:
+                    x["momentum"] = float(np.interp(ni, [0, nw], [a.warmup_momentum, a.momentum]))
+            else:  # after warm-up: where stock's last warm-up micro-batch left them (the scheduler's lr)
+                x["lr"] = target
+                if "momentum" in x:
+                    x["momentum"] = a.momentum
