@@ -35,11 +35,11 @@ TRIAL = ["model=yolo11n-cls.yaml", "imgsz=28", "batch=16", "plots=False", "worke
          "cpu_per_trial=1"]  # fmt: skip
 
 
-def search(args: list[str], env: dict[str, str], cwd: Path) -> float:
-    """Seconds of one `fmnist-yolo tune` process."""
+def search(args: list[str], env: dict[str, str], cwd: Path, prefix: tuple[str, ...] = ()) -> float:
+    """Seconds of one `fmnist-yolo tune` process (`prefix`: run within the cluster's network namespace)."""
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "fmnist_yolo", "tune", *args], cwd=cwd, env=env, capture_output=True,
-                       text=True)  # fmt: skip
+    r = subprocess.run([*prefix, sys.executable, "-m", "fmnist_yolo", "tune", *args], cwd=cwd, env=env,
+                       capture_output=True, text=True)  # fmt: skip
     seconds = time.perf_counter() - t0
     if r.returncode:
         raise SystemExit(f"failed: {args}\n{r.stderr[-3000:]}")
@@ -74,7 +74,7 @@ def main() -> None:
             for arm in ("local", "cluster"):
                 args = [*common, f"project={work / 'runs'}", f"name={arm}{rep}"]
                 if arm == "cluster":
-                    seconds = search(["address=auto", *args], cluster.driver_env(), work)
+                    seconds = search(["address=auto", *args], cluster.driver_env(), work, tuple(cluster.prefix))
                 else:
                     seconds = search(args, local_env, work)
                 times[arm].append(seconds)

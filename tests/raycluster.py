@@ -5,7 +5,9 @@ own (so that `address=auto` finds this cluster and no other), and stopped by the
 Each node's `ray start` runs in a new session; every process of the node (GCS, raylet, agents, workers, which put
 themselves in process groups of their own) keeps that session id, which is how the node is found and killed: `ray
 stop` would stop every Ray on the machine. Ray rewrites a node's 127.0.0.1 to the machine's address and listens on
-every interface, so the nodes are joined with `address=auto` through the shared temporary directory, and a private
+every interface, so where the machine lets us (root, iproute2) the whole cluster and its drivers run in a network
+namespace of their own with only a loopback interface: every connection stays on 127.0.0.1, and nothing outside the
+namespace can reach a node. The nodes join with `address=auto` through the shared temporary directory, and a private
 token authenticates every connection (RAY_AUTH_MODE=token).
 """
 
@@ -98,6 +100,8 @@ class RayCluster:
                          "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})  # fmt: skip
         self.nodes: list[Node] = []
         self.port = 0
+        self.netns = _loopback_namespace()
+        self.prefix = ["ip", "netns", "exec", self.netns] if self.netns else []  # runs a command in the namespace
 
     def __enter__(self) -> RayCluster:
         return self
@@ -127,7 +131,8 @@ class RayCluster:
     def _start(self, name: str, cpus: int, env: dict[str, str] | None, args: list[str]) -> Node:
         ports = free_ports(len(PORT_FLAGS) + WORKER_PORTS)
         log = self.tmp / f"{name}.log"
-        cmd = [str(RAY), "start", *args, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--num-gpus=0",
+        cmd = [*self.prefix, str(RAY), "start", *args, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+               "--num-gpus=0",
                f"--object-store-memory={100 * 2**20}", "--disable-usage-stats",
                *(f"--{flag}={port}" for flag, port in zip(PORT_FLAGS, ports)),
                f"--worker-port-list={','.join(map(str, ports[len(PORT_FLAGS):]))}"]  # fmt: skip
@@ -173,8 +178,8 @@ class RayCluster:
                 "print(json.dumps([{'job_id': j.job_id.hex(), 'driver_pid': j.driver_pid, 'is_dead': j.is_dead, "
                 "'entrypoint': j.entrypoint} for j in jobs]))")  # fmt: skip
         address = (self.tmp / "ray" / "ray_current_cluster").read_text().strip()
-        out = subprocess.run([sys.executable, "-c", code, address], env=self.env, capture_output=True, text=True,
-                             timeout=60, check=True)  # fmt: skip
+        out = subprocess.run([*self.prefix, sys.executable, "-c", code, address], env=self.env, capture_output=True,
+                             text=True, timeout=60, check=True)  # fmt: skip
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def stop(self) -> list[str]:
@@ -189,11 +194,31 @@ class RayCluster:
         for node in self.nodes:
             alive = {pid for pid in node.pids if _alive(pid, node.session)}
             left += [f"{node.name}: process {pid} alive" for pid in sorted(alive)]
-            left += [f"{node.name}: port {p} still bound" for p in node.ports if port_listened(p)]
-        if self.port and port_listened(self.port):
+            if not self.netns:
+                left += [f"{node.name}: port {p} still bound" for p in node.ports if port_listened(p)]
+        if self.netns:  # every socket of the cluster lived in its namespace: none may still listen there
+            listening = subprocess.run([*self.prefix, "ss", "-ltnH"], capture_output=True, text=True).stdout.split("\n")
+            left += [f"still listening in {self.netns}: {line.split()[3]}" for line in listening if line.strip()]
+            subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
+        elif self.port and port_listened(self.port):
             left.append(f"head: GCS port {self.port} still bound")
         shutil.rmtree(self.tmp, ignore_errors=True)
         return left
+
+
+def _loopback_namespace() -> str | None:
+    """A new network namespace whose only interface is loopback, up; None where one cannot be made here."""
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("ss"):
+        return None
+    name = f"fmnist-ray-{secrets.token_hex(4)}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True)
+    if made.returncode:
+        return None
+    up = subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], capture_output=True)
+    if up.returncode:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        return None
+    return name
 
 
 def _alive(pid: int, session: int) -> bool:

@@ -59,7 +59,8 @@ def tune(cluster: RayCluster, cwd: Path, args: list[str]) -> subprocess.Popen:
     """`fmnist-yolo tune address=auto ARGS` as its own process (the search's driver), started."""
     argv = [sys.executable, "-m", "fmnist_yolo", "tune", "address=auto", f"data={cluster.tree}", *TRIAL, *args]
     env = cluster.driver_env(PYTHONPATH=str(ROOT))
-    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*cluster.prefix, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
