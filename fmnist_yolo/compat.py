@@ -25,11 +25,13 @@ PATCHED = [
     ("ultralytics.optim.muon", "zeropower_via_newtonschulz5"),  # called, not replaced
     ("ultralytics.utils", "ARGV"),
     ("ultralytics.utils.callbacks.raytune", "callbacks"),
+    ("ultralytics.engine.trainer", "TQDM"),  # the training bar's total: the fast path's chunks this epoch
     ("ultralytics.utils.callbacks.mlflow", "callbacks"),
 ]
 SEAMS = [
     ("ultralytics.engine.trainer.BaseTrainer", "read_results_csv"),  # replaced where polars is missing
     ("ultralytics.engine.trainer.BaseTrainer", "_build_train_pipeline"),  # the fast loader's step plan
+    ("ultralytics.engine.trainer.BaseTrainer", "_do_train"),  # the fast path's progress bar (progress_total)
     ("ultralytics.engine.trainer.BaseTrainer", "_get_warmup_iterations"),
     ("ultralytics.engine.trainer.BaseTrainer", "_load_checkpoint_state"),  # NaN recovery's EMA: plain BatchNorm
     ("ultralytics.engine.trainer.BaseTrainer", "label_loss_items"),  # the fast path's DeviceLoss, read exactly
@@ -230,6 +232,27 @@ def drop_stock_raytune_reporter() -> None:
     import ultralytics.utils.callbacks.raytune as stock_reporter
 
     stock_reporter.callbacks = {}
+
+
+@contextlib.contextmanager
+def progress_total(batches) -> Iterator[None]:
+    """Within: the training progress bar counts to `batches()` (this epoch's real number of iterations) where that is
+    not None, instead of the one length Ultralytics reads before the first epoch. The fast path fuses a step's
+    micro-batches into one iteration, and warm-up steps fuse fewer, so its epochs differ in length (the default
+    recipe's first epoch has 2,292 chunks, the later ones 861): the bar ran to 266 %."""
+    import ultralytics.engine.trainer as engine
+
+    original = engine.TQDM
+
+    def bar(iterable=None, *args, total=None, **kwargs):
+        n = batches()
+        return original(iterable, *args, total=total if n is None else n, **kwargs)
+
+    engine.TQDM = bar
+    try:
+        yield
+    finally:
+        engine.TQDM = original
 
 
 def _has_polars() -> bool:

@@ -123,6 +123,7 @@ class Provenance:
     # {commit, dirty, diff_sha256, seed, init_seed, deterministic, torch_threads, gpu} (training.environment)
     environment: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
+    eta: dict = field(default_factory=dict)  # {after_epoch, epoch_s, remaining_s, ends_at}: the expected end
     metrics: dict = field(default_factory=dict)
     test_predictions: str | None = None
     resumed: list = field(default_factory=list)  # one entry per resume: checkpoint, completed_epochs, at, ...

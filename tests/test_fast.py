@@ -693,3 +693,24 @@ def test_a_fast_step_never_reads_the_device(tree, tmp_path, monkeypatch, optimiz
         step()
         monkeypatch.undo()
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))  # it stepped
+
+
+def test_the_progress_bar_counts_each_epochs_real_iterations(tree, tmp_path, monkeypatch):
+    """Warm-up steps fuse fewer micro-batches, so warm-up epochs have more chunks than the length Ultralytics reads
+    once before the first epoch: the bar ran past 100 % (266 % in the default recipe's first epoch)."""
+    import ultralytics.engine.trainer as engine
+
+    import fmnist_yolo
+
+    bars = []
+
+    class Recording(engine.TQDM):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            bars.append(self)
+
+    monkeypatch.setattr(engine, "TQDM", Recording)
+    fmnist_yolo.train(**{**FAST, "epochs": 2, "batch": 8, "nbs": 32, "warmup_epochs": 1}, fast=True, data=str(tree),
+                      project=str(tmp_path), name="bar", evaluate_test=False, val=False)  # fmt: skip
+    assert len(bars) == 2 and all(b.n == b.total for b in bars), [(b.n, b.total) for b in bars]
+    assert bars[0].total > bars[1].total  # warm-up's epoch fuses fewer micro-batches a step

@@ -1,6 +1,7 @@
 """Training, evaluation and prediction wrappers: arguments, weights, provenance, honest evaluation."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +227,30 @@ def test_run_load_evaluates_a_run_trained_without_test(source, tmp_path):
     assert run.test is None and not (run.dir / TEST_PREDICTIONS).exists()
     loaded = fmnist_yolo.Run.load(run.dir)
     assert len(loaded.test.per_class) == 10 and len(loaded.test.predictions) == 30
+
+
+def test_the_expected_end_is_said_after_the_first_epoch_and_recorded(small_tree, tmp_path, caplog):
+    """Ultralytics shows each epoch's progress, never the whole run's: one line after the first epoch, and the
+    record's `eta` kept current every epoch."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="fmnist_yolo"):
+        run = fmnist_yolo.train(**{**FAST, "epochs": 3}, data=str(small_tree), project=str(tmp_path), name="eta",
+                                evaluate_test=False)  # fmt: skip
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Expected end of the run")]
+    assert len(said) == 1 and said[0].startswith("Expected end of the run: 2 epochs left at ")
+    eta = run.record.eta
+    assert eta["after_epoch"] == 3 and eta["remaining_s"] == 0 and eta["epoch_s"] > 0
+
+
+def test_expected_end_arithmetic_and_the_cpu_hint():
+    from fmnist_yolo.training.train import expected_end
+
+    now = time.mktime((2026, 11, 30, 10, 0, 0, 0, 0, -1))
+    eta, line = expected_end(1, 100, [200.0], "cpu", None, now=now)  # 99 epochs at 200 s: 5.5 h, lands 15:30
+    assert eta["remaining_s"] == 19800 and eta["epoch_s"] == 200.0 and eta["ends_at"].startswith("2026-11-30T15:30")
+    assert "99 epochs left at 200 s each, 5 h 30 min more, at about 15:30" in line and "recipe=cpu" in line
+    eta, line = expected_end(4, 100, [900.0, 60.0, 60.0, 30.0], "cpu", "cpu", now=now)  # the last 3: 50 s
+    assert eta["epoch_s"] == 50.0 and "recipe=cpu" not in line  # already the cpu recipe
+    assert "recipe=cpu" not in expected_end(1, 100, [200.0], "cuda:0", None, now=now)[1]  # a GPU: no hint
+    assert "at about Wed 17:00" in expected_end(1, 100, [2000.0], "cuda:0", None, now=now)[1]  # another day, named

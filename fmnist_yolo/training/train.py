@@ -28,6 +28,8 @@ from .weights import Weights, resolve_weights
 
 log = logging.getLogger(__name__)
 IMGSZ_NOTE = "Ultralytics rounds imgsz up to a multiple of the model stride (32)"
+ETA_RECENT = 3  # the expected end uses the mean pace of the last 3 epochs (warm-up's first epoch is slower)
+CPU_HINT_S = 3600  # a CPU run planned for longer than an hour names the faster `cpu` recipe
 
 
 @dataclass
@@ -177,6 +179,35 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     return _run(model, record, tree, {**ultralytics_args, "data": str(tree)})
 
 
+def expected_end(done: int, planned: int, paces: list[float], device: str, recipe: str | None,
+                 now: float | None = None) -> tuple[dict, str]:  # fmt: skip
+    """When the whole run should end, at the pace of its recent epochs: (the record's `eta`, the line to print).
+
+    Ultralytics shows each epoch's progress, never the whole run's. On a CPU, a run planned for more than
+    CPU_HINT_S names the faster recipe.
+    """
+    now = time.time() if now is None else now
+    recent = paces[-ETA_RECENT:]
+    pace = sum(recent) / len(recent)
+    left = max(planned - done, 0)
+    remaining = left * pace
+    ends = time.localtime(now + remaining)
+    same_day = time.strftime("%Y-%m-%d", ends) == time.strftime("%Y-%m-%d", time.localtime(now))
+    clock = time.strftime("%H:%M" if same_day else "%a %H:%M", ends)
+    eta = {"after_epoch": done, "epoch_s": round(pace, 1), "remaining_s": round(remaining),
+           "ends_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", ends)}  # fmt: skip
+    line = (f"Expected end of the run: {left} epoch{'s' * (left != 1)} left at {pace:.0f} s each, "
+            f"{_duration(remaining)} more, at about {clock}")  # fmt: skip
+    if device == "cpu" and planned * pace > CPU_HINT_S and recipe != "cpu":
+        line += "; on a CPU, recipe=cpu (make train RECIPE=cpu) trains this model in fewer, larger steps"
+    return eta, line
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
     """Train (or resume), evaluate best.pt once on test, and keep `fmnist_yolo.json` current throughout."""
     from ..evaluation.evaluate import evaluate
@@ -190,9 +221,17 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
         _record_trainer(record, trainer)
         write_provenance(trainer.save_dir, record)
 
+    paces: list[float] = []  # this process's epoch times: the expected end is said after its first epoch
+
     def on_epoch_end(trainer) -> None:  # a killed run keeps its wall time (a resume adds to it) and progress
         record.wall_time_s = round(previous_wall + time.time() - t0, 2)
         record.epochs_completed = int(trainer.epoch) + 1
+        if trainer.epoch < trainer.epochs and trainer.epoch_time:  # not the final evaluation's (epoch N + 1)
+            paces.append(float(trainer.epoch_time))
+            record.eta, line = expected_end(record.epochs_completed, int(trainer.epochs), paces, str(trainer.device),
+                                            (record.recipe or {}).get("name"))  # fmt: skip
+            if len(paces) == 1 and record.epochs_completed < trainer.epochs:
+                log.info(line)
         write_provenance(trainer.save_dir, record)
 
     model.add_callback("on_train_start", on_start)

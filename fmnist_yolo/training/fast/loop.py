@@ -19,6 +19,7 @@ from ultralytics.models.yolo.classify import ClassificationValidator
 from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
+from ... import compat
 from ...errors import ConfigError
 from ..trainer import Trainer
 from .augment import Augment
@@ -132,6 +133,11 @@ class MemoryTrainer(Trainer):
         if loss_items is not None:
             loss_items = {k: v.exact() if isinstance(v, DeviceLoss) else v for k, v in loss_items.items()}
         return super().label_loss_items(loss_items, prefix)
+
+    def _do_train(self):
+        """Ultralytics' loop, its progress bar counting this epoch's chunks (compat.progress_total)."""
+        with compat.progress_total(lambda: len(self.train_loader.chunks(self.epoch))):
+            return super()._do_train()
 
     def _load_checkpoint_state(self, ckpt):
         """Stock's, with the training model's BatchNorm layers plain while it runs: a NaN recovery rebuilds the EMA
