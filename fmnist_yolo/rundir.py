@@ -115,6 +115,7 @@ class Provenance:
     data: dict = field(default_factory=dict)
     device: str | None = None
     amp: bool | None = None
+    precision: dict = field(default_factory=dict)  # amp=bf16 on a CPU: {asked, used, ms_per_pass}, measured at start
     world_size: int = 1
     epochs_planned: int | None = None
     epochs_completed: int | None = None

@@ -357,6 +357,8 @@ def _record_trainer(record: Provenance, trainer) -> None:
             model = load_checkpoint(best).get("model")
             record.model["parameters"] = sum(p.numel() for p in model.parameters()) if model is not None else None
     record.device, record.amp = str(trainer.device), bool(getattr(trainer, "amp", False))
+    if getattr(trainer, "precision", None):
+        record.precision = trainer.precision
     record.world_size, record.epochs_planned = int(getattr(trainer, "world_size", 1)), int(trainer.epochs)
     record.run_dir, record.versions, record.environment = str(trainer.save_dir), versions(), environment(trainer)
 

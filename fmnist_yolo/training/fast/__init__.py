@@ -22,13 +22,13 @@ split in memory and its loader), norm.py (BatchNorm per micro-batch), loss.py (t
 
 from .augment import CROP_ATTEMPTS, CROP_RATIO, Augment
 from .data import VAL_BATCH, MemoryDataset, MemoryLoader, decode, load_split, resize_like_validation
-from .loop import DeviceValidator, MemoryTrainer
+from .loop import DeviceValidator, MemoryTrainer, cpu_precision_probe
 from .loss import ChunkLoss, DeviceLoss
 from .norm import MicroBatchNorm, grouped_batch_norm, micro_groups, nchw_where_degenerate
 from .plan import Chunk, step_plan
 
 __all__ = [
     "CROP_ATTEMPTS", "CROP_RATIO", "VAL_BATCH", "Augment", "Chunk", "ChunkLoss", "DeviceLoss", "DeviceValidator",
-    "MemoryDataset", "MemoryLoader", "MemoryTrainer", "MicroBatchNorm", "decode", "grouped_batch_norm", "load_split",
-    "micro_groups", "nchw_where_degenerate", "resize_like_validation", "step_plan",
+    "MemoryDataset", "MemoryLoader", "MemoryTrainer", "MicroBatchNorm", "cpu_precision_probe", "decode",
+    "grouped_batch_norm", "load_split", "micro_groups", "nchw_where_degenerate", "resize_like_validation", "step_plan",
 ]  # fmt: skip

@@ -28,6 +28,35 @@ from .loss import ChunkLoss, DeviceLoss
 from .norm import MicroBatchNorm, nchw_where_degenerate
 from .plan import Chunk
 
+BF16_PROBE = (2, 4)  # untimed and timed passes per precision: a few seconds at a CPU run's start
+
+
+def cpu_precision_probe(
+    model: torch.nn.Module, size: int, images: int = 64, probe: tuple[int, int] = BF16_PROBE
+) -> dict:
+    """ms per forward and backward of a copy of `model` on `images` `size`-px images (a step's chunk), in fp32 and
+    under bf16 autocast,
+    interleaved (ABAB...) so that the host's drift falls on both. bf16 paid 1.08x on a Zen 4 (AVX-512 BF16) and
+    0.65-0.87x on an Intel Xeon with AMX (benchmarks/RESULTS.md): only a measurement on the CPU at hand tells."""
+    import copy
+    import time
+
+    n, (warm, timed) = images, probe
+    net = copy.deepcopy(model).train()  # its BatchNorm statistics and gradients are the copy's
+    p = next(net.parameters())
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)).to(p.device)
+    x = x.to(memory_format=torch.channels_last) if p.dim() == 4 and not p.is_contiguous() else x
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for i in range(warm + timed):
+        for name in ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32"):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16"):
+                out = net(x)
+            (out[0] if isinstance(out, (list, tuple)) else out).float().sum().backward()
+            if i >= warm:
+                times[name].append(time.perf_counter() - t0)
+    return {name: round(1e3 * sorted(t)[len(t) // 2], 2) for name, t in times.items()}
+
 
 class DeviceValidator(ClassificationValidator):
     """Ultralytics' validator whose per-batch results stay on the device, moved to the host once per validation.
@@ -127,6 +156,25 @@ class MemoryTrainer(Trainer):
             nchw_where_degenerate(unwrap_model(self.model), int(self.args.imgsz))
         if not self.fused_bn:  # after the EMA's copy was taken: the EMA stays plain
             self._micro_bn = MicroBatchNorm(unwrap_model(self.model))
+        self._choose_cpu_precision()
+
+    def _choose_cpu_precision(self) -> None:
+        """amp=bf16 on a CPU: kept where bf16 autocast trains this model faster than fp32 here, else fp32 (a
+        measurement of a few seconds, `cpu_precision_probe`); the choice and its figures go to `self.precision`,
+        which the run's record keeps. A CPU without native bf16 trains in fp32 (compat.bf16_on_cpu says so)."""
+        if self.device.type != "cpu" or self.args.amp != "bf16" or self.resume:  # a resume keeps the run's choice
+            return
+        if not compat.cpu_has_bf16():
+            self.precision = {"asked": "bf16", "used": "fp32", "why": "no native bf16 on this CPU"}
+            return
+        images = max(self.batch_size, int(self.args.nbs))  # a step's fused chunk
+        ms = cpu_precision_probe(unwrap_model(self.model), int(self.args.imgsz), images)
+        used = "bf16" if ms["bf16"] < ms["fp32"] else "fp32"
+        self.precision = {"asked": "bf16", "used": used, "ms_per_pass": ms, "images": images}
+        LOGGER.info(f"amp=bf16 on this CPU: {ms['bf16']:.0f} ms a forward and backward in bf16 against "
+                    f"{ms['fp32']:.0f} in fp32 ({images} images): training in {used}")  # fmt: skip
+        if used == "fp32":
+            self.args.amp, self.amp = False, False
 
     def label_loss_items(self, loss_items=None, prefix="train"):
         """Stock's, with each DeviceLoss read exactly (once an epoch: results.csv, the loggers)."""
