@@ -1,7 +1,7 @@
 """What the fast path's fidelity to stock costs, interleaved in one process: BatchNorm per micro-batch
-(MicroBatchNorm, the default: one grouped normalisation, and for reference the earlier one BatchNorm call per
-micro-batch) against one BatchNorm over the fused chunk (`fused_bn=True`), and the augmentation with RandAugment
-(stock's default `auto_augment`) against without.
+(MicroBatchNorm: one grouped normalisation, a GPU's and a compiled model's way, and one BatchNorm call per
+micro-batch, a CPU's) against one BatchNorm over the fused chunk (`fused_bn=True`), and the augmentation with
+RandAugment (stock's default `auto_augment`) against without.
 
     python benchmarks/bench_fidelity.py [--device cpu] [--amp fp32|bf16] [--rounds 8]
 
@@ -85,19 +85,13 @@ def main() -> None:
             t.optimizer_step()
 
         mbn = t._micro_bn
-        grouped = mbn._forward
 
-        def per_slice(bn, x):  # the implementation before grouped_batch_norm: one BatchNorm call per micro-batch
-            if not bn.training or mbn.assign is None:
-                return type(bn).forward(bn, x)
-            return torch.cat([type(bn).forward(bn, part) for part in x.split(micro)])
+        def use(mode, sizes):
+            mbn.mode = mode
+            mbn.use(sizes)
 
-        def use(forward, sizes):
-            mbn._forward, mbn.sizes = forward, sizes
-            mbn._install()
-
-        settings = {"grouped": lambda: use(grouped, micro), "per-slice": lambda: use(per_slice, micro),
-                    "fused": lambda: use(grouped, None)}  # fmt: skip
+        settings = {"grouped": lambda: use("grouped", micro), "split": lambda: use("split", micro),
+                    "fused": lambda: use("split", None)}  # fmt: skip
         report(f"training step, BatchNorm ({args.amp}, {len(batch['cls'])} images, {type(t.optimizer).__name__})",
                interleaved(step, settings, args.rounds, per_block=10, warm=3))  # fmt: skip
 

@@ -457,7 +457,7 @@ def test_fused_chunks_weigh_each_image_by_its_micro_batch():
     assert len(batches) == 1 and batches[0]["chunk"] == Chunk(0, 3, True, 2)
     w = batches[0]["weight"]
     assert w.tolist() == [1 / 8] * 16 + [1 / 4] * 4 and torch.isclose(w.sum(), torch.tensor(3.0))
-    assert batches[0]["micro"].sum(0).tolist() == [8, 8, 4]  # the micro-batches MicroBatchNorm normalises one by one
+    assert batches[0]["micro"] == (8, 8, 4)  # the micro-batches MicroBatchNorm normalises one by one
 
 
 def _small_net() -> torch.nn.Module:
@@ -467,8 +467,9 @@ def _small_net() -> torch.nn.Module:
                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))  # fmt: skip
 
 
+@pytest.mark.parametrize("mode", ["grouped", "split"])  # a GPU's and a compiled model's way, a CPU's
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_micro_batch_norm_computes_what_separate_micro_batches_do(layout):
+def test_micro_batch_norm_computes_what_separate_micro_batches_do(layout, mode):
     """One fused forward with MicroBatchNorm = stock's forward per micro-batch: outputs, gradients, running stats."""
     import copy
 
@@ -476,7 +477,7 @@ def test_micro_batch_norm_computes_what_separate_micro_batches_do(layout):
     x = torch.rand(20, 3, 8, 8) * torch.linspace(0.2, 2.0, 20).view(-1, 1, 1, 1)  # micro-batches differ in level
     x = x.to(memory_format=layout)
     plain = copy.deepcopy(fused)
-    MicroBatchNorm(fused).sizes = [8, 8, 4]
+    MicroBatchNorm(fused, mode).use([8, 8, 4])
     out = fused(x)
     ref = torch.cat([stock(part) for part in x.split([8, 8, 4])])
     torch.testing.assert_close(out, ref)
@@ -495,9 +496,9 @@ def test_micro_batch_norm_is_plain_without_sizes_and_in_eval():
     norm = MicroBatchNorm(net)
     x = torch.rand(12, 3, 8, 8) * torch.linspace(0.2, 2.0, 12).view(-1, 1, 1, 1)
     for sizes in (None, [12]):  # no chunk (validation loaders, warm-up's single micro-batches): one normalisation
-        norm.sizes = sizes
+        norm.use(sizes)
         torch.testing.assert_close(net(x), plain(x))
-    norm.sizes = [6, 6]
+    norm.use([6, 6])
     net.eval(), plain.eval()
     torch.testing.assert_close(net(x), plain(x))  # eval mode normalises by the running statistics
     assert all(type(m) is torch.nn.BatchNorm2d for m in net.modules() if "BatchNorm" in type(m).__name__)
@@ -626,7 +627,7 @@ def test_micro_batch_norm_compiles_once_per_chunk_shape():
     compiled = torch.compile(net, backend=counter)
     x = torch.rand(20, 3, 8, 8)
     for sizes in ([8, 8, 4], [4, 8, 8], [8, 4, 8]):
-        norm.sizes = sizes
+        norm.use(sizes)
         compiled(x)
     assert counter.frame_count == 1
     torch._dynamo.reset()

@@ -15,7 +15,6 @@ from ultralytics.data.dataset import ClassificationDataset
 from ...errors import DataError
 from ..trainer import check_all_images_used
 from .augment import Augment
-from .norm import micro_groups
 from .plan import Chunk, step_plan
 
 VAL_BATCH = 1024  # images per validation batch: eval-mode outputs do not depend on it; 157 -> 5 batches on 5k val
@@ -86,7 +85,6 @@ class MemoryLoader:
         self.micro_batches = n // batch_size if self.drop_last else math.ceil(n / batch_size)
         self._schedule: tuple[int, int, int] | None = None  # (warmup, accumulate, epochs)
         self._plan: dict[int, list[Chunk]] | None = None
-        self._groups: dict[tuple[int, ...], torch.Tensor] = {}  # micro-batch sizes -> their (B, G) assignment
 
     def schedule(self, warmup: int, accumulate: int, epochs: int) -> None:
         """Fuse micro-batches as stock Ultralytics accumulates them (step_plan), from the next epoch iterated on."""
@@ -110,16 +108,6 @@ class MemoryLoader:
         self.chunks(self.epoch)  # plan from the current epoch
         after = max(self.epoch, min(math.ceil((warmup + 1) / self.micro_batches), epochs - 1))
         return max(len(self.chunks(e)) for e in range(after, max(epochs, after + 1)))
-
-    def groups(self, sizes: list[int]) -> torch.Tensor | None:
-        """The (B, G) micro-batch assignment of a chunk of these sizes (None for one micro-batch), made once per
-        composition on the device: the 100-epoch plan has 6 compositions, and a step copies nothing to the device."""
-        if len(sizes) < 2:
-            return None
-        key = tuple(sizes)
-        if key not in self._groups:
-            self._groups[key] = micro_groups(sizes, self.dataset.images.device)
-        return self._groups[key]
 
     def reset(self) -> None:
         """Nothing to rebuild (Ultralytics calls it when closing mosaic)."""
@@ -147,7 +135,7 @@ class MemoryLoader:
                 weight[-last:], micro[-1] = 1 / last, last
             x = self.augment.apply(images[idx], {k: v[span] for k, v in draws.items()})
             batch = {"img": x.expand(-1, 3, -1, -1).contiguous(), "cls": labels[idx]}
-            yield {**batch, "weight": weight, "chunk": chunk, "micro": self.groups(micro)} if self._schedule else batch
+            yield {**batch, "weight": weight, "chunk": chunk, "micro": tuple(micro)} if self._schedule else batch
         self.epoch += 1
 
 

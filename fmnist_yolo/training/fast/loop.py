@@ -198,9 +198,9 @@ class MemoryTrainer(Trainer):
 
     def preprocess_batch(self, batch):
         self._chunk = batch.pop("chunk", None)
-        assign = batch.pop("micro", None)
+        sizes = batch.pop("micro", None)
         if self._micro_bn is not None:
-            self._micro_bn.assign = assign
+            self._micro_bn.use(sizes)
         return batch  # already on the device
 
     def optimizer_step(self):

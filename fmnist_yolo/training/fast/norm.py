@@ -55,27 +55,32 @@ class MicroBatchNorm:
     """BatchNorm over each micro-batch of a fused chunk, as stock's separate forward passes normalise.
 
     Installed on the training model's BatchNorm layers only (the EMA, validation and checkpoints keep plain ones).
-    While `assign` is set (a (B, G) one-hot of images to micro-batches, G > 1), each layer normalises each micro-batch
-    on its own and updates its running statistics once per micro-batch, in order, in one grouped computation
-    (grouped_batch_norm); the layers between see the whole chunk at once, and are per image anyway. So a fused chunk
+    After `use(sizes)` with G > 1 micro-batches, each layer normalises each micro-batch on its own and updates its
+    running statistics once per micro-batch, in order (grouped_batch_norm, or a call per micro-batch on a CPU); the
+    layers between see the whole chunk at once, and are per image anyway. So a fused chunk
     computes what stock's micro-batches compute. `detached()` takes the layers back to plain for a deep copy.
     """
 
-    def __init__(self, model: nn.Module):
-        self.assign: torch.Tensor | None = None  # (B, G) micro-batch of each image; None: plain BatchNorm
+    def __init__(self, model: nn.Module, mode: str = "auto"):
+        self.sizes: tuple[int, ...] = ()  # the chunk's micro-batch sizes, on the host
+        self.assign: torch.Tensor | None = None  # their (B, G) assignment on the device; None: plain BatchNorm
+        self.mode = mode  # "auto" (by device, see _forward), "grouped" or "split"
+        self._assigns: dict[tuple[int, ...], torch.Tensor] = {}  # made once per composition (6 in a 100-epoch plan)
         self._layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if any(m.momentum is None for m in self._layers):  # a cumulative average has no closed form per group
             raise ConfigError("fast=True per-micro-batch BatchNorm needs BatchNorm momentum; use fused_bn=True")
         self._install()
 
-    @property
-    def sizes(self) -> list[int] | None:
-        """The chunk's micro-batch sizes (from `assign`; reads the device, so for tests and logs only)."""
-        return None if self.assign is None else [int(c) for c in self.assign.sum(0).tolist()]
-
-    @sizes.setter
-    def sizes(self, sizes: list[int] | None) -> None:
-        self.assign = micro_groups(sizes, self._layers[0].weight.device) if sizes and len(sizes) > 1 else None
+    def use(self, sizes) -> None:
+        """Normalise the next chunks as micro-batches of these sizes (None or one size: as one batch). Host-side:
+        the device tensor of a composition is made the first time it is seen, so a step copies nothing."""
+        self.sizes = tuple(sizes or ())
+        if len(self.sizes) < 2:
+            self.assign = None
+            return
+        if self.sizes not in self._assigns:
+            self._assigns[self.sizes] = micro_groups(self.sizes, self._layers[0].weight.device)
+        self.assign = self._assigns[self.sizes]
 
     def _install(self) -> None:
         for m in self._layers:
@@ -92,9 +97,16 @@ class MicroBatchNorm:
             self._install()
 
     def _forward(self, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Per micro-batch, the cheaper way for the device: one grouped normalisation on a GPU and in a compiled
+        model (few kernels; no Python list for Dynamo to guard on), a BatchNorm call per micro-batch on a CPU, where
+        the fused native kernel beats the grouped one's extra passes (1.13x against 1.26x a fused step,
+        benchmarks/RESULTS.md)."""
+        plain = type(bn).forward
         if not bn.training or self.assign is None:
-            return type(bn).forward(bn, x)
-        return grouped_batch_norm(bn, x, self.assign)
+            return plain(bn, x)
+        if self.mode == "grouped" or (self.mode == "auto" and (x.is_cuda or torch.compiler.is_compiling())):
+            return grouped_batch_norm(bn, x, self.assign)
+        return torch.cat([plain(bn, part) for part in x.split(self.sizes)])
 
 
 def nchw_where_degenerate(model: nn.Module, size: int) -> list[str]:
