@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[name] = results(d)
     for name, statuses in summary.items():
         killed = sum(s in ("killed", "timeout") for s in statuses.values())
-        survivors = sorted(k for k, s in statuses.items() if not (s in ("killed", "timeout")))
+        survivors = sorted(k for k, s in statuses.items() if s not in ("killed", "timeout"))
         print(f"{name}: {killed}/{len(statuses)} killed ({killed / max(len(statuses), 1):.1%}); "
               f"{len(survivors)} not killed")  # fmt: skip
         for key in survivors:
