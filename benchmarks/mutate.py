@@ -5,7 +5,8 @@ still pass on ("survived") is a behaviour no test pins down, or an equivalent mu
     .venv/bin/python benchmarks/mutate.py [MODULE ...]     # make mutate [MUTATE="metrics rundir"]
 
 MODULE is one of the names in MODULES (default: all). Each module gets its own mutmut work directory,
-build/mutate/MODULE/ (a re-run retests only what changed); the summary is killed/all per module, then each survivor
+build/mutate/MODULE/, emptied first (mutmut keeps a mutant's result while its function is unchanged, even when
+the tests changed); the summary is killed/all per module, then each survivor
 (`mutmut show NAME` in that directory prints its diff).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,11 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for name in names:
         d = workdir(name)
+        shutil.rmtree(d / "mutants", ignore_errors=True)
         print(f"== {name}: {MODULES[name][0]} with {' '.join(MODULES[name][1])}", flush=True)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-        code = subprocess.call([sys.executable, "-m", "mutmut", "run"], cwd=d, env=env)
+        with open(d / "mutmut.log", "w") as log:  # mutmut's progress spinner: kept out of the terminal
+            code = subprocess.call([sys.executable, "-m", "mutmut", "run"], cwd=d, env=env, stdout=log, stderr=log)
         if code:
-            print(f"{name}: mutmut exited with {code}", file=sys.stderr)
+            print((d / "mutmut.log").read_text()[-3000:], file=sys.stderr)
+            print(f"{name}: mutmut exited with {code} (log: {d / 'mutmut.log'})", file=sys.stderr)
             return code
         summary[name] = results(d)
     for name, statuses in summary.items():
