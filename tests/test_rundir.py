@@ -145,6 +145,7 @@ def test_training_seconds_across_a_resume():
     # 10 s, 10 s, then a resume restarts the clock: 4 s, 6 s
     assert training_seconds(pd.DataFrame({"time": [10.0, 20.0, 4.0, 10.0]})) == 30.0
     assert training_seconds(pd.DataFrame({"time": [7.5]})) == 7.5
+    assert training_seconds(pd.DataFrame({"time": [10.0, 10.5, 10.5]})) == 10.5  # sub-second epochs count as such
 
 
 @pytest.mark.parametrize("imgsz, trained", [(28, 32), (32, 32), (33, 64), (64, 64), (100.0, 128), (1, 32),
@@ -188,8 +189,9 @@ def test_summary_of_a_plain_ultralytics_run(tmp_path):
     assert short["status"] == "incomplete" and short["pretrained"] is False and short["model"] == "yolo11n-cls.yaml"
     assert short["imgsz"] is None
     d = _plain_run(tmp_path / "noimgsz")
-    (d / "args.yaml").write_text("model: m.pt\nepochs: 2\n")
-    assert summary(d)["imgsz"] == 224  # Ultralytics' default
+    (d / "args.yaml").write_text("epochs: 2\n")
+    row = summary(d)
+    assert row["imgsz"] == 224 and row["model"] == "" and row["pretrained"] is False  # Ultralytics' default imgsz
     (d / "results.csv").unlink()
     row = summary(d)
     assert (row["epochs_completed"], row["best_epoch"], row["best_val_top1"], row["train_time_s"], row["status"]) == (
@@ -197,7 +199,7 @@ def test_summary_of_a_plain_ultralytics_run(tmp_path):
 
 
 def test_summary_of_a_recorded_run_takes_the_record(tmp_path):
-    d = _plain_run(tmp_path / "ours", epochs=3)
+    d = _plain_run(tmp_path / "ours", epochs=5)
     record = Provenance(status="finished", args={"epochs": 3, "select_on": "top1"}, imgsz={"effective": 64},
                         model={"used": "/w/yolo11s-cls.pt", "pretrained": False, "parameters": 1234}, device="cuda:0",
                         metrics={"test": {"top1": 0.9, "top5": 0.99, "macro_f1": 0.88, "ece": 0.01}})  # fmt: skip
@@ -211,5 +213,5 @@ def test_summary_of_a_recorded_run_takes_the_record(tmp_path):
         0.9, 0.99, 0.88, 0.01, 1234)  # fmt: skip
     write_provenance(d, Provenance(status="running", args={}))  # as a run is recorded when it starts
     row = summary(d)
-    assert row["model"] == "yolo11n-cls.pt" and row["pretrained"] is True and row["epochs"] == 3 and row["imgsz"] == 32
+    assert row["model"] == "yolo11n-cls.pt" and row["pretrained"] is True and row["epochs"] == 5 and row["imgsz"] == 32
     assert row["status"] == "running" and row["test_top1"] is None and row["best_epoch"] == 3

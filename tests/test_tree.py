@@ -55,10 +55,13 @@ def test_counts_of_a_class_the_manifest_has_and_the_layout_does_not(tree):
     import json
 
     manifest = json.loads((tree / "manifest.json").read_text())
-    manifest["counts"]["test"]["10_hat"] = 2  # e.g. a manifest written for another dataset
+    manifest["counts"]["test"]["10_hat"] = 1  # e.g. a manifest written for another dataset
     (tree / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match="10_hat: 0 images, the manifest says 2"):
+    with pytest.raises(DataError, match="10_hat: 0 images, the manifest says 1"):
         check_counts(tree)
+    manifest["counts"]["test"]["10_hat"] = 0  # none there, none expected: agreed
+    (tree / "manifest.json").write_text(json.dumps(manifest))
+    check_counts(tree)
     del manifest["counts"]  # a manifest without counts: nothing to compare with
     (tree / "manifest.json").write_text(json.dumps(manifest))
     check_counts(tree)
