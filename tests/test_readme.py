@@ -88,6 +88,7 @@ def workplace(project, monkeypatch, real_tree):
     from fmnist_yolo.training.args import check_keys, resolve_args, valid_keys
 
     calls = []
+    real = {"prepare": prepare_mod.prepare, "compare": compare_mod.compare, "report": report_mod.report}
 
     def evaluation(split="test"):
         table = pd.DataFrame({"file": ["a.png"], "true_id": [0], "pred_id": [0], "true": ["0_tshirt_top"],
@@ -119,10 +120,10 @@ def workplace(project, monkeypatch, real_tree):
 
     def prepare(**kw):
         calls.append(("prepare", kw))
-        bound = inspect.signature(prepare_mod.prepare).bind(**kw)
+        bound = inspect.signature(real["prepare"]).bind(**kw)
         bound.apply_defaults()
         args = dict(bound.arguments)
-        assert not args.pop("deprecated")
+        assert not args.pop("deprecated", None)
         prepare_mod._check_types(**{k: v for k, v in args.items() if k != "progress"})
         return real_tree
 
@@ -142,12 +143,12 @@ def workplace(project, monkeypatch, real_tree):
 
     def compare(runs_dir, csv=None, skip_damaged=False, **kw):
         calls.append(("compare", {"runs_dir": runs_dir, "csv": csv, "skip_damaged": skip_damaged, **kw}))
-        inspect.signature(compare_mod.compare).bind(runs_dir, csv=csv, skip_damaged=skip_damaged, **kw)
+        inspect.signature(real["compare"]).bind(runs_dir, csv=csv, skip_damaged=skip_damaged, **kw)
         return pd.DataFrame({"name": ["train"], "path": ["runs/classify/train"]})
 
     def report(run, **kw):
         calls.append(("report", {"run": run, **kw}))
-        inspect.signature(report_mod.report).bind(run, **kw)
+        inspect.signature(real["report"]).bind(run, **kw)
         assert Path(run).is_dir() and (kw.get("data") is None or Path(kw["data"]).is_dir())
         assert isinstance(kw.get("top", 25), int) and kw.get("csv", False) in (True, False)
         return Path(run) / "report.md"
@@ -367,4 +368,4 @@ def test_the_run_files_the_readme_names_are_the_run_directory_contract():
                 f"weights/{rundir.SAFE_LAST}"}  # fmt: skip
     for name in contract:
         assert f"`{name}`" in README or f"`RUN_DIR/{name}`" in README or name in README, name
-    assert "weights/best.pt" in README and "weights/last.pt" in README
+    assert "`best.pt`" in README and "weights/last.pt" in README
