@@ -145,8 +145,9 @@ def test_concurrent_prepares_serialise(source, tmp_path):
     before = tree_digest(out)
     with convert._lock(out):  # hold the lock as another prepare would
         argv = ["prepare", f"source={source}", f"out={out}", "verify=False", "val_size=10", "split_seed=1", "workers=1"]
-        proc = subprocess.Popen([sys.executable, "-m", "fmnist_yolo", *argv],
-                                cwd=tmp_path, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, whichever the environment installed
+        proc = subprocess.Popen([sys.executable, "-m", "fmnist_yolo", *argv], cwd=tmp_path, stderr=subprocess.PIPE,
+                                text=True, env=env)  # fmt: skip
         waiting = proc.stderr.readline()
         assert "Waiting for another prepare" in waiting
         # blocked in the kernel on our lock (its own table says so), and nothing of its run written meanwhile
@@ -162,7 +163,8 @@ def test_concurrent_prepares_racing(source, tmp_path):
     out = tmp_path / "fm"
     cmd = [sys.executable, "-m", "fmnist_yolo", "prepare", f"source={source}", f"out={out}", "verify=False",
            "val_size=10", "workers=1", "force=True"]  # fmt: skip
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, whichever the environment installed
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errs
     assert check(out).empty and not list(tmp_path.glob(".fm.tmp-*"))
