@@ -14,11 +14,13 @@ GEOMETRIC = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
 
 
 def _images(n: int = 16, size: int = SIZE) -> torch.Tensor:
-    """(n, 1, size, size) uint8: noise, low-contrast images, and one flat image (a degenerate case for several ops)."""
+    """(n, 1, size, size) uint8: noise, low-contrast images, one flat image and one of two adjacent grey levels
+    (degenerate cases for several ops)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n, 1, size, size), generator=g, dtype=torch.uint8)
     x[:4] = (torch.rand(4, 1, size, size, generator=g) * 60 + 100).to(torch.uint8)
     x[4] = 77
+    x[5] = 100 + (torch.arange(size * size).view(1, size, size) % 2)  # two adjacent grey levels (AutoContrast's edge)
     return x
 
 
@@ -116,3 +118,18 @@ def test_augment_applies_it_where_stock_does():
     changed = (augmented - plain).abs().flatten(1).amax(1) > 0
     assert changed.float().mean() >= 0.5  # most images: 2 of 14 operations, Identity and Color aside
     assert torch.equal(augmented, (augmented * 255).round() / 255)  # on the uint8 grid, as stock's ToTensor gives
+
+
+def test_translation_is_torchvisions_at_every_size():
+    for size in range(8, 513):
+        space = RandAugment()._augmentation_space(31, (size, size))
+        assert ra.translate_pixels(size) == int(space["TranslateX"][0][9]), size
+
+
+def test_result_is_in_the_unit_range_on_the_uint8_grid():
+    x = _images()
+    op = torch.tensor([[ra.OPS.index("Rotate"), ra.OPS.index("Contrast")]] * len(x))
+    out = ra.rand_augment(x.float() / 255, op, torch.ones(len(x), 2))
+    assert out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1  # as it came in: [0, 1]
+    ref = _torchvision(_torchvision(x, "Rotate", 1.0), "Contrast", 1.0)
+    assert ((out * 255).round() - ref.float()).abs().max() <= 1  # compared as floats, not through a uint8 cast
