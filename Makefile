@@ -14,8 +14,9 @@ ARGS     ?=
 RUN      ?=
 RECIPE   ?=
 FAST     ?=
+MUTATE   ?=
 
-.PHONY: all install data train resume resume-usage test test-fast lint clean
+.PHONY: all install data train resume resume-usage test test-fast lint mutate clean
 
 all: test
 
@@ -58,5 +59,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check fmnist_yolo tests benchmarks
 	$(PY) -m ruff format --check --diff fmnist_yolo tests benchmarks >/dev/null || (echo "ruff format would change files: run $(PY) -m ruff format" >&2; exit 1)
 
+# Mutation testing (mutmut) of metrics, rundir, tree, randaugment and fast, each with its own fast unit tests and a
+# CPU-time limit per mutant: make mutate MUTATE="metrics tree" for some; figures in benchmarks/RESULTS.md.
+mutate: $(STAMP)
+	$(PY) benchmarks/mutate.py $(MUTATE)
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache build/mutate

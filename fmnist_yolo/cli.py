@@ -92,6 +92,7 @@ def cmd_prepare(words: list[str]) -> int:
     """Convert the four Fashion-MNIST IDX files into the Ultralytics class-folder tree.
 
     fmnist-yolo prepare [source=DIR] [out=DIR] [val_size=5000] [split_seed=0] [force=True] [verify=False] [workers=N]
+                        [link=False]
 
     source=DIR   the four IDX files (default: $FMNIST_SOURCE, datasets/raw/fashion-mnist,
                  /usr/share/datasets/fashion-mnist, then a download from the official mirrors)
@@ -101,6 +102,8 @@ def cmd_prepare(words: list[str]) -> int:
     force=True   rebuild even when the tree is up to date
     verify=False skip the official checksums (for your own IDX files)
     workers=N    writer processes (default: all cores)
+    link=False   no datasets_dir link for `yolo ... data=fashion-mnist` (default: link the default tree only;
+                 link=True: link this tree too)
     """
     from .data.prepare import prepare
 

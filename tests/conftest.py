@@ -255,3 +255,18 @@ def one_error(err: str) -> str:
 
 
 PY = sys.executable
+
+
+def cpu_flags_say_bf16() -> bool:
+    """Whether the CPU's own flags (/proc/cpuinfo) say it computes bf16 natively: avx512_bf16 or amx_bf16 on x86,
+    bf16 on Arm. The expected answer for compat.cpu_has_bf16, taken from outside it; skips where there are no flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo: the CPU's flags are unknown here")
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags |= set(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})

@@ -1,5 +1,6 @@
 """The command line: help, entry points, error format."""
 
+import re
 import subprocess
 import sys
 
@@ -50,3 +51,25 @@ def test_make_resume_target():
     assert r.returncode == 0 and "-m fmnist_yolo train resume=runs/classify/x" in r.stdout
     r = subprocess.run(["make", "resume"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "usage: make resume RUN=" in r.stderr
+
+
+def test_no_message_names_the_old_flags():
+    """0.1's --flags still work (with a warning) but nothing tells the user to type them: messages say key=value."""
+    import ast
+
+    from fmnist_yolo.cli import OLD_FLAGS
+
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(re.escape(f) for f in OLD_FLAGS) + r")\b")
+    found = []
+    for path in sorted((ROOT / "fmnist_yolo").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict) and any(  # the table of old flags itself
+                isinstance(k, ast.Constant) and k.value == "--source" for k in node.keys
+            ):
+                for child in ast.walk(node):
+                    child._skip = True
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and not getattr(node, "_skip", False):
+                if " " in node.value and pattern.search(node.value):  # a message (not a flag compared in code)
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:80]}")
+    assert not found, found

@@ -5,6 +5,7 @@ import importlib
 import pytest
 
 from fmnist_yolo import compat
+from tests.conftest import cpu_flags_say_bf16
 
 
 @pytest.mark.parametrize("module, name", compat.PATCHED)
@@ -195,11 +196,13 @@ def test_bf16_autocast_on_a_cpu_that_has_it_and_put_back(monkeypatch):
     import torch
     import ultralytics.engine.trainer as engine
 
+    native = cpu_flags_say_bf16()  # the answer from the CPU's flags, not from the function under test
+    assert compat.cpu_has_bf16() is native
     original = engine.autocast
     x = torch.randn(4, 8)
     with compat.training():
         assert engine.autocast is not original
-        if compat.cpu_has_bf16():
+        if native:
             with engine.autocast(torch.bfloat16, device="cpu"):
                 assert (x @ x.T).dtype == torch.bfloat16
         monkeypatch.setattr(compat, "cpu_has_bf16", lambda: False)

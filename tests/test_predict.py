@@ -1,5 +1,7 @@
 """predict(): which sources it takes, and one error for one that is not images."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -24,10 +26,23 @@ def test_sources(tmp_path):
 
 
 def test_predict_names_each_image(tiny):
+    """Each image's class and confidence are the ones Ultralytics' validator gives it (evaluate's predictions)."""
+    from fmnist_yolo import evaluate
+
     tree, run = tiny
     table = predict(run.dir, tree / "test" / "8_bag")
     assert len(table) == 3 and list(table.columns) == ["file", "class_id", "class", "confidence"]
-    assert table["confidence"].between(0, 1).all()
+    everything = predict(run.dir, tree / "test")
+    expected = evaluate(run.dir, split="test", data=tree).predictions
+    expected["file"] = expected["file"].map(lambda f: str(Path(f).absolute()))
+    joined = everything.merge(expected, on="file", how="outer", validate="one_to_one", indicator=True)
+    assert (joined["_merge"] == "both").all() and len(joined) == 30  # every test image, in both
+    assert joined["class"].tolist() == joined["pred"].tolist() and (joined["class_id"] == joined["pred_id"]).all()
+    np.testing.assert_allclose(joined["confidence_x"], joined["confidence_y"], atol=1e-4)
+    assert joined["confidence_x"].nunique() > 1  # image by image, not one figure for all
+    assert (
+        table.set_index("file")["class"].to_dict() == everything.set_index("file").loc[table["file"], "class"].to_dict()
+    )
 
 
 def test_predict_searches_directories_recursively(tiny, tmp_path):

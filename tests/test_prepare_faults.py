@@ -61,18 +61,36 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _flock(pid: int) -> str | None:
+    """'held' or 'waiting' when process `pid` holds or waits for a flock (the kernel's own table), else None."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        waiting = fields[1] == "->"
+        fields = fields[2:] if waiting else fields[1:]
+        if fields[0] == "FLOCK" and int(fields[3]) == pid:
+            return "waiting" if waiting else "held"
+    return None
+
+
+def _until(condition, timeout: float = 30, what: str = "") -> None:
+    """Poll `condition` (an event in another process, not a time) until it holds; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        time.sleep(0.001)
+
+
 def _kill_when(cmd: list[str], ready, timeout: float = 60) -> bool:
-    """Start `cmd`, SIGKILL it as soon as `ready()` holds; True if it was killed (not finished first)."""
+    """Start `cmd`, SIGKILL it as soon as `ready(proc)` holds; True if it was killed (not finished first)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
-    while proc.poll() is None and not ready() and time.monotonic() < deadline:
+    while proc.poll() is None and not ready(proc) and time.monotonic() < deadline:
         time.sleep(0.001)
     workers = _children(proc.pid)
     proc.kill()
     proc.wait()
     if sys.platform == "linux":  # workers die with their parent (PR_SET_PDEATHSIG): no orphan keeps writing
-        time.sleep(0.5)
-        assert not [w for w in workers if _alive(w)], "orphaned writer processes"
+        _until(lambda: not [w for w in workers if _alive(w)], 10, "the writer processes to die with their parent")
     return proc.returncode == -signal.SIGKILL
 
 
@@ -87,31 +105,31 @@ def test_sigkill_at_many_points_keeps_previous_tree(big_source, tmp_path):
     total = 7000
     manifest = out / "manifest.json"
     before = manifest.read_bytes()
-    t0 = [0.0]
+    # each point is an event seen from outside (the process's lock, files on disk), not a time
     points = {
-        "while importing": lambda: time.monotonic() - t0[0] > 0.15,
-        "temp tree created": lambda: bool(list(out.parent.glob(f".{out.name}.tmp-*"))),
-        "10% written": lambda: _written(out) >= total * 0.10,
-        "30% written": lambda: _written(out) >= total * 0.30,
-        "50% written": lambda: _written(out) >= total * 0.50,
-        "70% written": lambda: _written(out) >= total * 0.70,
-        "90% written": lambda: _written(out) >= total * 0.90,
-        "all written": lambda: _written(out) >= total,
-        "swapped, old tree being removed": lambda: manifest.exists() and manifest.read_bytes() != before,
+        "at start": lambda proc: True,
+        "lock taken": lambda proc: _flock(proc.pid) == "held",
+        "temp tree created": lambda proc: bool(list(out.parent.glob(f".{out.name}.tmp-*"))),
+        "10% written": lambda proc: _written(out) >= total * 0.10,
+        "30% written": lambda proc: _written(out) >= total * 0.30,
+        "50% written": lambda proc: _written(out) >= total * 0.50,
+        "70% written": lambda proc: _written(out) >= total * 0.70,
+        "90% written": lambda proc: _written(out) >= total * 0.90,
+        "all written": lambda proc: _written(out) >= total,
+        "swapped, old tree being removed": lambda proc: manifest.exists() and manifest.read_bytes() != before,
     }
     outcomes = {}
     for name, ready in points.items():
-        t0[0] = time.monotonic()
         killed = _kill_when(_prepare_cmd(big_source, out, seed=1), ready)
         digest = tree_digest(out)
         outcomes[name] = "old" if digest == old else "new" if digest == new else "MIXED"
         assert outcomes[name] != "MIXED", f"killed at {name}: tree is neither the old nor the new one"
-        if name.endswith("written") and name != "all written":
+        if (name.endswith("written") and name != "all written") or name in ("at start", "lock taken"):
             assert killed and outcomes[name] == "old", f"killed at {name}: {outcomes[name]}"
         if outcomes[name] == "new":  # the run got past its atomic swap: restore the old tree for the next point
             prepare(out=out, split_seed=0, force=True, **run)
     print("kill outcomes:", outcomes)
-    assert list(outcomes.values()).count("old") >= 5, outcomes
+    assert list(outcomes.values()).count("old") >= 7, outcomes
     # The next run cleans up after the killed ones and produces the same tree as an uninterrupted run
     r = subprocess.run(_prepare_cmd(big_source, out, seed=1), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -124,14 +142,17 @@ def test_concurrent_prepares_serialise(source, tmp_path):
     out = tmp_path / "fm"
     run = dict(source=source, out=out, verify=False, val_size=10, workers=1, progress=False)
     prepare(split_seed=0, **run)
+    before = tree_digest(out)
     with convert._lock(out):  # hold the lock as another prepare would
         argv = ["prepare", f"source={source}", f"out={out}", "verify=False", "val_size=10", "split_seed=1", "workers=1"]
-        proc = subprocess.Popen([sys.executable, "-m", "fmnist_yolo", *argv],
-                                cwd=tmp_path, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, whichever the environment installed
+        proc = subprocess.Popen([sys.executable, "-m", "fmnist_yolo", *argv], cwd=tmp_path, stderr=subprocess.PIPE,
+                                text=True, env=env)  # fmt: skip
         waiting = proc.stderr.readline()
         assert "Waiting for another prepare" in waiting
-        time.sleep(0.3)
-        assert proc.poll() is None  # still waiting: it never writes while another run holds the lock
+        # blocked in the kernel on our lock (its own table says so), and nothing of its run written meanwhile
+        _until(lambda: _flock(proc.pid) == "waiting", 30, "the second prepare to block on the lock")
+        assert proc.poll() is None and not list(tmp_path.glob(".fm.tmp-*")) and tree_digest(out) == before
     assert proc.wait(timeout=60) == 0
     ref = prepare(**{**run, "out": tmp_path / "ref"}, split_seed=1)
     assert tree_digest(out) == tree_digest(ref) and check(out).empty
@@ -142,7 +163,8 @@ def test_concurrent_prepares_racing(source, tmp_path):
     out = tmp_path / "fm"
     cmd = [sys.executable, "-m", "fmnist_yolo", "prepare", f"source={source}", f"out={out}", "verify=False",
            "val_size=10", "workers=1", "force=True"]  # fmt: skip
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, whichever the environment installed
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errs
     assert check(out).empty and not list(tmp_path.glob(".fm.tmp-*"))

@@ -9,21 +9,24 @@ from fmnist_yolo.training import randaugment as ra
 from fmnist_yolo.training.fast import Augment
 
 SIZE = 32
+SIZES = [32, 64]  # the default recipe's imgsz=28 trains at 32, the strong recipe at 64
 GEOMETRIC = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
 
 
-def _images(n: int = 16) -> torch.Tensor:
-    """(n, 1, 32, 32) uint8: noise, low-contrast images, and one flat image (a degenerate case for several ops)."""
+def _images(n: int = 16, size: int = SIZE) -> torch.Tensor:
+    """(n, 1, size, size) uint8: noise, low-contrast images, one flat image and one of two adjacent grey levels
+    (degenerate cases for several ops)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n, 1, SIZE, SIZE), generator=g, dtype=torch.uint8)
-    x[:4] = (torch.rand(4, 1, SIZE, SIZE, generator=g) * 60 + 100).to(torch.uint8)
+    x = torch.randint(0, 256, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    x[:4] = (torch.rand(4, 1, size, size, generator=g) * 60 + 100).to(torch.uint8)
     x[4] = 77
+    x[5] = 100 + (torch.arange(size * size).view(1, size, size) % 2)  # two adjacent grey levels (AutoContrast's edge)
     return x
 
 
 def _torchvision(x: torch.Tensor, name: str, sign: float) -> torch.Tensor:
     """torchvision's operation at RandAugment's default magnitude (bin 9 of 31), image by image."""
-    space = RandAugment()._augmentation_space(31, (SIZE, SIZE))
+    space = RandAugment()._augmentation_space(31, tuple(x.shape[-2:]))
     magnitudes, signed = space[name]
     magnitude = float(magnitudes[9]) if magnitudes.ndim else 0.0
     magnitude *= sign if signed else 1.0
@@ -37,10 +40,11 @@ def _ours(x: torch.Tensor, ops: list[str], signs: list[float]) -> torch.Tensor:
     return (ra.rand_augment(x.float() / 255, op, sign) * 255).round().to(torch.uint8)
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("sign", [-1.0, 1.0])
 @pytest.mark.parametrize("name", ra.OPS)
-def test_each_operation_is_torchvisions(name, sign):
-    x = _images()
+def test_each_operation_is_torchvisions(name, sign, size):
+    x = _images(size=size)
     ours, ref = _ours(x, [name, "Identity"], [sign, 1.0]), _torchvision(x, name, sign)
     diff = (ours.int() - ref.int()).abs()
     # float rounding at .5 boundaries (another grid computation, another order of a blend) moves a few values by 1
@@ -51,12 +55,18 @@ def test_each_operation_is_torchvisions(name, sign):
         assert not torch.equal(ours, x), name  # and the operation does something
 
 
-def test_operations_apply_in_order():
-    x = _images()
+@pytest.mark.parametrize("size", SIZES)
+def test_operations_apply_in_order(size):
+    x = _images(size=size)
     for first, second in [("Rotate", "Equalize"), ("Solarize", "ShearX"), ("Contrast", "TranslateY")]:
         ours = _ours(x, [first, second], [1.0, -1.0])
         ref = _torchvision(_torchvision(x, first, 1.0), second, -1.0)
-        assert (ours.int() - ref.int()).abs().max() <= 1, (first, second)
+        diff = (ours.int() - ref.int()).abs()
+        # one grey level of rounding in the first, which Equalize's histogram can widen to two (at 64 px: 2 values)
+        assert diff.max() <= 2 and (diff > 1).float().mean() <= 1e-4 and (diff > 0).float().mean() <= 0.03, (
+            first,
+            second,
+        )
         swapped = _ours(x, [second, first], [-1.0, 1.0])
         assert not torch.equal(ours, swapped)
 
@@ -70,15 +80,17 @@ def test_each_image_takes_its_own_operation():
         assert torch.equal(out[i : i + 1], one), name
 
 
-def test_magnitudes_are_torchvisions_defaults():
-    space = RandAugment()._augmentation_space(31, (SIZE, SIZE))
+@pytest.mark.parametrize("size", SIZES)
+def test_magnitudes_are_torchvisions_defaults(size):
+    space = RandAugment()._augmentation_space(31, (size, size))
     assert ra.OPS == tuple(space)  # the same 14 operations in the same order
     assert RandAugment().num_ops == ra.NUM_OPS and RandAugment().magnitude == ra.MAGNITUDE
     expected = {"ShearX": ra.SHEAR, "Rotate": ra.ROTATE, "Brightness": ra.ENHANCE, "Solarize": ra.SOLARIZE,
                 "Posterize": ra.POSTERIZE_BITS}  # fmt: skip
     for name, value in expected.items():
         assert float(space[name][0][9]) == pytest.approx(value), name
-    assert int(space["TranslateX"][0][9]) == ra.translate_pixels(SIZE) == 4  # pixels, truncated as torchvision does
+    # pixels, truncated as torchvision does: 4 at 32, 8 at 64
+    assert int(space["TranslateX"][0][9]) == ra.translate_pixels(size) == {32: 4, 64: 8}[size]
 
 
 def test_policy_is_drawn_per_image_and_only_when_on():
@@ -106,3 +118,18 @@ def test_augment_applies_it_where_stock_does():
     changed = (augmented - plain).abs().flatten(1).amax(1) > 0
     assert changed.float().mean() >= 0.5  # most images: 2 of 14 operations, Identity and Color aside
     assert torch.equal(augmented, (augmented * 255).round() / 255)  # on the uint8 grid, as stock's ToTensor gives
+
+
+def test_translation_is_torchvisions_at_every_size():
+    for size in range(8, 513):
+        space = RandAugment()._augmentation_space(31, (size, size))
+        assert ra.translate_pixels(size) == int(space["TranslateX"][0][9]), size
+
+
+def test_result_is_in_the_unit_range_on_the_uint8_grid():
+    x = _images()
+    op = torch.tensor([[ra.OPS.index("Rotate"), ra.OPS.index("Contrast")]] * len(x))
+    out = ra.rand_augment(x.float() / 255, op, torch.ones(len(x), 2))
+    assert out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1  # as it came in: [0, 1]
+    ref = _torchvision(_torchvision(x, "Rotate", 1.0), "Contrast", 1.0)
+    assert ((out * 255).round() - ref.float()).abs().max() <= 1  # compared as floats, not through a uint8 cast

@@ -10,10 +10,15 @@ from fmnist_yolo.rundir import (
     SCHEMA,
     Provenance,
     best_epoch,
+    is_run,
     load_history,
     paths,
     predictions_current,
+    read_args,
     read_provenance,
+    summary,
+    trained_imgsz,
+    training_seconds,
     write_provenance,
 )
 
@@ -64,9 +69,13 @@ def test_history_refuses_a_cut_row(tmp_path):
 
 
 def test_best_epoch_rules():
-    h = pd.DataFrame({"val_top1": [0.5, 0.7, 0.7], "val_top5": [0.99, 0.95, 0.96]}, index=[1, 2, 3])
-    assert best_epoch(h, "top1") == 3 and best_epoch(h) == 3
-    assert best_epoch(h.iloc[:2]) == 2
+    # epoch 2 has the best top-1, epoch 3 the best mean of top-1 and top-5 (0.84 against 0.825): the rules disagree
+    h = pd.DataFrame({"val_top1": [0.5, 0.70, 0.69], "val_top5": [0.99, 0.95, 0.99]}, index=[1, 2, 3])
+    assert best_epoch(h, "top1") == 2 and best_epoch(h, "top1_top5") == 3 and best_epoch(h) == 3
+    # a tie: the later epoch (Ultralytics rewrites best.pt on an equal fitness), by either rule
+    tie = pd.DataFrame({"val_top1": [0.7, 0.7, 0.6], "val_top5": [0.9, 0.9, 0.95]}, index=[1, 2, 3])
+    assert best_epoch(tie, "top1") == 2 and best_epoch(tie) == 2
+    assert best_epoch(pd.DataFrame({"val_top1": [float("nan")] * 2, "val_top5": [1.0] * 2}, index=[1, 2])) is None
 
 
 def test_predictions_are_current_only_when_not_older_than_best(tmp_path):
@@ -93,3 +102,129 @@ def test_reproduction_record_read_and_damage_named(tmp_path):
         with pytest.raises(RunError, match=says) as e:
             read_reproduction(tmp_path)
         assert str(tmp_path / "reproduction.json") in str(e.value)
+
+
+def test_predictions_written_in_the_same_instant_as_best_are_current(tmp_path):
+    import os
+
+    run = paths(tmp_path)
+    run.best.parent.mkdir()
+    run.best.write_bytes(b"x")
+    run.test_predictions.write_text("a\n")
+    os.utime(run.test_predictions, (run.best.stat().st_mtime,) * 2)
+    assert predictions_current(tmp_path)
+
+
+def test_record_details(tmp_path):
+    """A record without a status is running; a key named like a field of the class (extra) is kept as a newer key;
+    values JSON does not know (paths) are written as text, and the file is indented for a person to read."""
+    from pathlib import Path
+
+    (tmp_path / "fmnist_yolo.json").write_text('{"schema": 2, "extra": {"k": 1}}')
+    record = read_provenance(tmp_path)
+    assert record.status == "running" and record.extra == {"extra": {"k": 1}}
+    write_provenance(tmp_path, Provenance(args={"data": Path("/x/tree")}))
+    text = (tmp_path / "fmnist_yolo.json").read_text()
+    assert '"data": "/x/tree"' in text and text.count("\n") > 20 and text.endswith("}\n")
+    with pytest.raises(RunError, match="expected one of running, finished, stopped, failed"):
+        Provenance.from_dict({"status": "great"})
+    with pytest.raises(RunError, match="found list"):
+        Provenance.from_dict([1])
+    (tmp_path / "fmnist_yolo.json").write_text("{")
+    with pytest.raises(RunError, match="provenance record is not valid JSON"):
+        read_provenance(tmp_path)
+
+
+HEADER = "epoch,time,train/loss,metrics/accuracy_top1,metrics/accuracy_top5,val/loss,lr/pg0"
+
+
+def test_history_columns_and_its_file(tmp_path):
+    (tmp_path / "results.csv").write_text(f"{HEADER}\n1,2.0,1.5,0.5,0.9,1.2,0.01\n2,4.0,1.2,0.6,0.95,1.1,0.01\n")
+    h = load_history(tmp_path / "results.csv")  # the file itself, or its run directory
+    assert h.equals(load_history(tmp_path))
+    assert list(h.columns) == ["epoch", "time", "train_loss", "val_top1", "val_top5", "val_loss", "lr_pg0"]
+    assert h["epoch"].dtype.kind == "i" and h.index.tolist() == [1, 2] and h.loc[2, "val_top5"] == 0.95
+    (tmp_path / "results.csv").write_text(f"{HEADER}\n1,2.0,1.5,0.5,x,1.2,0.01\n")
+    with pytest.raises(RunError, match="results.csv: training history is damaged at line 2"):
+        load_history(tmp_path)
+    (tmp_path / "results.csv").write_text("epoch,time,metrics/accuracy_top1\n1,2.0,0.5\n")
+    with pytest.raises(RunError, match="training history lacks the column.s. metrics/accuracy_top5"):
+        load_history(tmp_path)
+
+
+def test_training_seconds_across_a_resume():
+    assert training_seconds(None) is None and training_seconds(pd.DataFrame({"time": []})) is None
+    assert training_seconds(pd.DataFrame({"val_top1": [0.5]})) is None
+    # 10 s, 10 s, then a resume restarts the clock: 4 s, 6 s
+    assert training_seconds(pd.DataFrame({"time": [10.0, 20.0, 4.0, 10.0]})) == 30.0
+    assert training_seconds(pd.DataFrame({"time": [7.5]})) == 7.5
+    assert training_seconds(pd.DataFrame({"time": [10.0, 10.5, 10.5]})) == 10.5  # sub-second epochs count as such
+
+
+@pytest.mark.parametrize("imgsz, trained", [(28, 32), (32, 32), (33, 64), (64, 64), (100.0, 128), (1, 32),
+                                            (True, None), ("28", None), (None, None), ([28, 28], None)])  # fmt: skip
+def test_trained_imgsz_is_rounded_up_to_the_stride(imgsz, trained):
+    assert trained_imgsz(imgsz) == trained
+
+
+def test_args_record(tmp_path):
+    (tmp_path / "args.yaml").write_text("")
+    assert read_args(tmp_path) == {} and not is_run(tmp_path)
+    (tmp_path / "results.csv").write_text(HEADER + "\n")
+    assert is_run(tmp_path) and not is_run(tmp_path / "args.yaml")
+    (tmp_path / "args.yaml").write_text("- a list\n")
+    with pytest.raises(RunError, match="args.yaml: Ultralytics' argument record is not a mapping"):
+        read_args(tmp_path)
+    (tmp_path / "args.yaml").write_text("epochs: [\n")
+    with pytest.raises(RunError, match="args.yaml: Ultralytics' argument record is not valid YAML"):
+        read_args(tmp_path)
+
+
+def _plain_run(d, epochs=3, rows=3, **args):
+    """A plain `yolo classify train` run directory: args.yaml and results.csv. Epoch 2 has the best top-1, epoch 3
+    the best mean of top-1 and top-5."""
+    import yaml
+
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "args.yaml").write_text(yaml.safe_dump({"model": "yolo11n-cls.pt", "epochs": epochs, "imgsz": 28,
+                                                 "device": "cpu", **args}))  # fmt: skip
+    lines = ["1,10.0,1.5,0.50,0.99,1.2,0.01", "2,20.0,1.2,0.70,0.95,1.1,0.01", "3,31.0,1.1,0.69,0.99,1.0,0.01"]
+    (d / "results.csv").write_text("\n".join([HEADER, *lines[:rows]]) + "\n")
+    return d
+
+
+def test_summary_of_a_plain_ultralytics_run(tmp_path):
+    row = summary(_plain_run(tmp_path / "plain"))
+    assert row == {"name": "plain", "model": "yolo11n-cls.pt", "pretrained": True, "epochs": 3, "epochs_completed": 3,
+                   "imgsz": 32, "best_epoch": 3, "best_val_top1": 0.69, "train_time_s": 31.0, "device": "cpu",
+                   "status": "finished", "recorded_by": "ultralytics", "path": str(tmp_path / "plain")}  # fmt: skip
+    short = summary(_plain_run(tmp_path / "short", epochs=5, model="cfg/yolo11n-cls.yaml", imgsz=None))
+    assert short["status"] == "incomplete" and short["pretrained"] is False and short["model"] == "yolo11n-cls.yaml"
+    assert short["imgsz"] is None
+    d = _plain_run(tmp_path / "noimgsz")
+    (d / "args.yaml").write_text("epochs: 2\n")
+    row = summary(d)
+    assert row["imgsz"] == 224 and row["model"] == "" and row["pretrained"] is False  # Ultralytics' default imgsz
+    (d / "results.csv").unlink()
+    row = summary(d)
+    assert (row["epochs_completed"], row["best_epoch"], row["best_val_top1"], row["train_time_s"], row["status"]) == (
+        0, None, None, None, "incomplete")  # fmt: skip
+
+
+def test_summary_of_a_recorded_run_takes_the_record(tmp_path):
+    d = _plain_run(tmp_path / "ours", epochs=5)
+    record = Provenance(status="finished", args={"epochs": 3, "select_on": "top1"}, imgsz={"effective": 64},
+                        model={"used": "/w/yolo11s-cls.pt", "pretrained": False, "parameters": 1234}, device="cuda:0",
+                        metrics={"test": {"top1": 0.9, "top5": 0.99, "macro_f1": 0.88, "ece": 0.01}})  # fmt: skip
+    write_provenance(d, record)
+    row = summary(d)
+    assert row["best_epoch"] == 2 and row["best_val_top1"] == 0.70  # the record's select_on=top1
+    assert {k: row[k] for k in ("model", "pretrained", "epochs", "imgsz", "device", "status", "recorded_by")} == {
+        "model": "yolo11s-cls.pt", "pretrained": False, "epochs": 3, "imgsz": 64, "device": "cuda:0",
+        "status": "finished", "recorded_by": "fmnist-yolo"}  # fmt: skip
+    assert (row["test_top1"], row["test_top5"], row["macro_f1"], row["ece"], row["parameters"]) == (
+        0.9, 0.99, 0.88, 0.01, 1234)  # fmt: skip
+    write_provenance(d, Provenance(status="running", args={}))  # as a run is recorded when it starts
+    row = summary(d)
+    assert row["model"] == "yolo11n-cls.pt" and row["pretrained"] is True and row["epochs"] == 5 and row["imgsz"] == 32
+    assert row["status"] == "running" and row["test_top1"] is None and row["best_epoch"] == 3

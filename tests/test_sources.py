@@ -29,7 +29,7 @@ def places(tmp_path, arrays, monkeypatch):
 
 def test_resolution_order(places, monkeypatch, tmp_path):
     raw = places["raw"]
-    assert sources.resolve_source(places["explicit"], raw_dir=raw).origin == "--source"
+    assert sources.resolve_source(places["explicit"], raw_dir=raw).origin == "source="
     assert sources.resolve_source(None, raw_dir=raw).dir == places["env"]
     monkeypatch.delenv(config.SOURCE_ENV)
     assert sources.resolve_source(None, raw_dir=raw).origin == "project raw dir"

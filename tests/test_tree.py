@@ -61,3 +61,34 @@ def test_content_checksum_is_what_the_tree_holds_not_where_its_sources_lay(tree,
     other = prepare(source=copy, out=tmp_path / "other", val_size=20, verify=False, workers=1, progress=False)
     assert content_checksum(other) != content_checksum(tree)
     assert content_checksum(tmp_path / "nothing") is None
+
+
+def test_a_missing_class_folder_counts_zero(tree):
+    import shutil
+
+    shutil.rmtree(tree / "test" / "9_ankle_boot")
+    assert counts_on_disk(tree, "test")["9_ankle_boot"] == 0 and counts_on_disk(tree, "test")["0_tshirt_top"] == 3
+    with pytest.raises(DataError, match="9_ankle_boot: 0 images, the manifest says 3"):
+        check_counts(tree)
+
+
+def test_counts_of_a_class_the_manifest_has_and_the_layout_does_not(tree):
+    import json
+
+    manifest = json.loads((tree / "manifest.json").read_text())
+    manifest["counts"]["test"]["10_hat"] = 1  # e.g. a manifest written for another dataset
+    (tree / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="10_hat: 0 images, the manifest says 1"):
+        check_counts(tree)
+    manifest["counts"]["test"]["10_hat"] = 0  # none there, none expected: agreed
+    (tree / "manifest.json").write_text(json.dumps(manifest))
+    check_counts(tree)
+    del manifest["counts"]  # a manifest without counts: nothing to compare with
+    (tree / "manifest.json").write_text(json.dumps(manifest))
+    check_counts(tree)
+
+
+def test_an_unreadable_file_list_is_one_error_naming_it(tree):
+    (tree / "files.sha256").unlink()
+    with pytest.raises(DataError, match="files.sha256: cannot read the file list: No such file"):
+        read_listing(tree, read_manifest(tree))

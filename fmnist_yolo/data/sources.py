@@ -28,7 +28,7 @@ class Source:
     """A directory holding the four IDX files and where it was found."""
 
     dir: Path
-    origin: str  # "--source", "$FMNIST_SOURCE", "project raw dir", "debian package" or "download"
+    origin: str  # "source=", "$FMNIST_SOURCE", "project raw dir", "debian package" or "download"
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -80,7 +80,7 @@ def _has_files(directory: Path) -> bool:
 def resolve_source(source: str | Path | None = None, raw_dir: Path | None = None, download: bool = True) -> Source:
     """Find the IDX files in the documented order, downloading them as the last resort."""
     if source is not None:
-        return Source(Path(source), "--source", locate_files(Path(source)))
+        return Source(Path(source), "source=", locate_files(Path(source)))
     if env := os.environ.get(SOURCE_ENV):
         return Source(Path(env), f"${SOURCE_ENV}", locate_files(Path(env)))
     raw_dir = Path(raw_dir or DEFAULTS.raw_dir)
@@ -203,5 +203,5 @@ def download_official(raw_dir: Path, mirrors: tuple[str, ...] | None = None, tim
         else:
             raise DataError(
                 f"{final}: download failed from every mirror ({'; '.join(errors)}); "
-                f"install Debian's dataset-fashion-mnist or pass --source DIR"
+                f"install Debian's dataset-fashion-mnist or pass source=DIR"
             )
