@@ -81,6 +81,7 @@ def workplace(project, monkeypatch, real_tree):
     import fmnist_yolo.deploy as deploy_mod
     import fmnist_yolo.evaluation.evaluate as evaluate_mod
     import fmnist_yolo.evaluation.predict as predict_mod
+    import fmnist_yolo.reproduction as reproduction_mod
     import fmnist_yolo.search as search_mod
     import fmnist_yolo.training.train as train_mod
     from fmnist_yolo.evaluation.evaluate import Evaluation, _tta, check_ultralytics_keys, resolve_weights_path
@@ -88,7 +89,8 @@ def workplace(project, monkeypatch, real_tree):
     from fmnist_yolo.training.args import check_keys, resolve_args, valid_keys
 
     calls = []
-    real = {"prepare": prepare_mod.prepare, "compare": compare_mod.compare, "report": report_mod.report}
+    real = {"prepare": prepare_mod.prepare, "compare": compare_mod.compare, "report": report_mod.report,
+            "reproduce": reproduction_mod.reproduce}  # fmt: skip
 
     def evaluation(split="test"):
         table = pd.DataFrame({"file": ["a.png"], "true_id": [0], "pred_id": [0], "true": ["0_tshirt_top"],
@@ -161,11 +163,17 @@ def workplace(project, monkeypatch, real_tree):
         resolve_weights_path(model)
         return {"file": "best.onnx"}
 
+    def reproduce(run, **kw):
+        calls.append(("reproduce", {"run": run, **kw}))
+        inspect.signature(real["reproduce"]).bind(run, **kw)
+        assert Path(run).is_dir(), run
+        return type("Reproduction", (), {"summary_line": lambda self: "checked", "verdict": "identical"})()
+
     for module, name, fn in [(train_mod, "train", train), (evaluate_mod, "evaluate", evaluate),
                              (predict_mod, "predict", predict), (prepare_mod, "prepare", prepare),
                              (check_mod, "check", check), (search_mod, "tune", tune),
                              (compare_mod, "compare", compare), (report_mod, "report", report),
-                             (deploy_mod, "export", export)]:  # fmt: skip
+                             (deploy_mod, "export", export), (reproduction_mod, "reproduce", reproduce)]:  # fmt: skip
         monkeypatch.setattr(module, name, fn)
     return calls
 
