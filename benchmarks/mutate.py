@@ -23,19 +23,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "mutate"
 
-# module name -> (file mutated, the pytest arguments that select its fast unit tests)
+# module name -> (file or files mutated, the pytest arguments that select its fast unit tests)
 MODULES = {
     "metrics": ("fmnist_yolo/evaluation/metrics.py", ["tests/test_metrics.py"]),
     "rundir": ("fmnist_yolo/rundir.py", ["tests/test_rundir.py"]),
     "tree": ("fmnist_yolo/data/tree.py", ["tests/test_tree.py"]),
     "randaugment": ("fmnist_yolo/training/randaugment.py", ["tests/test_randaugment.py"]),
-    # test_fast.py without its (short) training runs: the loader, augmentation, step plan and BatchNorm units
+    # the fast path's units (not loop.py: its trainer is tested by training runs), with test_fast.py less its runs
     "fast": (
-        "fmnist_yolo/training/fast.py",
+        [f"fmnist_yolo/training/fast/{m}.py" for m in ("augment", "plan", "norm", "loss", "data")],
         [
             "tests/test_fast.py",
             "-k",
-            "not fast_run_is and not bf16_trains and not one_fast_step and not fast_takes_stock_steps",
+            "not fast_run_is and not bf16_trains and not one_fast_step and not fast_takes_stock_steps"
+            " and not never_reads and not progress_bar_counts and not slower_trains and not channels_last_on_cpu",
         ],
     ),
 }
@@ -54,7 +55,7 @@ def workdir(name: str) -> Path:
     settings = "\n".join([
         "[tool.mutmut]",
         'source_paths = ["fmnist_yolo"]',
-        f"only_mutate = [{json.dumps(path)}]",
+        f"only_mutate = {json.dumps([path] if isinstance(path, str) else path)}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
         f"timeout_multiplier = {TIMEOUT_MULTIPLIER}",
