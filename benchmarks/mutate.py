@@ -36,7 +36,8 @@ MODULES = {
             "tests/test_fast.py",
             "-k",
             "not fast_run_is and not bf16_trains and not one_fast_step and not fast_takes_stock_steps"
-            " and not never_reads and not progress_bar_counts and not slower_trains and not channels_last_on_cpu",
+            " and not never_reads and not progress_bar_counts and not slower_trains and not channels_last_on_cpu"
+            " and not compiles_once",  # Dynamo traces mutmut's trampolines differently
         ],
     ),
 }
