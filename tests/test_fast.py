@@ -1,6 +1,7 @@
 """The fast data path: in-memory split, batched augmentation, and the trainer subclass around them."""
 
 import json
+import math
 import os
 from unittest import mock
 
@@ -787,3 +788,71 @@ def test_the_precision_probe_leaves_the_model_as_it_was():
     assert set(ms) == {"fp32", "bf16"} and all(v > 0 for v in ms.values())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running statistics too
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_loaders_length_is_each_epochs_own():
+    """len() is the number of batches the next epoch yields: with a warm-up, the first epochs fuse fewer micro-batches
+    a step and have more chunks (what the progress bar counts to)."""
+    n = 100
+    data = MemoryDataset(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n) % 10, [])
+    loader = MemoryLoader(data, 8, 32, Augment(32), seed=0)
+    loader.schedule(warmup=20, accumulate=4, epochs=3)
+    lengths, yielded = [], []
+    for _ in range(3):
+        lengths.append(len(loader))
+        yielded.append(len(list(loader)))
+    assert lengths == yielded and lengths[0] > lengths[2]  # 13 micro-batches an epoch; warm-up's steps are smaller
+    plain = MemoryLoader(data, 8, 32, None)
+    assert len(plain) == len(list(plain)) == 13
+
+
+def test_every_draw_in_its_range_and_seeded():
+    """Each random choice of the augmentation in torchvision's range (crop area and aspect, erasing area and aspect,
+    positions, flips, jitter, RandAugment's operations and signs), and the same generator state draws the same."""
+    aug = Augment(32, scale=0.3, hsv_v=0.2, randaugment=True)
+    r = aug.draw(20000, torch.Generator().manual_seed(0), torch.device("cpu"))
+    ranges = {"area": (0.7, 1.0), "log_ratio": (math.log(3 / 4), math.log(4 / 3)), "cx": (0, 1), "cy": (0, 1),
+              "fliplr": (0, 1), "flipud": (0, 1), "contrast": (0.8, 1.2), "brightness": (0.8, 1.2),
+              "e_area": (0.02, 0.33), "e_log_ratio": (math.log(0.3), math.log(3.3)), "e_y": (0, 1), "e_x": (0, 1),
+              "e_on": (0, 1)}  # fmt: skip
+    for key, (lo, hi) in ranges.items():
+        v = r[key]
+        assert v.min() >= lo and v.max() <= hi, key
+        assert v.min() < lo + 0.01 * (hi - lo) and v.max() > hi - 0.01 * (hi - lo), key  # spans the whole range
+        assert abs(float(v.mean()) - (lo + hi) / 2) < 0.01 * (hi - lo), key  # uniform
+    assert r["area"].shape == (20000, 10) and r["e_area"].shape == (20000, 10)  # torchvision's 10 tries each
+    assert set(r["ra_op"].unique().tolist()) == set(range(14)) and r["ra_op"].shape == (20000, 2)
+    assert set(r["ra_sign"].unique().tolist()) == {-1.0, 1.0} and abs(float(r["ra_sign"].mean())) < 0.02
+    again = aug.draw(20000, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert all(torch.equal(r[k], again[k]) for k in r)
+    assert "ra_op" not in Augment(32).draw(4, torch.Generator().manual_seed(0), torch.device("cpu"))
+
+
+def test_the_validation_resize_exactly():
+    """Already at size: the pixels / 255, untouched; resized: 8-bit values, black stays black."""
+    x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    assert torch.equal(resize_like_validation(x, 32), x[:, None].float() / 255)
+    black = resize_like_validation(torch.zeros(2, 28, 28, dtype=torch.uint8), 32)
+    assert black.shape == (2, 1, 32, 32) and black.eq(0).all()
+    white = resize_like_validation(torch.full((2, 28, 28), 255, dtype=torch.uint8), 32)
+    assert white.eq(1).all()
+    wide = resize_like_validation(torch.randint(0, 256, (2, 32, 28), dtype=torch.uint8), 32)  # one side at size
+    assert wide.shape == (2, 1, 32, 32) and torch.equal(wide * 255, (wide * 255).round())
+    small = resize_like_validation(torch.randint(0, 256, (2, 64, 64), dtype=torch.uint8), 32)  # down: antialiased
+    assert torch.equal(small * 255, (small * 255).round())
+    loader = MemoryLoader(MemoryDataset(x, torch.arange(3), []), 2, 32, None)
+    batches = list(loader)
+    assert [b["img"].shape for b in batches] == [(2, 3, 32, 32), (1, 3, 32, 32)]
+    assert torch.equal(torch.cat([b["cls"] for b in batches]), torch.arange(3))
+
+
+def test_device_loss_arithmetic_is_the_tensors():
+    from fmnist_yolo.training.fast import DeviceLoss
+
+    a, b = DeviceLoss(torch.tensor(3.0)), DeviceLoss(torch.tensor(5.0))
+    for got, want in [(a + b, 8.0), (a + 1, 4.0), (1 + a, 4.0), (a * b, 15.0), (a * 2, 6.0), (2 * a, 6.0),
+                      (a / b, 0.6), (a / 2, 1.5), ((a * 2 + b) / 2, 5.5)]:  # fmt: skip
+        assert isinstance(got, DeviceLoss) and float(got) == pytest.approx(want)
+    assert float(a) == 3.0 and f"{b:.2f}" == "5.00" and a.exact() == 3.0
+    assert torch.equal(torch.add(a, b), torch.tensor(8.0)) and torch.equal(torch.zeros_like(a, dtype=torch.int64),
+                                                                          torch.tensor(0))  # fmt: skip

@@ -101,13 +101,9 @@ class MemoryLoader:
         return self._plan[epoch]
 
     def __len__(self) -> int:
-        """Batches an epoch: micro-batches, or with a schedule the chunks of an epoch after warm-up (the most)."""
-        if self._schedule is None:
-            return self.micro_batches
-        warmup, _, epochs = self._schedule
-        self.chunks(self.epoch)  # plan from the current epoch
-        after = max(self.epoch, min(math.ceil((warmup + 1) / self.micro_batches), epochs - 1))
-        return max(len(self.chunks(e)) for e in range(after, max(epochs, after + 1)))
+        """Batches of the epoch to be iterated next: its micro-batches, or with a schedule its chunks (a warm-up
+        epoch has more, smaller ones; the progress bar asks per epoch, compat.progress_total)."""
+        return len(self.chunks(self.epoch))
 
     def reset(self) -> None:
         """Nothing to rebuild (Ultralytics calls it when closing mosaic)."""

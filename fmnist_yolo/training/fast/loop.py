@@ -184,7 +184,7 @@ class MemoryTrainer(Trainer):
 
     def _do_train(self):
         """Ultralytics' loop, its progress bar counting this epoch's chunks (compat.progress_total)."""
-        with compat.progress_total(lambda: len(self.train_loader.chunks(self.epoch))):
+        with compat.progress_total(lambda: len(self.train_loader)):  # the epoch's own number of chunks
             return super()._do_train()
 
     def _load_checkpoint_state(self, ckpt):
