@@ -856,3 +856,46 @@ def test_device_loss_arithmetic_is_the_tensors():
     assert float(a) == 3.0 and f"{b:.2f}" == "5.00" and a.exact() == 3.0
     assert torch.equal(torch.add(a, b), torch.tensor(8.0)) and torch.equal(torch.zeros_like(a, dtype=torch.int64),
                                                                           torch.tensor(0))  # fmt: skip
+
+
+def test_augment_takes_stocks_arguments():
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(imgsz=48, scale=0.3, fliplr=0.25, flipud=0.125, hsv_v=0.4, erasing=0.2,
+                           auto_augment="randaugment")  # fmt: skip
+    assert Augment.from_args(args) == Augment(48, 0.3, 0.25, 0.125, 0.0, 0.2, True)  # no jitter under a policy
+    args.auto_augment = None
+    assert Augment.from_args(args) == Augment(48, 0.3, 0.25, 0.125, 0.4, 0.2, False)
+
+
+def test_randaugment_is_applied_where_stock_applies_it():
+    """After the crop and flips, before erasing: the same draws with and without it differ exactly by it."""
+    from fmnist_yolo.training.randaugment import rand_augment
+
+    x = torch.randint(0, 256, (16, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    on = Augment(32, erasing=0.0, randaugment=True)
+    r = on.draw(16, torch.Generator().manual_seed(0), torch.device("cpu"))
+    without = Augment(32, erasing=0.0).apply(x, r)
+    torch.testing.assert_close(on.apply(x, r), rand_augment(without, r["ra_op"], r["ra_sign"]))
+    assert not torch.allclose(on.apply(x, r), without)
+
+
+def test_erasing_zeroes_exactly_its_box_and_jitter_stays_in_range():
+    x = torch.full((1, 32, 32), 200, dtype=torch.uint8)
+    aug = Augment(32, scale=0.0, fliplr=0.0, erasing=1.0)
+    r = aug.draw(1, torch.Generator().manual_seed(0), torch.device("cpu"))
+    r.update(e_area=torch.full((1, 10), 0.25), e_log_ratio=torch.zeros(1, 10), e_y=torch.tensor([0.5]),
+             e_x=torch.tensor([0.0]), e_on=torch.tensor([0.0]))  # fmt: skip
+    out = aug.apply(x, r)[0, 0]
+    y0, x0, h, w = (int(v) for v in Augment.erase_boxes(r, 32))
+    assert (h, w) == (16, 16) and x0 == 0 and y0 == 8  # a 16x16 box (a quarter), floor(0.5 * 17) down
+    box = torch.zeros(32, 32, dtype=torch.bool)
+    box[y0 : y0 + h, x0 : x0 + w] = True
+    assert out[box].eq(0).all() and out[~box].gt(0.7).all()  # exactly the box, nothing beside it
+    jitter = Augment(32, scale=0.0, fliplr=0.0, erasing=0.0, hsv_v=0.5)
+    r = jitter.draw(2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    r.update(contrast=torch.tensor([1.5, 1.5]), brightness=torch.tensor([1.5, 0.5]))
+    ramp = torch.linspace(0, 255, 32).round().to(torch.uint8).expand(2, 32, 32)
+    y = jitter.apply(ramp, r)
+    assert y.min() == 0 and y.max() == 1  # clamped to [0, 1] at both ends, as ColorJitter's image
+    assert y[0].eq(1).any() and y[0].eq(0).any()
