@@ -154,9 +154,9 @@ class MemoryTrainer(Trainer):
         unwrap_model(self.model).criterion = ChunkLoss()  # training model only: checkpoints strip the criterion
         if self.args.compile and self.device.type == "cuda":  # review finding 8: Inductor's stride assertion
             nchw_where_degenerate(unwrap_model(self.model), int(self.args.imgsz))
+        self._choose_cpu_precision()  # on the plain model, before MicroBatchNorm
         if not self.fused_bn:  # after the EMA's copy was taken: the EMA stays plain
             self._micro_bn = MicroBatchNorm(unwrap_model(self.model))
-        self._choose_cpu_precision()
 
     def _choose_cpu_precision(self) -> None:
         """amp=bf16 on a CPU: kept where bf16 autocast trains this model faster than fp32 here, else fp32 (a
