@@ -48,17 +48,12 @@ SEAMS = [
 ]
 
 
-def _release(version: str) -> tuple[int, ...]:
-    """The numeric release of a version string: "8.4.190" -> (8, 4, 190); "8.5.0rc1" -> (8, 5, 0)."""
-    import re
-
-    return tuple(int(n) for n in re.findall(r"\d+", re.match(r"[\d.]*", version).group(0)))
-
-
 def supported(version: str) -> bool:
-    """Whether this Ultralytics version is in the supported range (SUPPORTED: lowest, first unsupported)."""
-    low, high = (_release(v) for v in SUPPORTED)
-    return low <= _release(version) < high
+    """Whether this Ultralytics version is in the supported range (SUPPORTED: lowest, first unsupported), by
+    Ultralytics' own version comparison."""
+    from ultralytics.utils.checks import check_version
+
+    return check_version(version, f">={SUPPORTED[0]},<{SUPPORTED[1]}")
 
 
 _VERSION_WARNED: list[str] = []
