@@ -54,7 +54,7 @@ def main() -> None:
     opts = parser.parse_args()
 
     from fmnist_yolo import prepare
-    from fmnist_yolo.search import DATA_ENV
+    from fmnist_yolo.training.tune import DATA_ENV
 
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     write_source(work / "src", synthetic_arrays())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from .version import __version__
 
 # public name -> module that defines it, in data-flow order
 _API = {
@@ -26,8 +26,8 @@ _API = {
     "report": "fmnist_yolo.analysis.report",
     "reproduce": "fmnist_yolo.reproduction",
     "benchmark_table": "fmnist_yolo.analysis.published",
-    "tune": "fmnist_yolo.search",
-    "export": "fmnist_yolo.deploy",
+    "tune": "fmnist_yolo.training.tune",
+    "export": "fmnist_yolo.deployment.export",
 }
 __all__ = ["Evaluation", "Run", "__version__", "benchmark_table", "check", "compare", "evaluate", "export",
            "load_history", "predict", "prepare", "recipes", "report", "reproduce", "train", "tune"]  # fmt: skip
@@ -38,14 +38,14 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ impo
     from .analysis.report import report
     from .data.check import check
     from .data.prepare import prepare
-    from .deploy import export
+    from .deployment.export import export
     from .evaluation.evaluate import Evaluation, evaluate
     from .evaluation.predict import predict
     from .reproduction import reproduce
     from .rundir import load_history
-    from .search import tune
     from .training.args import recipes
     from .training.train import Run, train
+    from .training.tune import tune
 
 
 def __getattr__(name: str) -> Any:

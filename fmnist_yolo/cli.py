@@ -13,8 +13,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
 from .errors import ConfigError, FmnistError, FmnistWarning
+from .version import __version__
 
 # Shared options: one meaning in every command that takes it.
 SHARED = {
@@ -207,7 +207,7 @@ def cmd_tune(words: list[str]) -> int:
     auto_augment (not with fast=True); trials never see test. Writes tune_results.csv and best_hyperparameters.yaml
     (a train cfg=) into runs/classify/tune. Needs the tune extra: pip install 'fmnist-yolo[tune]'.
     """
-    from .search import BEST, RESULTS, tune
+    from .training.tune import BEST, RESULTS, tune
 
     _, kv = _split(words)
     table = tune(**kv)
@@ -348,7 +348,7 @@ def cmd_export(words: list[str]) -> int:
     top-1 labels (needs >= 99.9 %), top-1 of both (difference <= 0.05 points), the largest probability difference.
     The exported file works with `val` and `predict` (model=FILE.onnx).
     """
-    from .deploy import export
+    from .deployment.export import export
 
     _, kv = _split(words)
     if "model" not in kv:
@@ -361,42 +361,6 @@ def cmd_export(words: list[str]) -> int:
               f"({100 * result['top1_difference']:+.2f} points), largest probability difference "
               f"{result['max_probability_difference']:.2e}; recorded in {result['file']}.agreement.json")  # fmt: skip
     return 0
-
-
-# Flags of fmnist-yolo 0.1, still accepted (with a warning): flag -> key (or (key, value) for a switch).
-OLD_FLAGS = {
-    "--source": "source", "--out": "out", "--val": "val_size", "--seed": "split_seed", "--workers": "workers",
-    "--force": ("force", True), "--no-verify": ("verify", False), "--top": "top", "--csv": "csv",
-}  # fmt: skip
-
-
-def _modernise(command: str, words: list[str]) -> list[str]:
-    """Turn 0.1's --flags into key=value words, saying so once per flag."""
-    out, i = [], 0
-    while i < len(words):
-        flag = words[i]
-        key = OLD_FLAGS.get(flag.split("=", 1)[0])
-        if key is None:
-            out.append(flag)
-            i += 1
-            continue
-        if isinstance(key, tuple):
-            new = f"{key[0]}={key[1]}"
-            i += 1
-        elif flag == "--csv" and command == "report":  # a switch there: tables into RUN/report/
-            new = "csv=True"
-            i += 1
-        elif "=" in flag:
-            new = f"{key}={flag.split('=', 1)[1]}"
-            i += 1
-        else:
-            if i + 1 >= len(words):
-                raise ConfigError(f"{flag} needs a value")
-            new = f"{key}={words[i + 1]}"
-            i += 2
-        warnings.warn(f"{flag} is deprecated; write {new.split('=')[0]}=...", DeprecationWarning, stacklevel=2)
-        out.append(new)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -427,7 +391,7 @@ class _StderrHandler(logging.Handler):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    if issubclass(category, (FmnistWarning, DeprecationWarning)) or "fmnist_yolo" in str(filename):
+    if issubclass(category, FmnistWarning) or "fmnist_yolo" in str(filename):
         text = str(message)
         print(text if text.startswith("WARNING") else f"WARNING: {text}", file=sys.stderr)
     else:
@@ -439,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS or {"-h", "--help"} & set(argv):
         build_parser().parse_args(argv)  # help, --version or a usage error: argparse prints it and exits
-    command, words = argv[0], argv[1:]  # the words are ours to read: key=value, and 0.1's --flags
+    command, words = argv[0], argv[1:]  # the words are ours to read: key=value
     log = logging.getLogger("fmnist_yolo")
     handler = _StderrHandler()
     log.addHandler(handler)
@@ -449,9 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default", FmnistWarning)
-            warnings.filterwarnings("default", category=DeprecationWarning, module=r"fmnist_yolo\b")
             warnings.showwarning = _show_warning
-            return COMMANDS[command](_modernise(command, words))
+            return COMMANDS[command](words)
     except FmnistError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

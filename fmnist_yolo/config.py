@@ -5,9 +5,8 @@ Paths are relative to the current directory, like Ultralytics' own `runs/`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 # Label order of the official release; folder names sort in this order because of the digit prefix,
 # and Ultralytics numbers classes by plain string sort of the folder names.
@@ -64,10 +63,6 @@ class Config:
     select_on: str = "top1_top5"  # best.pt = the epoch with the best val "top1_top5" (Ultralytics' mean) or "top1"
     mlflow: bool | None = None  # None: track when mlflow is installed and Ultralytics' setting allows
 
-    def replace(self, **changes: Any) -> Config:
-        """Return a copy with some fields changed."""
-        return Config(**{**asdict(self), **changes})
-
 
 DEFAULTS = Config()
 OWN_TRAIN_KEYS = (
@@ -79,4 +74,3 @@ OWN_TRAIN_KEYS = (
     "select_on",
     "mlflow",
 )  # train keys Ultralytics lacks
-CONFIG_FIELDS = tuple(f.name for f in fields(Config))

@@ -22,9 +22,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
 from .errors import RunError
 from .files import read_csv, read_json, read_yaml, write_text
+from .version import __version__
 
 SCHEMA = 3  # fmnist_yolo.json's schema; older ones are read with defaults (1 has no "schema" key; 3 adds environment,
 # data.prepared and model.sha256: what reproduce needs)

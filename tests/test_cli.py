@@ -18,10 +18,11 @@ def test_every_command_has_its_docstring_as_help(capsys):
         assert " ".join(doc.split()[:8]) in " ".join(out.split())  # the docstring is the help
 
 
-def test_old_flags_still_work_and_say_so(tmp_path, capsys):
-    code, _, err = run_cli(["prepare", "--source", str(tmp_path / "x"), "--val", "10", "--no-verify"], capsys)
-    assert code == 1 and err.count("is deprecated") == 3 and "write val_size=" in err
-    assert err.splitlines()[-1] == f"Error: {tmp_path / 'x'}: source directory not found"
+def test_flags_of_0_1_are_errors_naming_the_word(tmp_path, capsys):
+    """0.1's --flags went in 0.3 (CHANGELOG.md): one is an error that names it, and nothing runs."""
+    code, _, err = run_cli(["prepare", "--source", str(tmp_path / "x")], capsys)
+    assert code == 1 and err == "Error: expected key=value, found '--source'\n"
+    assert not (tmp_path / "x").exists()
 
 
 def test_no_command_is_usage_error(capsys):
@@ -54,22 +55,14 @@ def test_make_resume_target():
 
 
 def test_no_message_names_the_old_flags():
-    """0.1's --flags still work (with a warning) but nothing tells the user to type them: messages say key=value."""
+    """Nothing tells the user to type 0.1's --flags: messages say key=value."""
     import ast
 
-    from fmnist_yolo.cli import OLD_FLAGS
-
-    pattern = re.compile(r"(?<![\w-])(" + "|".join(re.escape(f) for f in OLD_FLAGS) + r")\b")
+    flags = ("--source", "--out", "--val", "--seed", "--workers", "--force", "--no-verify", "--top", "--csv")
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(re.escape(f) for f in flags) + r")\b")
     found = []
     for path in sorted((ROOT / "fmnist_yolo").rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Dict) and any(  # the table of old flags itself
-                isinstance(k, ast.Constant) and k.value == "--source" for k in node.keys
-            ):
-                for child in ast.walk(node):
-                    child._skip = True
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and not getattr(node, "_skip", False):
-                if " " in node.value and pattern.search(node.value):  # a message (not a flag compared in code)
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:80]}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.search(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:80]}")
     assert not found, found

@@ -78,15 +78,15 @@ def workplace(project, monkeypatch, real_tree):
     import fmnist_yolo.analysis.report as report_mod
     import fmnist_yolo.data.check as check_mod
     import fmnist_yolo.data.prepare as prepare_mod
-    import fmnist_yolo.deploy as deploy_mod
+    import fmnist_yolo.deployment.export as deploy_mod
     import fmnist_yolo.evaluation.evaluate as evaluate_mod
     import fmnist_yolo.evaluation.predict as predict_mod
     import fmnist_yolo.reproduction as reproduction_mod
-    import fmnist_yolo.search as search_mod
     import fmnist_yolo.training.train as train_mod
+    import fmnist_yolo.training.tune as search_mod
     from fmnist_yolo.evaluation.evaluate import Evaluation, _tta, check_ultralytics_keys, resolve_weights_path
-    from fmnist_yolo.search import TUNE_KEYS, search_space
     from fmnist_yolo.training.args import check_keys, resolve_args, valid_keys
+    from fmnist_yolo.training.tune import TUNE_KEYS, search_space
 
     calls = []
     real = {"prepare": prepare_mod.prepare, "compare": compare_mod.compare, "report": report_mod.report,
@@ -125,7 +125,6 @@ def workplace(project, monkeypatch, real_tree):
         bound = inspect.signature(real["prepare"]).bind(**kw)
         bound.apply_defaults()
         args = dict(bound.arguments)
-        assert not args.pop("deprecated", None)
         prepare_mod._check_types(**{k: v for k, v in args.items() if k != "progress"})
         return real_tree
 
@@ -248,8 +247,8 @@ def _value(node: ast.AST):
 @pytest.mark.parametrize("call", CALLS, ids=[ast.unparse(c)[:60] for c in CALLS])
 def test_each_python_call_binds_and_validates(call, project):
     import fmnist_yolo
-    from fmnist_yolo.search import TUNE_KEYS
     from fmnist_yolo.training.args import resolve_args
+    from fmnist_yolo.training.tune import TUNE_KEYS
 
     name = call.func.attr
     assert name in fmnist_yolo.__all__, f"fmnist_yolo.{name} is not in the public API"

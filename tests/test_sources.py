@@ -1,5 +1,6 @@
 """Source resolution order, checksum rules, and downloads from a local HTTP server."""
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -174,6 +175,6 @@ def test_prepare_downloads_as_last_resort(server, source, trusted, tmp_path, mon
     monkeypatch.delenv(config.SOURCE_ENV, raising=False)
     monkeypatch.setattr(sources, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(sources, "MIRRORS", (url,))
-    monkeypatch.setattr(sources, "DEFAULTS", config.DEFAULTS.replace(raw_dir=tmp_path / "raw"))
+    monkeypatch.setattr(sources, "DEFAULTS", dataclasses.replace(config.DEFAULTS, raw_dir=tmp_path / "raw"))
     out = prepare(out=tmp_path / "fm", val_size=10, workers=1, progress=False)
     assert len(list(out.rglob("*.png"))) == 110 and len(list((tmp_path / "raw").glob("*.gz"))) == 4

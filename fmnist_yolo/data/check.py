@@ -20,7 +20,7 @@ IGNORED_SUFFIXES = (".cache",)
 CHUNK_FILES = 2000  # files a worker process checks per task: large enough that the pool's overhead does not show
 
 
-def inspect(data: bytes, expected_sha: str) -> tuple[str, str] | None:
+def png_problem(data: bytes, expected_sha: str) -> tuple[str, str] | None:
     """None when `data` is the expected PNG; else (problem, detail)."""
     if hashlib.sha256(data).hexdigest() == expected_sha:
         return None
@@ -32,7 +32,7 @@ def inspect(data: bytes, expected_sha: str) -> tuple[str, str] | None:
     return "corrupted", "decodes, but checksum differs from the manifest (modified)"
 
 
-def _inspect_files(root: str, items: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+def _check_files(root: str, items: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
     """(path, problem, detail) for each (path, sha256) that is unreadable or differs. Runs in worker processes."""
     problems = []
     for rel, sha in items:
@@ -45,7 +45,7 @@ def _inspect_files(root: str, items: list[tuple[str, str]]) -> list[tuple[str, s
         except OSError as e:
             problems.append((rel, "unreadable", e.strerror or str(e)))
             continue
-        if found := inspect(data, sha):
+        if found := png_problem(data, sha):
             problems.append((rel, *found))
     return problems
 
@@ -74,10 +74,10 @@ def check(tree: str | Path, workers: int | None = None) -> pd.DataFrame:
     chunks = [items[i : i + CHUNK_FILES] for i in range(0, len(items), CHUNK_FILES)]
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or len(chunks) <= 1:
-        results = [_inspect_files(str(tree), c) for c in chunks]
+        results = [_check_files(str(tree), c) for c in chunks]
     else:
         with pool(workers) as executor:
-            results = list(executor.map(_inspect_files, [str(tree)] * len(chunks), chunks))
+            results = list(executor.map(_check_files, [str(tree)] * len(chunks), chunks))
     rows = [r for chunk in results for r in chunk]
     rows += [(rel, "extra", "not listed in files.sha256") for rel in sorted(on_disk - set(listing))]
     table = pd.DataFrame(rows, columns=["path", "problem", "detail"])

@@ -24,10 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .. import __version__
 from ..config import CLASS_DIRS, DEFAULTS
 from ..errors import ConfigError, DataError, FmnistError
 from ..files import naming
+from ..version import __version__
 from .sources import Arrays, Source, load, resolve_source
 from .tree import CHECKSUMS, FORMAT, MANIFEST, read_manifest
 from .workers import pool
@@ -265,7 +265,6 @@ def prepare(
     workers: int | None = None,
     progress: bool = True,
     link: bool | None = None,
-    **deprecated,
 ) -> Path:
     """Build (or confirm up to date) the Ultralytics class-folder tree from the IDX files.
 
@@ -284,7 +283,6 @@ def prepare(
     Returns:
         The absolute path of the tree.
     """
-    val_size, split_seed = _renamed(deprecated, val_size, split_seed)
     _check_types(
         source=source,
         out=out,
@@ -367,19 +365,6 @@ def _kind(kinds) -> str:
     names = {int: "an integer", bool: "True or False", str: "a path", type(None): "nothing"}
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds if k is not Path))
-
-
-def _renamed(deprecated: dict, val_size: int, split_seed: int) -> tuple[int, int]:
-    """prepare(val=, seed=) from before 0.2: renamed so as not to collide with Ultralytics' `val` and `seed`."""
-    import warnings
-
-    for old, new in (("val", "val_size"), ("seed", "split_seed")):
-        if old in deprecated:
-            warnings.warn(f"prepare({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
-    unknown = set(deprecated) - {"val", "seed"}
-    if unknown:
-        raise ConfigError(f"prepare: unknown argument '{sorted(unknown)[0]}'")
-    return deprecated.get("val", val_size), deprecated.get("seed", split_seed)
 
 
 def _finish(out: Path, link: bool | None) -> Path:

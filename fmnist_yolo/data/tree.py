@@ -20,7 +20,6 @@ from ..errors import DataError
 FORMAT = 1  # bump when the tree layout or file encoding changes; older trees are then rebuilt
 MANIFEST = "manifest.json"
 CHECKSUMS = "files.sha256"
-SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX = ".png"
 
 

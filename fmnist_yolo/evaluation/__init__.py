@@ -1,1 +1,1 @@
-"""Stage 2: a model measured on a split of the tree (evaluate, metrics, predict)."""
+"""Stage 3: a model measured on a split of the tree (evaluate, metrics, predict)."""

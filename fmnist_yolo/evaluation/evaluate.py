@@ -1,4 +1,4 @@
-"""Evaluate weights on a split with Ultralytics' own validator, and predict images."""
+"""Evaluate weights on a split with Ultralytics' own validator: metrics, per-image predictions, provenance."""
 
 from __future__ import annotations
 

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, compat
+from .. import compat
 from ..checkpoints import load_checkpoint, warn_if_untrusted
 from ..config import OWN_TRAIN_KEYS, RUNS_DIR
 from ..errors import ConfigError, FmnistError, RunError, warn
 from ..files import atomic_path
 from ..rundir import Provenance, best_epoch, load_history, paths, read_provenance, trained_imgsz, write_provenance
+from ..version import __version__
 from .args import check_keys, recipe_path, resolve_args, valid_keys
 from .environment import environment, file_sha256
 from .weights import Weights, resolve_weights
@@ -335,7 +336,7 @@ def _trainer(fast: bool, select_on: str, fused_bn: bool = False):
         from .fast import MemoryTrainer
 
         return partial(MemoryTrainer, select_on=select_on, fused_bn=fused_bn)
-    from .trainer import Trainer
+    from .stock_trainer import Trainer
 
     return partial(Trainer, select_on=select_on)
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ultralytics.data.dataset import ClassificationDataset
 
 from ...errors import DataError
-from ..trainer import check_all_images_used
+from ..stock_trainer import check_all_images_used
 from .augment import Augment
 from .plan import Chunk, step_plan
 

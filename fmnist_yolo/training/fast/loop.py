@@ -21,7 +21,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from ... import compat
 from ...errors import ConfigError
-from ..trainer import Trainer
+from ..stock_trainer import Trainer
 from .augment import Augment
 from .data import VAL_BATCH, MemoryDataset, MemoryLoader, load_split
 from .loss import ChunkLoss, DeviceLoss

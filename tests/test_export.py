@@ -12,7 +12,7 @@ from tests.conftest import require, run_cli
 def exported(tiny):
     require("onnxruntime")
     require("onnx")
-    from fmnist_yolo.deploy import export
+    from fmnist_yolo.deployment.export import export
 
     tree, run = tiny
     return tree, run, export(run.dir, "onnx", tree)
@@ -44,7 +44,7 @@ def test_val_and_predict_take_the_exported_file(exported, capsys):
 def test_disagreement_fails_with_one_line(exported, monkeypatch):
     """A preprocessing mismatch shows as different labels: the check refuses the export."""
     import fmnist_yolo.evaluation.evaluate as ev
-    from fmnist_yolo.deploy import export
+    from fmnist_yolo.deployment.export import export
 
     tree, run, _ = exported
     real = ev.evaluate
@@ -61,7 +61,7 @@ def test_disagreement_fails_with_one_line(exported, monkeypatch):
 
 
 def test_export_without_its_extra_says_how_to_install(tiny, monkeypatch, capsys):
-    import fmnist_yolo.deploy as ex
+    import fmnist_yolo.deployment.export as ex
 
     monkeypatch.setattr(ex, "_importable", lambda module: module != "onnxruntime")
     code, _, err = run_cli(["export", f"model={tiny[1].dir}"], capsys)

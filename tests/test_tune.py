@@ -13,12 +13,12 @@ import yaml
 import fmnist_yolo
 from fmnist_yolo import prepare
 from fmnist_yolo.errors import ConfigError
-from fmnist_yolo.training.trainer import Trainer
+from fmnist_yolo.training.stock_trainer import Trainer
 from tests.conftest import require, run_cli, synthetic_arrays, write_source
 
 args_module = importlib.import_module("fmnist_yolo.training.args")
 train_module = importlib.import_module("fmnist_yolo.training.train")
-tune_module = importlib.import_module("fmnist_yolo.search")
+tune_module = importlib.import_module("fmnist_yolo.training.tune")
 CLASSIFICATION_KEYS = {"lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "dropout", "fliplr", "erasing",
                        "scale", "auto_augment"}  # fmt: skip
 

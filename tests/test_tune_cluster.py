@@ -21,7 +21,7 @@ import yaml
 import fmnist_yolo
 from fmnist_yolo import prepare
 from fmnist_yolo.data.tree import content_checksum
-from fmnist_yolo.search import DATA_ENV
+from fmnist_yolo.training.tune import DATA_ENV
 from tests.conftest import ROOT, require, synthetic_arrays, write_source
 from tests.raycluster import RayCluster
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from fmnist_yolo.errors import DataError
-from fmnist_yolo.training.trainer import Top1Metrics, check_all_images_used
+from fmnist_yolo.training.stock_trainer import Top1Metrics, check_all_images_used
 
 
 def test_top1_metrics_fitness_is_top1():

@@ -11,8 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from .errors import ConfigError, RunError
-from .files import write_text
+from ..errors import ConfigError, RunError
+from ..files import write_text
 
 MIN_AGREEMENT = 0.999  # share of test images whose top-1 label must be the .pt's
 MAX_TOP1_DIFFERENCE = 0.0005  # top-1 accuracy may differ by at most 0.05 points
@@ -41,8 +41,8 @@ def export(model: str | Path, format: str = "onnx", data: str | Path | None = No
     """
     from ultralytics import YOLO
 
-    from .evaluation.evaluate import check_ultralytics_keys, evaluate, resolve_weights_path
-    from .rundir import paths, read_provenance, write_provenance
+    from ..evaluation.evaluate import check_ultralytics_keys, evaluate, resolve_weights_path
+    from ..rundir import paths, read_provenance, write_provenance
 
     check_ultralytics_keys(overrides, "export")
     missing = [m for m in NEEDS.get(str(format), ()) if not _importable(m)]

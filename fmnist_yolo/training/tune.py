@@ -11,11 +11,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from . import compat
-from .config import DEFAULTS
-from .errors import ConfigError, DataError, FmnistError, warn
-from .files import write_text
-from .rundir import load_history, read_provenance, write_provenance
+from .. import compat
+from ..config import DEFAULTS
+from ..errors import ConfigError, DataError, FmnistError, warn
+from ..files import write_text
+from ..rundir import load_history, read_provenance, write_provenance
 
 METRIC = "metrics/accuracy_top1"  # what Ultralytics reports to Ray Tune each epoch: val top-1
 RESULTS = "tune_results.csv"
@@ -141,8 +141,8 @@ def _trial(
     and a summary once it has finished (so that the table needs nothing from this node's disk)."""
     from ray import tune
 
-    from .tracking import PARENT_ENV
-    from .training.train import train
+    from ..tracking import PARENT_ENV
+    from .train import train
 
     if parent:
         os.environ[PARENT_ENV] = parent  # the trial's MLflow run nests under the search's
@@ -171,9 +171,9 @@ def node_tree(tree: str, want: dict) -> str:
     """The search's tree on this node: $FMNIST_YOLO_DATA/<its name> when set, else the driver's own path; prepared
     there when missing, from this node's sources by the driver's options, and used only when what it holds (its
     content checksum) is what the driver's holds: a node whose tree differs refuses, in one line."""
-    from .data.prepare import prepare
-    from .data.sources import resolve_source
-    from .data.tree import content_checksum
+    from ..data.prepare import prepare
+    from ..data.sources import resolve_source
+    from ..data.tree import content_checksum
 
     root = os.environ.get(DATA_ENV)
     local = Path(root).absolute() / Path(tree).name if root else Path(tree)
@@ -214,17 +214,17 @@ def tune(**kwargs: Any) -> pd.DataFrame:
         address: an existing Ray cluster to join ("auto" or "ray://host:10001"); default a local Ray.
         gpu_per_trial / cpu_per_trial: resources per trial (default 0 GPUs, the CPUs of the smallest node: locally
             all cores).
-        space: a YAML file or dict replacing the default search space (fmnist_yolo.tune.SPACE).
+        space: a YAML file or dict replacing the default search space (fmnist_yolo.training.tune.SPACE).
         project / name: where the search's directory goes (default runs/classify/tune).
 
     Returns:
         One row per trial (its hyperparameters, best val top-1, epochs run, status, node, run dir), best first; also
         written as RUN_DIR/tune_results.csv, with the best configuration as RUN_DIR/best_hyperparameters.yaml.
     """
-    from .data.prepare import ensure_tree
-    from .data.tree import content_checksum, read_manifest
-    from .training.args import check_keys, device_count, resolve_args, valid_keys
-    from .training.train import project_dir
+    from ..data.prepare import ensure_tree
+    from ..data.tree import content_checksum, read_manifest
+    from .args import check_keys, device_count, resolve_args, valid_keys
+    from .train import project_dir
 
     ray, rt = _ray()
     check_keys(kwargs, valid_keys() | TUNE_KEYS)
@@ -304,14 +304,14 @@ def _resources(nodes: list[dict], cpus: float, gpus: float) -> tuple[float, floa
 
 def _tracking_env() -> dict[str, str]:
     """The driver's MLflow store and experiment, for trials whose node's environment may say otherwise."""
-    from . import tracking
+    from .. import tracking
 
     return {"MLFLOW_TRACKING_URI": tracking.tracking_uri(), "MLFLOW_EXPERIMENT_NAME": tracking.experiment_name()}
 
 
 def _parent_run(name: str, resolved: dict, address: str | None):
     """The search's own MLflow run, under which every trial's run is nested (None when not tracking)."""
-    from . import tracking
+    from .. import tracking
 
     if not tracking.enabled(resolved.get("mlflow")):
         return None
