@@ -10,7 +10,7 @@ HEADER = "epoch,time,train/loss,metrics/accuracy_top1,metrics/accuracy_top5,val/
 
 def _run_dir(path, val, loss):
     path.mkdir(parents=True)
-    rows = [f"{e},{10.0 * e},{l},{v},0.99,0.3,0.01" for e, (v, l) in enumerate(zip(val, loss), start=1)]
+    rows = [f"{e},{10.0 * e},{x},{v},0.99,0.3,0.01" for e, (v, x) in enumerate(zip(val, loss), start=1)]
     (path / "results.csv").write_text("\n".join([HEADER, *rows]) + "\n")
     return path
 
