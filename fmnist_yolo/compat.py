@@ -342,12 +342,29 @@ def muon_update_unpadded(grads, momentums, beta: float = 0.95, nesterov: bool = 
 
     single = isinstance(grads, torch.Tensor)
     grads, momentums = ([grads], [momentums]) if single else (grads, momentums)
-    torch._foreach_mul_(momentums, beta)
-    torch._foreach_add_(momentums, grads, alpha=1 - beta)
-    if nesterov:
-        updates = list(torch._foreach_mul(momentums, beta))
-        torch._foreach_add_(updates, grads, alpha=1 - beta)
+    updates = muon_momentum_then_orthogonalise(grads, momentums, beta, nesterov)
+    return updates[0] if single else updates
+
+
+def muon_momentum_then_orthogonalise(grads: list, momentums: list, beta, nesterov: bool) -> list:
+    """muon_update's two halves: the momentum (in place) and its Nesterov blend, then each same-shape group of the
+    updates orthogonalised together. `beta` is a number (stock's arithmetic) or a device tensor (the captured step's:
+    the same values to rounding, read from the device at each replay)."""
+    import torch
+
+    if isinstance(beta, torch.Tensor):
+        torch._foreach_mul_(momentums, beta)
+        torch._foreach_add_(momentums, torch._foreach_mul(grads, 1 - beta))
+        if nesterov:
+            updates = list(torch._foreach_mul(momentums, beta))
+            torch._foreach_add_(updates, torch._foreach_mul(grads, 1 - beta))
     else:
+        torch._foreach_mul_(momentums, beta)
+        torch._foreach_add_(momentums, grads, alpha=1 - beta)
+        if nesterov:
+            updates = list(torch._foreach_mul(momentums, beta))
+            torch._foreach_add_(updates, grads, alpha=1 - beta)
+    if not nesterov:
         updates = list(momentums)
     shapes: dict[tuple, list[int]] = {}
     mats, strides = [], []
@@ -364,7 +381,7 @@ def muon_update_unpadded(grads, momentums, beta: float = 0.95, nesterov: bool = 
         for j, i in enumerate(members):
             s = strides[i]
             updates[i] = X[j].as_strided(grads[i].shape, s) if s else X[j].reshape(grads[i].shape)
-    return updates[0] if single else updates
+    return updates
 
 
 def _newton_schulz_scaled(X, scale):

@@ -16,6 +16,7 @@ from fmnist_yolo import config, prepare
 from fmnist_yolo.training.fast import (
     Augment,
     Chunk,
+    DeviceStep,
     MemoryDataset,
     MemoryLoader,
     MemoryTrainer,
@@ -358,6 +359,11 @@ class _Fixed:
         pass
 
 
+def _stock_class(optimizer) -> type:
+    """The optimizer class Ultralytics chose (the fast path steps with its device-tensor twin, a subclass)."""
+    return next(c for c in type(optimizer).__mro__ if not c.__module__.startswith("fmnist_yolo"))
+
+
 def _one_step_update(trainer_cls, tree, tmp_path, images, labels, **kw):
     """The parameter update of the first epoch (one optimizer step here) from the trainer's initial weights."""
     from ultralytics.models.yolo.classify import ClassificationTrainer
@@ -381,7 +387,7 @@ def _one_step_update(trainer_cls, tree, tmp_path, images, labels, **kw):
 
     def start(t):
         seen["before"] = {k: v.detach().clone() for k, v in t.model.named_parameters()}
-        seen["optimizer"] = type(t.optimizer).__name__
+        seen["optimizer"] = _stock_class(t.optimizer).__name__
 
     def end(t):
         seen["after"] = {k: v.detach().clone() for k, v in t.model.named_parameters()}
@@ -585,10 +591,16 @@ def test_nan_recovery_rebuilds_a_plain_ema():
     trainer = MemoryTrainer.__new__(MemoryTrainer)  # only what _load_checkpoint_state reads
     trainer.model, trainer.ema, trainer.stopper = model, ModelEMA(model), EarlyStopping()
     trainer._micro_bn = MicroBatchNorm(model)
-    assert b"fmnist_yolo" in pickle.dumps(copy.deepcopy(model))  # what a copy of the training model would carry
+    trainer.device = torch.device("cpu")
+    trainer._step = DeviceStep(trainer, capture=False)  # the model's loss is the whole step
+    trainer._step._seen.add("a chunk shape")
+    copied = copy.deepcopy(model)  # what a copy of the training model would carry
+    assert "loss" in vars(copied) and any("forward" in vars(m) for m in copied.modules())
     trainer._load_checkpoint_state({"ema": copy.deepcopy(trainer.ema.ema), "updates": 5, "best_fitness": 0.5})
     assert trainer.ema.updates == 5 and b"fmnist_yolo" not in pickle.dumps(trainer.ema.ema)
+    assert "loss" not in vars(trainer.ema.ema)
     assert all("forward" in vars(m) for m in trainer._micro_bn._layers)  # the training model's stays installed
+    assert vars(model)["loss"] == trainer._step.loss and not trainer._step._seen  # installed, its graphs forgotten
 
 
 @pytest.mark.parametrize("n, dropped", [(20, True), (16, False), (6, False)])
@@ -702,7 +714,7 @@ def test_a_fast_step_never_reads_the_device(tree, tmp_path, monkeypatch, optimiz
     with compat.training():
         trainer = MemoryTrainer(overrides={"data": str(tree), **args})
         trainer._setup_train()
-        assert type(trainer.optimizer).__name__ == optimizer
+        assert _stock_class(trainer.optimizer).__name__ == optimizer
 
         def step():  # an epoch's first chunk: its order and augmentation draws are made here too
             batch = trainer.preprocess_batch(next(iter(trainer.train_loader)))
@@ -899,3 +911,104 @@ def test_erasing_zeroes_exactly_its_box_and_jitter_stays_in_range():
     y = jitter.apply(ramp, r)
     assert y.min() == 0 and y.max() == 1  # clamped to [0, 1] at both ends, as ColorJitter's image
     assert y[0].eq(1).any() and y[0].eq(0).any()
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "MuSGD"])
+def test_device_optimizers_step_as_stocks(optimizer):
+    """The device-tensor twins (lr and momentum read from device tensors) make stock's updates, step after step, with
+    the lr and momentum changing between steps as warm-up changes them."""
+    from ultralytics.optim.muon import MuSGD
+
+    from fmnist_yolo import compat
+    from fmnist_yolo.training.fast import device_optimizer
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(16, 8, 3, 3), (16, 8, 3, 3), (32, 16), (7,)]
+    init = [torch.randn(s, generator=gen) for s in shapes]
+
+    def make(params):
+        if optimizer == "SGD":
+            groups = [{"params": params[:3], "weight_decay": 5e-4}, {"params": params[3:], "weight_decay": 0.0}]
+            return torch.optim.SGD(groups, lr=0.01, momentum=0.9, nesterov=True)
+        groups = [{"params": params[:3], "use_muon": True, "weight_decay": 5e-4},
+                  {"params": params[3:], "use_muon": False, "weight_decay": 0.0}]  # fmt: skip
+        return MuSGD(groups, lr=0.01, momentum=0.9, nesterov=True, muon=0.5, sgd=0.5)
+
+    a, b = [p.clone() for p in init], [p.clone() for p in init]
+    stock, device = make(a), device_optimizer(make(b))
+    assert type(device) is not type(stock) and isinstance(device, type(stock))
+    for lr, momentum in [(0.01, 0.8), (0.03, 0.85), (0.005, 0.95), (0.02, 0.0)]:
+        grads = [torch.randn(s, generator=gen) for s in shapes]
+        for opt, params in ((stock, a), (device, b)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            for group in opt.param_groups:
+                group["lr"], group["momentum"] = lr, momentum
+        with compat.faster_muon():
+            stock.step()
+        device.load_hyper()
+        device.step()
+        for x, y, p in zip(a, b, init):  # Muon orthogonalises in bf16: its part agrees to bf16 rounding
+            torch.testing.assert_close(y - p, x - p, rtol=2e-2 if optimizer == "MuSGD" else 1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("optimizer", ["SGD", "MuSGD", "AdamW"])
+def test_the_device_step_trains_as_stocks_step(tree, tmp_path, optimizer, device):
+    """Steps of the device step (step.py: on CUDA eager, then captured, then replayed) against today's fast=True
+    (stock's optimizer_step), from the same weights and draws: the weights, BatchNorm statistics and EMA agree."""
+    import ultralytics.engine.trainer as engine
+
+    from fmnist_yolo import compat
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    states = []
+    for device_step in (False, True):
+        args = _probe_args(tmp_path, name=f"step{device_step}", epochs=100, nbs=64, batch=16, optimizer=optimizer,
+                           device=0 if device == "cuda" else "cpu")  # fmt: skip
+        with compat.training():
+            t = MemoryTrainer(overrides={"data": str(tree), **args}, device_step=device_step)
+            t._setup_train()
+            assert isinstance(t._step, DeviceStep) is device_step
+            for _ in range(4):
+                batch = t.preprocess_batch(next(iter(t.train_loader)))  # one composition: captured on CUDA
+                with engine.autocast(t.amp, device=t.device.type):
+                    loss, items = t.model(batch)
+                t.scaler.scale(loss.sum()).backward()
+                t.optimizer_step()
+        states.append((t.model.state_dict(), t.ema.ema.state_dict(), t.ema.updates, float(items["loss"])))
+    (model0, ema0, n0, loss0), (model1, ema1, n1, loss1) = states
+    assert n0 == n1 == 4 and loss1 == pytest.approx(loss0, rel=1e-3)
+    tol = 1e-2 if optimizer == "MuSGD" else 1e-4  # MuSGD: bf16 rounding of the orthogonalised update, compounded
+    for before, after in ((model0, model1), (ema0, ema1)):
+        for k, v in before.items():
+            if v.dtype.is_floating_point:
+                torch.testing.assert_close(after[k], v, rtol=tol, atol=tol, msg=lambda m, k=k: f"{k}: {m}")
+            else:
+                assert torch.equal(after[k], v), k
+
+
+def test_the_device_ema_blends_as_ultralytics():
+    """The step's EMA update (decay from a device tensor) is ModelEMA.update's, at a decay where the blend shows."""
+    import copy
+    from types import SimpleNamespace
+
+    from ultralytics.utils.torch_utils import ModelEMA
+
+    model = _small_net()
+    trainer = SimpleNamespace(model=model, device=torch.device("cpu"), optimizer=None, ema=ModelEMA(model, updates=700))
+    step = DeviceStep(trainer, capture=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.mul_(3)
+    stock = copy.deepcopy(trainer.ema)
+    stock.update(model)
+    step.prepare(steps=True)
+    step._ema_update()
+    assert trainer.ema.updates == stock.updates == 701
+    for k, v in stock.ema.state_dict().items():
+        torch.testing.assert_close(trainer.ema.ema.state_dict()[k], v, rtol=1e-6, atol=1e-7)

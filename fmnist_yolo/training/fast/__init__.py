@@ -16,8 +16,9 @@ Device-agnostic: the split, the augmentation draws and the validator's results l
 GPU path runs the same functions the CPU tests cover. On CPU the model trains channels_last, as on CUDA.
 
 In data-flow order: augment.py (the batched augmentation), plan.py (stock's accumulation as chunks), data.py (the
-split in memory and its loader), norm.py (BatchNorm per micro-batch), loss.py (the chunk's loss), loop.py
-(MemoryTrainer: where one optimizer step reads on one screen).
+split in memory and its loader), norm.py (BatchNorm per micro-batch), loss.py (the chunk's loss), step.py (the
+whole optimizer step as device work, one CUDA graph per chunk shape on a GPU), loop.py (MemoryTrainer: Ultralytics'
+trainer around them).
 """
 
 from .augment import CROP_ATTEMPTS, CROP_RATIO, Augment
@@ -26,9 +27,11 @@ from .loop import DeviceValidator, MemoryTrainer, cpu_precision_probe
 from .loss import ChunkLoss, DeviceLoss
 from .norm import MicroBatchNorm, grouped_batch_norm, micro_groups, nchw_where_degenerate
 from .plan import Chunk, step_plan
+from .step import DeviceMuSGD, DeviceSGD, DeviceStep, device_optimizer
 
 __all__ = [
-    "CROP_ATTEMPTS", "CROP_RATIO", "VAL_BATCH", "Augment", "Chunk", "ChunkLoss", "DeviceLoss", "DeviceValidator",
+    "CROP_ATTEMPTS", "CROP_RATIO", "VAL_BATCH", "Augment", "Chunk", "ChunkLoss", "DeviceLoss", "DeviceMuSGD",
+    "DeviceSGD", "DeviceStep", "DeviceValidator", "device_optimizer",
     "MemoryDataset", "MemoryLoader", "MemoryTrainer", "MicroBatchNorm", "cpu_precision_probe", "decode",
     "grouped_batch_norm", "load_split", "micro_groups", "nchw_where_degenerate", "resize_like_validation", "step_plan",
 ]  # fmt: skip

@@ -27,6 +27,7 @@ from .data import VAL_BATCH, MemoryDataset, MemoryLoader, load_split
 from .loss import ChunkLoss, DeviceLoss
 from .norm import MicroBatchNorm, nchw_where_degenerate
 from .plan import Chunk
+from .step import DeviceStep, capturable, device_optimizer, log_capture
 
 BF16_PROBE = (2, 4)  # untimed and timed passes per precision: a few seconds at a CPU run's start
 
@@ -87,9 +88,10 @@ class MemoryTrainer(Trainer):
     validator_class = DeviceValidator
     _STEP_ALWAYS = -sys.maxsize  # loop's `ni - last_opt_step >= accumulate` always true: the plan decides the steps
 
-    def __init__(self, *args, fused_bn: bool = False, **kwargs):
+    def __init__(self, *args, fused_bn: bool = False, device_step: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.fused_bn = fused_bn  # True: one BatchNorm over each chunk (faster; not stock's per-micro-batch statistics)
+        self.device_step = device_step and not self.args.compile  # False: stock's optimizer_step (the tests' reference)
         if self.world_size > 1:
             raise ConfigError("fast=True trains on one device; drop fast=True for multi-GPU (DDP) training")
         if self.args.time:
@@ -100,7 +102,9 @@ class MemoryTrainer(Trainer):
         self.add_callback("on_pretrain_routine_end", MemoryTrainer._start_plan)
         self._splits: dict[str, MemoryDataset] = {}
         self._chunk: Chunk | None = None
+        self._micro_sizes: tuple[int, ...] = ()  # the chunk's micro-batch sizes (a captured step's key)
         self._micro_bn: MicroBatchNorm | None = None
+        self._step: DeviceStep | None = None  # the whole optimizer step as device work (step.py); None under compile
         self.stock_accumulate, self.stock_warmup = 1, 0
         if self.args.auto_augment and self.args.auto_augment != "randaugment":
             LOGGER.warning(f"fast=True trains stock's optimizer steps, gradients and schedule, but does not apply "
@@ -135,9 +139,16 @@ class MemoryTrainer(Trainer):
             self._asked_channels_last, self.args.channels_last = self.args.channels_last, None  # no "ignored" warning
         return ckpt
 
+    def build_optimizer(self, *args, **kwargs):
+        """Stock's choice of optimizer and groups, as its device-tensor twin where it has one (step.py)."""
+        optimizer = super().build_optimizer(*args, **kwargs)
+        return device_optimizer(optimizer) if self.device_step else optimizer
+
     def _build_train_pipeline(self):
         """Stock's loaders, accumulation and optimizer, then the loader fuses what stock would accumulate."""
         super()._build_train_pipeline()
+        if self._step is not None:  # an OOM retry: a new optimizer and loader, so new graphs
+            self._step.reset()
         loader = self.train_loader
         self.stock_accumulate = self.accumulate
         self.stock_warmup = super()._get_warmup_iterations(loader.micro_batches)
@@ -157,6 +168,24 @@ class MemoryTrainer(Trainer):
         self._choose_cpu_precision()  # on the plain model, before MicroBatchNorm
         if not self.fused_bn:  # after the EMA's copy was taken: the EMA stays plain
             self._micro_bn = MicroBatchNorm(unwrap_model(self.model))
+        if self.device_step:
+            self._start_device_step()
+
+    def _start_device_step(self) -> None:
+        """The whole step as device work, captured on CUDA where it can be (step.py); there it trains in bf16, since
+        fp16's loss scale reads the host every step. The precision used goes to `self.precision`, which the run's
+        record keeps."""
+        reason = capturable(self)
+        if reason is None and self.amp and self.args.amp != "bf16":
+            if not torch.cuda.is_bf16_supported():
+                reason = "fp16's loss scale syncs the host each step, and this GPU has no bf16"
+            elif not self.resume:
+                self.precision = {"asked": "fp16", "used": "bf16", "why": "the captured step: fp16's loss scale "
+                                  "(GradScaler) reads the host every step"}  # fmt: skip
+                self.args.amp = "bf16"
+                self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+        log_capture(self, reason)
+        self._step = DeviceStep(self, capture=reason is None)
 
     def _choose_cpu_precision(self) -> None:
         """amp=bf16 on a CPU: kept where bf16 autocast trains this model faster than fp32 here, else fp32 (a
@@ -190,26 +219,32 @@ class MemoryTrainer(Trainer):
     def _load_checkpoint_state(self, ckpt):
         """Stock's, with the training model's BatchNorm layers plain while it runs: a NaN recovery rebuilds the EMA
         as a deep copy of the training model, which would otherwise pickle MicroBatchNorm into every checkpoint."""
-        with self._micro_bn.detached() if self._micro_bn else contextlib.nullcontext():
+        with contextlib.ExitStack() as plain:
+            for part in (self._micro_bn, self._step):
+                if part is not None:
+                    plain.enter_context(part.detached())
             super()._load_checkpoint_state(ckpt)
+        if self._step is not None:  # new weights' optimizer state and EMA: new graphs
+            self._step.reset()
 
     def _get_warmup_iterations(self, num_batches):
         return 0  # the loop's per-batch warm-up is off: optimizer_step applies stock's, per micro-batch index
 
     def preprocess_batch(self, batch):
-        self._chunk = batch.pop("chunk", None)
-        sizes = batch.pop("micro", None)
+        """The chunk's plan (does it step? with which warm-up lr and momentum?) and its micro-batches, on the host."""
+        self._chunk = chunk = batch.pop("chunk", None)
+        self._micro_sizes = tuple(batch.pop("micro", None) or ())
         if self._micro_bn is not None:
-            self._micro_bn.use(sizes)
+            self._micro_bn.use(self._micro_sizes)
+        if chunk is not None and chunk.steps and self.stock_warmup:
+            self._warmup(chunk.ni)
         return batch  # already on the device
 
     def optimizer_step(self):
-        """Step where stock steps, with the lr and momentum stock's warm-up gives at that micro-batch."""
+        """Step where stock steps (the device step has already stepped inside `self.model(batch)`)."""
         chunk = self._chunk
-        if chunk is not None and not chunk.steps:
+        if self._step is not None or (chunk is not None and not chunk.steps):
             return  # stock adds this gradient to the next micro-batches' before stepping
-        if chunk is not None and self.stock_warmup:
-            self._warmup(chunk.ni)
         super().optimizer_step()
 
     def _warmup(self, ni: int) -> None:
