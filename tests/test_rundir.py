@@ -289,7 +289,7 @@ def test_recorder_add_and_stop_for_later_stages(tmp_path):
         Recorder.open(trial).add(status="finished")  # the status changes only through its methods
 
 
-def test_a_failed_record_write_leaves_the_old_record(tmp_path, monkeypatch):
+def test_recorder_write_that_fails_leaves_the_old_record(tmp_path, monkeypatch):
     """A full disk mid-write: the previous record stays whole on disk and in memory, and the error names the file;
     the next write goes through."""
     import errno
