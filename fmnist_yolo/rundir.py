@@ -1,6 +1,6 @@
 """The run directory contract: what a training run leaves on disk, its one provenance writer (Recorder), readers.
 
-    RUN/fmnist_yolo.json        the provenance record (Provenance), written by fmnist-yolo only
+    RUN/fmnist_yolo.json        the provenance record (Provenance), written by fmnist-yolo only, through Recorder
     RUN/args.yaml               Ultralytics' own record of the train arguments
     RUN/results.csv             Ultralytics' per-epoch history (load_history reads it)
     RUN/weights/best.pt         best epoch on val;  RUN/weights/last.pt  the latest epoch (resume)

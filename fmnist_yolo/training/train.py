@@ -1,9 +1,9 @@
 """Train with Ultralytics on the prepared tree, evaluate best.pt once on test, and keep the provenance record.
 
 train() resolves the arguments (args.py) and the weights (weights.py), hands Ultralytics its own trainer or the
-fast one (trainer.py, fast/), and writes the run directory's record through its contract (rundir.py): at the
-start (status running), at the end (finished, with val and test metrics), or when it fails before its first epoch
-(failed). resume= continues an interrupted run from its last.pt.
+fast one (stock_trainer.py, fast/), and writes the run directory's record through its one writer (rundir.Recorder):
+at the start (status running), after each epoch (progress, expected end), at the end (finished, with val and test
+metrics), or when it fails before its first epoch (failed). resume= continues an interrupted run from its last.pt.
 """
 
 from __future__ import annotations
