@@ -29,7 +29,7 @@ from typing import Any
 from .config import DEFAULTS
 from .errors import ConfigError, DataError, RunError, warn
 from .files import write_text
-from .rundir import PROVENANCE, Provenance, best_epoch, load_history, paths, read_provenance, write_provenance
+from .rundir import PROVENANCE, Provenance, Recorder, best_epoch, load_history, paths, read_provenance
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,12 @@ def reproduce(
     report = {**compare_runs(original, new.dir, target), "wall_time_s": round(seconds, 2),
               "tree": {"path": str(tree), "rebuilt": rebuilt}, "version_differences": differences}  # fmt: skip
     write_text(paths(new.dir).reproduction, json.dumps(report, indent=1) + "\n")
-    new.record.recipe = dict(record.recipe)  # trained from its resolved arguments: the recipe as recorded
+    recorder = Recorder(new.record, new.dir)
+    recipe = dict(record.recipe)  # trained from its resolved arguments: the recipe as recorded
     if target < planned:
-        new.record.status = "stopped"
-        new.record.stopped_by = f"fmnist-yolo reproduce epochs={target}: epochs 1-{target} of {planned}"
-    write_provenance(new.dir, new.record)
+        recorder.stop(f"fmnist-yolo reproduce epochs={target}: epochs 1-{target} of {planned}", recipe=recipe)
+    else:
+        recorder.add(recipe=recipe)
     result = Reproduction(new, original, report)
     log.info(result.summary_line(), extra={"result": True})
     return result

@@ -1,6 +1,6 @@
-"""The run directory contract: what a training run leaves on disk, its one provenance writer and its readers.
+"""The run directory contract: what a training run leaves on disk, its one provenance writer (Recorder), readers.
 
-    RUN/fmnist_yolo.json        the provenance record (Provenance), written by fmnist-yolo only
+    RUN/fmnist_yolo.json        the provenance record (Provenance), written by fmnist-yolo only, through Recorder
     RUN/args.yaml               Ultralytics' own record of the train arguments
     RUN/results.csv             Ultralytics' per-epoch history (load_history reads it)
     RUN/weights/best.pt         best epoch on val;  RUN/weights/last.pt  the latest epoch (resume)
@@ -18,6 +18,7 @@ Plain `yolo classify train` runs have the Ultralytics files only; every reader h
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,11 +183,105 @@ def read_provenance(run_dir: str | Path) -> Provenance | None:
     return Provenance.from_dict(read_json(path, RunError, "provenance record"), path)
 
 
-def write_provenance(run_dir: str | Path, record: Provenance) -> Path:
-    """The one writer of fmnist_yolo.json: atomic, so a kill never leaves half a record."""
-    import json
+# What each status may become (Recorder enforces it): a running run is started again (resumed), records its epochs
+# and ends; a stopped or failed one can only be resumed; a finished one only marked stopped (`reproduce epochs=N`:
+# the first N epochs of a longer run). `add` keeps the status.
+TRANSITIONS = {
+    "running": ("running", "finished", "stopped", "failed"),
+    "stopped": ("running",),
+    "failed": ("running",),
+    "finished": ("stopped",),
+}
 
-    return write_text(paths(run_dir).provenance, json.dumps(record.to_dict(), indent=1, default=str) + "\n")
+
+class Recorder:
+    """The one writer of a run's fmnist_yolo.json: each method is one atomic write (files.py), so a kill or a full
+    disk leaves the previous record whole, and a write that fails changes neither the file nor `record`.
+
+    Invariants, checked before writing: the status changes only through start, fail, finish and stop, and only
+    as TRANSITIONS allow; the schema is the one the record was made or read with (a record of an older schema keeps
+    its number: its missing keys are still missing). A refusal is one RunError line naming the file.
+
+    Training:  start (status running, when the run directory exists), epoch (progress, eta), then finish (final
+    figures) or fail (an error before the first epoch ended). Later stages: add (an export, a test evaluation, ...)
+    and stop (a search or a partial reproduction ended the run early).
+    """
+
+    def __init__(self, record: Provenance, run_dir: str | Path | None = None) -> None:
+        self.record = record  # the live record: Run and callers read it; it changes only after a successful write
+        self.dir = Path(run_dir) if run_dir is not None else None
+        self._status, self._schema = record.status, record.schema  # as made or read: what later writes must keep
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> Recorder | None:
+        """The recorder of an existing record; None for a run fmnist-yolo did not make (no fmnist_yolo.json)."""
+        record = read_provenance(run_dir)
+        return None if record is None else cls(record, run_dir)
+
+    @property
+    def path(self) -> Path:
+        """The record's file (its bare name while the run directory is not known yet)."""
+        return paths(self.dir).provenance if self.dir is not None else Path(PROVENANCE)
+
+    def start(self, run_dir: str | Path, **fields) -> Path:
+        """The record when training starts (or resumes) in `run_dir`: status running, what the caller gathered."""
+        self.dir = Path(run_dir)
+        return self._write("running", fields)
+
+    def epoch(self, **fields) -> Path:
+        """After an epoch: its progress (wall_time_s, epochs_completed, eta); the run stays running."""
+        if self._status != "running":  # a stopped or failed run is started (resumed) first
+            raise RunError(f"{self.path}: a {self._status} run records no epoch (only a running one does)")
+        return self._write("running", fields)
+
+    def fail(self, message: str, run_dir: str | Path | None = None) -> Path | None:
+        """Mark a run that failed before its first epoch ended, with why (`run_dir`: where Ultralytics made it, when
+        start was never reached). A later failure writes nothing: the `running` record and last.pt resume it.
+        None when nothing was written (no run directory, or a resumable run)."""
+        run_dir = self.dir or (Path(run_dir) if run_dir is not None else None)
+        if run_dir is None or not run_dir.is_dir() or paths(run_dir).last.is_file():
+            return None
+        self.dir = run_dir
+        return self._write("failed", {"error": message})
+
+    def finish(self, **fields) -> Path:
+        """The end of training: status finished and the final figures (metrics, epochs_completed, wall_time_s, ...)."""
+        return self._write("finished", fields)
+
+    def stop(self, by: str, **fields) -> Path:
+        """Mark the run ended early by `by` (an ASHA search, a reproduction of the first epochs)."""
+        return self._write("stopped", {**fields, "stopped_by": by})
+
+    def add(self, **fields) -> Path:
+        """A later stage's part of the record (export, metrics, recipe, ...), the status unchanged."""
+        return self._write(None, fields)
+
+    def _write(self, status: str | None, fields: dict) -> Path:
+        """Check the invariants, write the record with `status` (None: unchanged) and `fields` atomically, and only
+        then update `record`."""
+        if self.dir is None:
+            raise RunError(f"{PROVENANCE}: no run directory to write the record in (start the run first)")
+        names = {f.name for f in dataclasses.fields(Provenance)} - {"status", "schema"}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise TypeError(f"{self.path}: not fields the recorder writes: {', '.join(unknown)}")
+        now = self._status
+        if self.record.status != now:
+            raise RunError(f"{self.path}: the record's status was set to {self.record.status} directly (it changes "
+                           "only through start, fail, finish or stop)")  # fmt: skip
+        if status is None:
+            status = now
+        elif status not in TRANSITIONS[now]:
+            can = " or ".join(TRANSITIONS[now])
+            raise RunError(f"{self.path}: a {now} run cannot become {status} (it can become {can})")
+        if self.record.schema != self._schema:
+            raise RunError(f"{self.path}: the record's schema changed from {self._schema} to {self.record.schema}")
+        updated = dataclasses.replace(self.record, status=status, **fields)
+        write_text(self.path, json.dumps(updated.to_dict(), indent=1, default=str) + "\n")
+        for name, value in {"status": status, **fields}.items():
+            setattr(self.record, name, value)
+        self._status = status
+        return self.path
 
 
 def read_reproduction(run_dir: str | Path) -> dict | None:

@@ -1,6 +1,7 @@
-"""The run directory contract: the provenance record's one writer and reader, older schemas, damage."""
+"""The run directory contract: the provenance record's one writer (Recorder) and reader, older schemas, damage."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -9,6 +10,7 @@ from fmnist_yolo.errors import RunError
 from fmnist_yolo.rundir import (
     SCHEMA,
     Provenance,
+    Recorder,
     best_epoch,
     is_run,
     load_history,
@@ -19,14 +21,13 @@ from fmnist_yolo.rundir import (
     summary,
     trained_imgsz,
     training_seconds,
-    write_provenance,
 )
 
 
 def test_record_round_trip_keeps_unknown_keys(tmp_path):
     record = Provenance(status="finished", args={"epochs": 3}, metrics={"test": {"top1": 0.9}})
     record.extra["from_a_newer_version"] = {"x": 1}
-    write_provenance(tmp_path, record)
+    Recorder(record, tmp_path).add()
     back = read_provenance(tmp_path)
     assert back == record and back.schema == SCHEMA and back.test == {"top1": 0.9}
     assert json.loads((tmp_path / "fmnist_yolo.json").read_text())["from_a_newer_version"] == {"x": 1}
@@ -123,7 +124,7 @@ def test_record_details(tmp_path):
     (tmp_path / "fmnist_yolo.json").write_text('{"schema": 2, "extra": {"k": 1}}')
     record = read_provenance(tmp_path)
     assert record.status == "running" and record.extra == {"extra": {"k": 1}}
-    write_provenance(tmp_path, Provenance(args={"data": Path("/x/tree")}))
+    Recorder(Provenance(args={"data": Path("/x/tree")}), tmp_path).add()
     text = (tmp_path / "fmnist_yolo.json").read_text()
     assert '"data": "/x/tree"' in text and text.count("\n") > 20 and text.endswith("}\n")
     with pytest.raises(RunError, match="expected one of running, finished, stopped, failed"):
@@ -216,7 +217,7 @@ def test_summary_of_a_recorded_run_takes_the_record(tmp_path):
     record = Provenance(status="finished", args={"epochs": 3, "select_on": "top1"}, imgsz={"effective": 64},
                         model={"used": "/w/yolo11s-cls.pt", "pretrained": False, "parameters": 1234}, device="cuda:0",
                         metrics={"test": {"top1": 0.9, "top5": 0.99, "macro_f1": 0.88, "ece": 0.01}})  # fmt: skip
-    write_provenance(d, record)
+    Recorder(record, d).add()
     row = summary(d)
     assert row["best_epoch"] == 2 and row["best_val_top1"] == 0.70  # the record's select_on=top1
     assert {k: row[k] for k in ("model", "pretrained", "epochs", "imgsz", "device", "status", "recorded_by")} == {
@@ -224,7 +225,114 @@ def test_summary_of_a_recorded_run_takes_the_record(tmp_path):
         "status": "finished", "recorded_by": "fmnist-yolo"}  # fmt: skip
     assert (row["test_top1"], row["test_top5"], row["macro_f1"], row["ece"], row["parameters"]) == (
         0.9, 0.99, 0.88, 0.01, 1234)  # fmt: skip
-    write_provenance(d, Provenance(status="running", args={}))  # as a run is recorded when it starts
+    Recorder(Provenance(status="running", args={}), d).add()  # as a run is recorded when it starts
     row = summary(d)
     assert row["model"] == "yolo11n-cls.pt" and row["pretrained"] is True and row["epochs"] == 5 and row["imgsz"] == 32
     assert row["status"] == "running" and row["test_top1"] is None and row["best_epoch"] == 3
+
+
+def _on_disk(run_dir) -> dict:
+    return json.loads((run_dir / "fmnist_yolo.json").read_text())
+
+
+def test_recorder_records_a_training_run(tmp_path):
+    """start writes the run as running, each epoch its progress, finish the final figures; the live record follows."""
+    recorder = Recorder(Provenance(args={"epochs": 2}))
+    assert recorder.start(tmp_path) == tmp_path / "fmnist_yolo.json"
+    assert _on_disk(tmp_path)["status"] == "running" and _on_disk(tmp_path)["schema"] == SCHEMA
+    recorder.epoch(wall_time_s=1.5, epochs_completed=1, eta={"after_epoch": 1, "remaining_s": 2})
+    on_disk = _on_disk(tmp_path)
+    assert (on_disk["status"], on_disk["epochs_completed"], on_disk["wall_time_s"]) == ("running", 1, 1.5)
+    assert on_disk["eta"] == {"after_epoch": 1, "remaining_s": 2}
+    recorder.finish(epochs_completed=2, wall_time_s=3.0, metrics={"val": {"top1": 0.5}, "test": None})
+    back = read_provenance(tmp_path)
+    assert back.status == "finished" and back.epochs_completed == 2 and back.metrics["val"] == {"top1": 0.5}
+    assert back.eta == {"after_epoch": 1, "remaining_s": 2} and back.args == {"epochs": 2}  # kept from before
+    assert recorder.record == back  # what the caller holds is what the file says
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_recorder_fail_marks_only_a_run_without_its_first_epoch(tmp_path):
+    """fail writes status and error where the run directory exists; a run with last.pt stays running (resumable)."""
+    assert Recorder(Provenance()).fail("boom", tmp_path / "never-made") is None  # Ultralytics made no directory
+    assert not (tmp_path / "never-made").exists()
+    recorder = Recorder(Provenance())
+    assert recorder.fail("training failed: bad data", tmp_path) == tmp_path / "fmnist_yolo.json"
+    assert (_on_disk(tmp_path)["status"], _on_disk(tmp_path)["error"]) == ("failed", "training failed: bad data")
+    resumable = tmp_path / "resumable"
+    resumable.mkdir()
+    Recorder(Provenance()).start(resumable)
+    paths(resumable).last.parent.mkdir()
+    paths(resumable).last.write_bytes(b"x")
+    recorder = Recorder.open(resumable)
+    assert recorder.fail("later failure") is None and _on_disk(resumable)["status"] == "running"
+    assert recorder.record.error is None
+
+
+def test_recorder_add_and_stop_for_later_stages(tmp_path):
+    """add writes a later stage's part with the status unchanged; stop ends a running run early, saying by what."""
+    assert Recorder.open(tmp_path) is None  # a plain Ultralytics run: nothing to add to
+    Recorder(Provenance(status="finished", metrics={"test": {"top1": 0.9}}), tmp_path).add()
+    recorder = Recorder.open(tmp_path)
+    recorder.add(export={"onnx": {"file": "best.onnx"}})
+    on_disk = _on_disk(tmp_path)
+    assert on_disk["status"] == "finished" and on_disk["export"] == {"onnx": {"file": "best.onnx"}}
+    assert on_disk["metrics"] == {"test": {"top1": 0.9}}
+    recorder.stop("fmnist-yolo reproduce epochs=1", recipe={"name": "cpu"})  # a reproduction of the first epochs
+    assert (_on_disk(tmp_path)["status"], _on_disk(tmp_path)["recipe"]) == ("stopped", {"name": "cpu"})
+    trial = tmp_path / "trial"
+    trial.mkdir()
+    Recorder(Provenance()).start(trial)
+    Recorder.open(trial).stop("ASHA early stopping (fmnist-yolo tune)")
+    assert read_provenance(trial).stopped_by == "ASHA early stopping (fmnist-yolo tune)"
+    with pytest.raises(TypeError, match="not fields the recorder writes: status"):
+        Recorder.open(trial).add(status="finished")  # the status changes only through its methods
+
+
+def test_recorder_write_that_fails_leaves_the_old_record(tmp_path, monkeypatch):
+    """A full disk mid-write: the previous record stays whole on disk and in memory, and the error names the file;
+    the next write goes through."""
+    import errno
+    from pathlib import Path
+
+    recorder = Recorder(Provenance(args={"epochs": 2}))
+    recorder.start(tmp_path)
+    recorder.epoch(epochs_completed=1)
+    before = (tmp_path / "fmnist_yolo.json").read_text()
+    real_write = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        real_write(self, text[: len(text) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError) as e:
+        recorder.finish(epochs_completed=2, metrics={"val": {"top1": 0.5}})
+    assert e.value.filename == str(tmp_path / "fmnist_yolo.json")
+    assert (tmp_path / "fmnist_yolo.json").read_text() == before and [p.name for p in tmp_path.iterdir()] == [
+        "fmnist_yolo.json"]  # fmt: skip
+    assert recorder.record.status == "running" and recorder.record.epochs_completed == 1
+    assert recorder.record.metrics == {}
+    monkeypatch.setattr(Path, "write_text", real_write)
+    recorder.finish(epochs_completed=2)
+    assert _on_disk(tmp_path)["status"] == "finished"
+
+
+@pytest.mark.parametrize("status, act, says", [
+    ("finished", lambda r: r.epoch(epochs_completed=3), "a finished run records no epoch"),
+    ("finished", lambda r: r.finish(), "a finished run cannot become finished (it can become stopped)"),
+    ("finished", lambda r: r.start(r.dir), "a finished run cannot become running"),
+    ("failed", lambda r: r.stop("ASHA"), "a failed run cannot become stopped (it can become running)"),
+    ("stopped", lambda r: r.finish(), "a stopped run cannot become finished"),
+    ("stopped", lambda r: r.epoch(), "a stopped run records no epoch"),
+    ("running", lambda r: setattr(r.record, "status", "finished") or r.add(), "status was set to finished directly"),
+    ("running", lambda r: setattr(r.record, "schema", 2) or r.epoch(), "schema changed from 3 to 2"),
+])  # fmt: skip
+def test_recorder_refuses_an_illegal_transition_in_one_line_naming_the_file(status, act, says, tmp_path):
+    Recorder(Provenance(status=status), tmp_path).add()
+    before = (tmp_path / "fmnist_yolo.json").read_text()
+    recorder = Recorder.open(tmp_path)
+    with pytest.raises(RunError, match=re.escape(says)) as e:
+        act(recorder)
+    assert str(e.value).startswith(f"{tmp_path / 'fmnist_yolo.json'}: ") and "\n" not in str(e.value)
+    assert (tmp_path / "fmnist_yolo.json").read_text() == before

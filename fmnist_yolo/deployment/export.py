@@ -42,7 +42,7 @@ def export(model: str | Path, format: str = "onnx", data: str | Path | None = No
     from ultralytics import YOLO
 
     from ..evaluation.evaluate import check_ultralytics_keys, evaluate, resolve_weights_path
-    from ..rundir import paths, read_provenance, write_provenance
+    from ..rundir import Recorder
 
     check_ultralytics_keys(overrides, "export")
     missing = [m for m in NEEDS.get(str(format), ()) if not _importable(m)]
@@ -62,10 +62,9 @@ def export(model: str | Path, format: str = "onnx", data: str | Path | None = No
         result.update(agreement(reference, candidate))
     write_text(Path(f"{exported}.agreement.json"), json.dumps(result, indent=1) + "\n")
     run_dir = weights.parent.parent if weights.parent.name == "weights" else None
-    record = read_provenance(run_dir) if run_dir is not None else None
-    if record is not None:
-        record.export[str(format)] = result
-        write_provenance(paths(run_dir).dir, record)
+    recorder = Recorder.open(run_dir) if run_dir is not None else None
+    if recorder is not None:
+        recorder.add(export={**recorder.record.export, str(format): result})
     if check and (result["identical_top1"] < MIN_AGREEMENT or abs(result["top1_difference"]) > MAX_TOP1_DIFFERENCE):
         raise RunError(f"{exported}: the exported model agrees with {weights.name} on {result['identical_top1']:.2%} "
                        f"of the test images and its top-1 differs by {100 * result['top1_difference']:+.2f} points "

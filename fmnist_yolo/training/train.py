@@ -1,9 +1,9 @@
 """Train with Ultralytics on the prepared tree, evaluate best.pt once on test, and keep the provenance record.
 
 train() resolves the arguments (args.py) and the weights (weights.py), hands Ultralytics its own trainer or the
-fast one (trainer.py, fast/), and writes the run directory's record through its contract (rundir.py): at the
-start (status running), at the end (finished, with val and test metrics), or when it fails before its first epoch
-(failed). resume= continues an interrupted run from its last.pt.
+fast one (stock_trainer.py, fast/), and writes the run directory's record through its one writer (rundir.Recorder):
+at the start (status running), after each epoch (progress, expected end), at the end (finished, with val and test
+metrics), or when it fails before its first epoch (failed). resume= continues an interrupted run from its last.pt.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..checkpoints import load_checkpoint, warn_if_untrusted
 from ..config import OWN_TRAIN_KEYS, RUNS_DIR
 from ..errors import ConfigError, FmnistError, RunError, warn
 from ..files import atomic_path
-from ..rundir import Provenance, best_epoch, load_history, paths, read_provenance, trained_imgsz, write_provenance
+from ..rundir import Provenance, Recorder, best_epoch, load_history, paths, read_provenance, trained_imgsz
 from ..version import __version__
 from .args import check_keys, recipe_path, resolve_args, valid_keys
 from .environment import environment, file_sha256
@@ -177,7 +177,7 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     for event, function in (callbacks or {}).items():
         model.add_callback(event, function)
     ultralytics_args = {k: v for k, v in args.items() if k not in OWN_TRAIN_KEYS}
-    return _run(model, record, tree, {**ultralytics_args, "data": str(tree)})
+    return _run(model, Recorder(record), tree, {**ultralytics_args, "data": str(tree)})
 
 
 def expected_end(done: int, planned: int, paces: list[float], device: str, recipe: str | None,
@@ -209,31 +209,30 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
-def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
+def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
     """Train (or resume), evaluate best.pt once on test, and keep `fmnist_yolo.json` current throughout."""
     from ..evaluation.evaluate import evaluate
 
+    record = recorder.record
     t0 = time.time()
     previous_wall = record.wall_time_s
-    started: dict[str, Path] = {}
 
     def on_start(trainer) -> None:  # written at the start too: an interrupted run can be resumed with its history
-        started["dir"] = Path(trainer.save_dir)
         _record_trainer(record, trainer)
-        write_provenance(trainer.save_dir, record)
+        recorder.start(trainer.save_dir)
 
     paces: list[float] = []  # this process's epoch times: the expected end is said after its first epoch
 
     def on_epoch_end(trainer) -> None:  # a killed run keeps its wall time (a resume adds to it) and progress
-        record.wall_time_s = round(previous_wall + time.time() - t0, 2)
-        record.epochs_completed = int(trainer.epoch) + 1
+        done = int(trainer.epoch) + 1
+        progress = {"wall_time_s": round(previous_wall + time.time() - t0, 2), "epochs_completed": done}
         if trainer.epoch < trainer.epochs and trainer.epoch_time:  # not the final evaluation's (epoch N + 1)
             paces.append(float(trainer.epoch_time))
-            record.eta, line = expected_end(record.epochs_completed, int(trainer.epochs), paces, str(trainer.device),
-                                            (record.recipe or {}).get("name"))  # fmt: skip
-            if len(paces) == 1 and record.epochs_completed < trainer.epochs:
+            progress["eta"], line = expected_end(done, int(trainer.epochs), paces, str(trainer.device),
+                                                 (record.recipe or {}).get("name"))  # fmt: skip
+            if len(paces) == 1 and done < trainer.epochs:
                 log.info(line)
-        write_provenance(trainer.save_dir, record)
+        recorder.epoch(**progress)
 
     model.add_callback("on_train_start", on_start)
     model.add_callback("on_fit_epoch_end", on_epoch_end)
@@ -245,12 +244,12 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
         with compat.training(), compat.stock_mlflow(a.get("mlflow") is not False):  # mlflow=False: no MLflow at all
             model.train(**train_args, trainer=trainer_class)
     except FmnistError as e:
-        _failed(started.get("dir") or _planned_dir(model), record, str(e))
+        recorder.fail(str(e), _planned_dir(model))
         tracker and tracker.fail()
         raise
     except (FileNotFoundError, ValueError, TypeError, SyntaxError, AssertionError, RuntimeError) as e:
         message = f"training failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        _failed(started.get("dir") or _planned_dir(model), record, message)
+        recorder.fail(message, _planned_dir(model))
         tracker and tracker.fail()
         raise FmnistError(message) from None
     except BaseException:  # Ctrl-C, a kill: the run can be resumed; its MLflow run ends as killed
@@ -274,12 +273,13 @@ def _run(model, record: Provenance, tree: Path, train_args: dict) -> Run:
                         batch=int(trainer.batch_size))  # fmt: skip
         test.save(paths(run_dir).test_predictions, weights="weights/best.pt")  # relative: the run may be moved
     _record_trainer(record, trainer)
-    record.status = "finished"
-    record.epochs_completed = int(history["epoch"].max()) if len(history) else 0
-    record.wall_time_s = round(previous_wall + wall, 2)
-    record.metrics = {"val": val, "test": test.summary() if test else None}
-    record.test_predictions = paths(run_dir).test_predictions.name if test else None
-    write_provenance(run_dir, record)
+    recorder.dir = run_dir  # the parent of DDP workers never ran on_train_start: it learns the directory here
+    recorder.finish(
+        epochs_completed=int(history["epoch"].max()) if len(history) else 0,
+        wall_time_s=round(previous_wall + wall, 2),
+        metrics={"val": val, "test": test.summary() if test else None},
+        test_predictions=paths(run_dir).test_predictions.name if test else None,
+    )
     if tracker:
         from ..rundir import summary
 
@@ -318,14 +318,6 @@ def _planned_dir(model) -> Path | None:
     """The run directory Ultralytics made before failing, if it got that far."""
     trainer = getattr(model, "trainer", None)
     return Path(trainer.save_dir) if trainer is not None and getattr(trainer, "save_dir", None) else None
-
-
-def _failed(run_dir: Path | None, record: Provenance, message: str) -> None:
-    """Mark a run that failed before its first epoch ended; a later failure leaves a resumable `running` record."""
-    if run_dir is None or not run_dir.is_dir() or paths(run_dir).last.is_file():
-        return
-    record.status, record.error = "failed", message
-    write_provenance(run_dir, record)
 
 
 def _trainer(fast: bool, select_on: str, fused_bn: bool = False):
@@ -422,15 +414,15 @@ def _resume(target: str | Path | bool, overrides: dict[str, Any], callbacks: dic
     run_dir, last, ckpt = resume_checkpoint(target)
     train_args = ckpt["train_args"]
     tree = ensure_tree(overrides.pop("data", None) or train_args["data"])
-    record = read_provenance(run_dir)
-    if record is None:  # a plain Ultralytics run, or one interrupted before its first epoch began
+    recorder = Recorder.open(run_dir)
+    if recorder is None:  # a plain Ultralytics run, or one interrupted before its first epoch began
         model = str(train_args.get("model", ""))
         weights = Weights(model, model.endswith(".pt"), "from the checkpoint's train_args (not started by fmnist-yolo)")
-        record = new_record(dict(train_args), tree, weights, {}, None)
+        recorder = Recorder(new_record(dict(train_args), tree, weights, {}, None), run_dir)
+    record = recorder.record
     if record.data.get("manifest_sha256") not in (None, manifest_checksum(tree)):
         warn(f"{tree} changed since this run started (manifest differs); resuming on it anyway.")
-    record.status = "running"
-    record.resumed.append({
+    record.resumed.append({  # written with status running when training starts again
         "checkpoint": str(last), "completed_epochs": int(ckpt["epoch"]) + 1, "planned_epochs": train_args["epochs"],
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": overrides,
     })  # fmt: skip
@@ -438,4 +430,4 @@ def _resume(target: str | Path | bool, overrides: dict[str, Any], callbacks: dic
     model = YOLO(str(last))
     for event, function in (callbacks or {}).items():
         model.add_callback(event, function)
-    return _run(model, record, tree, {**overrides, "resume": True, "data": str(tree)})
+    return _run(model, recorder, tree, {**overrides, "resume": True, "data": str(tree)})

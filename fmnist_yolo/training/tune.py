@@ -15,7 +15,7 @@ from .. import compat
 from ..config import DEFAULTS
 from ..errors import ConfigError, DataError, FmnistError, warn
 from ..files import write_text
-from ..rundir import load_history, read_provenance, write_provenance
+from ..rundir import Recorder, load_history
 
 METRIC = "metrics/accuracy_top1"  # what Ultralytics reports to Ray Tune each epoch: val top-1
 RESULTS = "tune_results.csv"
@@ -372,17 +372,16 @@ def _settle(run_dir: Path, epochs: int) -> str | None:
     """'completed', or 'stopped' for a trial ASHA ended early (its provenance still says running: Ray killed it);
     None when the driver does not see its provenance (on another machine of a cluster, or never started)."""
     try:
-        record = read_provenance(run_dir)
+        recorder = Recorder.open(run_dir)
     except FmnistError:
         return "unknown"  # damaged
-    if record is None:
+    if recorder is None:
         return None
-    if record.status == "finished":
+    if recorder.record.status == "finished":
         return "completed"
-    if record.status == "running":
-        record.status, record.stopped_by = "stopped", "ASHA early stopping (fmnist-yolo tune)"
-        write_provenance(run_dir, record)
-    return record.status
+    if recorder.record.status == "running":
+        recorder.stop("ASHA early stopping (fmnist-yolo tune)")
+    return recorder.record.status
 
 
 def _write_best(path: Path, table: pd.DataFrame, keys: list[str], resolved: dict, seconds: float) -> None:
