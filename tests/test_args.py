@@ -164,7 +164,10 @@ def test_fast_warns_of_the_augmentation_it_does_not_apply(tree, tmp_path, monkey
 
 def test_device_strings_are_read_once():
     """device= as Ultralytics takes it, in every form, read by one function: the fast check, tune's one device per
-    trial and the final test evaluation's device all count and name devices through it."""
+    trial, the final test evaluation's device and reproduce's recorded device all count and name devices through it."""
+    from types import SimpleNamespace
+
+    from fmnist_yolo import reproduction
     from fmnist_yolo.training.args import device_count, devices
     from fmnist_yolo.training.train import _evaluation_device
 
@@ -174,3 +177,5 @@ def test_device_strings_are_read_once():
     assert devices(None) == devices("") == [] and device_count(None) == device_count("") == device_count("cpu") == 1
     assert _evaluation_device("0,1") == _evaluation_device([0, 1]) == _evaluation_device("cuda:0,1") == "0"
     assert _evaluation_device(None) is None and _evaluation_device("cpu") == "cpu" and _evaluation_device(1) == "1"
+    recorded = [SimpleNamespace(world_size=1, device=d, args={}) for d in ("cuda:1", "cpu", "mps")]
+    assert [reproduction._device(r) for r in recorded] == ["1", "cpu", "mps"]  # reproduce's device: torch's name read
