@@ -102,6 +102,7 @@ def test_an_unreadable_file_list_is_one_error_naming_it(tree):
         read_listing(tree, read_manifest(tree))
 
 
+@pytest.mark.filterwarnings("ignore:.*load only files you trust")  # the checkpoint written in tmp_path
 def test_the_val_split_is_found_once_as_ultralytics_finds_it(tree, tmp_path):
     """val/, else validation/, else valid/ (Ultralytics' check_cls_dataset): train's warning and record and
     evaluate's split=val all ask data.tree.val_split."""
