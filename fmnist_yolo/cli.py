@@ -126,6 +126,7 @@ def cmd_check(words: list[str]) -> int:
 
     from .config import DEFAULTS
     from .data.check import check
+    from .data.tree import repair_hint
 
     pos, kv = _split(words, 1)
     _only(kv, {"workers", "tree"}, "check")
@@ -137,7 +138,7 @@ def cmd_check(words: list[str]) -> int:
     if len(problems):
         kinds = problems["problem"].value_counts()
         raise FmnistError(f"{tree}: {len(problems)} problems ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
-                          f"`fmnist-yolo prepare force=True out={tree}` rebuilds it")  # fmt: skip
+                          f"{repair_hint(tree, listed=True)}")  # fmt: skip
     print(f"{tree}: OK, every image matches the manifest ({time.perf_counter() - t0:.1f}s)")
     return 0
 

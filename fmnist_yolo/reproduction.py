@@ -323,10 +323,11 @@ def _check_weights(record: Provenance) -> None:
 
 def _device(record: Provenance) -> Any:
     """The recorded device as Ultralytics' device= takes it: cpu, 0 (cuda:0), mps; a DDP run's device list."""
+    from .training.args import devices
+
     if record.world_size > 1 or not record.device:
         return record.args.get("device")
-    kind, _, index = str(record.device).partition(":")
-    return (index or "0") if kind == "cuda" else kind
+    return next(iter(devices(record.device)), None)  # torch's name for it, read as train's device= is read
 
 
 def train_arguments(record: Provenance, tree: Path, original: Path, name: str | None, device: Any) -> dict:

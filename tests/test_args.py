@@ -103,3 +103,79 @@ def test_run_records_recipe_and_skips_test(source, tmp_path):
     assert p["recipe"] == {"name": "default", "file": str(recipe_path("default").resolve())}
     assert p["args"]["evaluate_test"] is False and p["metrics"]["test"] is None and run.test is None
     assert not (run.dir / "test_predictions.csv").exists()
+
+
+# --- each rule once: the same words from every entry point that checks it ------------------------------------------
+@pytest.fixture
+def tree(source, tmp_path):
+    return prepare(source=source, out=tmp_path / "tree", val_size=10, verify=False, workers=1, progress=False)
+
+
+def test_select_on_is_one_rule(tmp_path, capsys):
+    """train's arguments (the CLI, the API) and the trainer itself refuse a selection rule in the same words."""
+    from fmnist_yolo.training.args import check_select_on
+    from fmnist_yolo.training.stock_trainer import Trainer
+
+    says = "select_on must be one of top1_top5, top1, found 'top5'"
+    code, _, err = run_cli(["train", "select_on=top5", f"data={tmp_path}"], capsys)
+    assert code == 1 and err == f"Error: {says}\n"
+    with pytest.raises(ConfigError) as api:
+        fmnist_yolo.train(select_on="top5", data=str(tmp_path))
+    with pytest.raises(ConfigError) as trainer:
+        Trainer(select_on="top5")  # refused before Ultralytics' trainer reads anything
+    assert str(api.value) == str(trainer.value) == says
+    for good in ("top1_top5", "top1"):
+        check_select_on(good)
+
+
+@pytest.mark.parametrize("word, says", [
+    ("device=0,1", "fast=True trains on one device, found device=0,1; drop fast=True for multi-GPU (DDP) training"),
+    ("time=1", "fast=True plans its optimizer steps by epoch: give epochs=, not time="),
+])  # fmt: skip
+def test_fast_preconditions_are_one_rule(word, says, tree, tmp_path, capsys, monkeypatch):
+    """`train fast=True` refuses several devices and time= in the words the fast trainer uses when it is reached
+    without train's argument check (a resume, the Python API)."""
+    import torch
+    from ultralytics.engine import trainer as engine
+
+    from fmnist_yolo.training.fast import MemoryTrainer
+
+    code, _, err = run_cli(["train", "fast=True", word, f"data={tree}", f"project={tmp_path / 'cli'}"], capsys)
+    assert code == 1 and err == f"Error: {says}\n" and not (tmp_path / "cli").exists()
+    monkeypatch.setattr(engine, "select_device", lambda *a, **k: torch.device("cpu"))  # no GPUs here: 0,1 as named
+    key, value = word.split("=")
+    with pytest.raises(ConfigError) as e:
+        MemoryTrainer(
+            overrides={**FAST, "data": str(tree), "project": str(tmp_path / "api"), key: yaml.safe_load(value)}
+        )
+    assert str(e.value) == says
+
+
+def test_fast_warns_of_the_augmentation_it_does_not_apply(tree, tmp_path, monkeypatch):
+    from fmnist_yolo.training.args import check_fast
+    from fmnist_yolo.training.fast import MemoryTrainer, loop
+
+    said = []
+    monkeypatch.setattr(loop.LOGGER, "warning", said.append)
+    MemoryTrainer(overrides={**FAST, "data": str(tree), "project": str(tmp_path), "auto_augment": "augmix"})
+    assert said == [check_fast("cpu", None, "augmix")] and "auto_augment=augmix" in said[0]
+    assert check_fast("cpu", None, "randaugment") is None and check_fast(None, 0, None) is None
+
+
+def test_device_strings_are_read_once():
+    """device= as Ultralytics takes it, in every form, read by one function: the fast check, tune's one device per
+    trial, the final test evaluation's device and reproduce's recorded device all count and name devices through it."""
+    from types import SimpleNamespace
+
+    from fmnist_yolo import reproduction
+    from fmnist_yolo.training.args import device_count, devices
+    from fmnist_yolo.training.train import _evaluation_device
+
+    two = ("0,1", "0, 1", [0, 1], (0, 1), "(0, 1)", "[0,1]", "cuda:0,1", "CUDA:0,1")
+    assert all(devices(d) == ["0", "1"] and device_count(d) == 2 for d in two)
+    assert devices("cpu") == ["cpu"] and devices(0) == devices("cuda:0") == ["0"] and devices("mps") == ["mps"]
+    assert devices(None) == devices("") == [] and device_count(None) == device_count("") == device_count("cpu") == 1
+    assert _evaluation_device("0,1") == _evaluation_device([0, 1]) == _evaluation_device("cuda:0,1") == "0"
+    assert _evaluation_device(None) is None and _evaluation_device("cpu") == "cpu" and _evaluation_device(1) == "1"
+    recorded = [SimpleNamespace(world_size=1, device=d, args={}) for d in ("cuda:1", "cpu", "mps")]
+    assert [reproduction._device(r) for r in recorded] == ["1", "cpu", "mps"]  # reproduce's device: torch's name read

@@ -3,8 +3,16 @@
 import pytest
 
 from fmnist_yolo import prepare
-from fmnist_yolo.data.tree import check_counts, counts_on_disk, manifest_checksum, read_listing, read_manifest
-from fmnist_yolo.errors import DataError
+from fmnist_yolo.data.tree import (
+    check_counts,
+    counts_on_disk,
+    manifest_checksum,
+    read_listing,
+    read_manifest,
+    repair_hint,
+    val_split,
+)
+from fmnist_yolo.errors import ConfigError, DataError
 
 
 @pytest.fixture
@@ -92,3 +100,60 @@ def test_an_unreadable_file_list_is_one_error_naming_it(tree):
     (tree / "files.sha256").unlink()
     with pytest.raises(DataError, match="files.sha256: cannot read the file list: No such file"):
         read_listing(tree, read_manifest(tree))
+
+
+@pytest.mark.filterwarnings("ignore:.*load only files you trust")  # the checkpoint written in tmp_path
+def test_the_val_split_is_found_once_as_ultralytics_finds_it(tree, tmp_path):
+    """val/, else validation/, else valid/ (Ultralytics' check_cls_dataset): train's warning and record and
+    evaluate's split=val all ask data.tree.val_split."""
+    from fmnist_yolo.evaluation.evaluate import evaluate
+    from fmnist_yolo.training.train import new_record
+    from fmnist_yolo.training.weights import Weights
+    from tests.conftest import write_checkpoint
+
+    weights = write_checkpoint(tmp_path / "w.pt")
+    untrained = Weights("yolo11n-cls.yaml", False, "test")
+    assert val_split(tree) == tree / "val"
+    (tree / "val").rename(tree / "valid")
+    assert val_split(tree) == tree / "valid"
+    assert new_record({}, tree, untrained, {}, None).data["model_selection_split"] == "val"
+    evaluation = evaluate(weights, "val", tree, imgsz=32, batch=16, workers=0, device="cpu")
+    assert len(evaluation.predictions) == 10  # the 10 images of valid/
+    (tree / "valid").rename(tree / "elsewhere")
+    assert val_split(tree) is None
+    assert new_record({}, tree, untrained, {}, None).data["model_selection_split"] == "test"
+    with pytest.raises(ConfigError) as e:
+        evaluate(weights, "val", tree)
+    assert str(e.value) == f"{tree}: no val/ split (prepared with val_size=0); use split=test"
+
+
+def test_every_stage_that_finds_damage_gives_the_same_repair_hint(tree, capsys):
+    """The tree's count check, the trainers (an image Ultralytics skipped, one the fast path cannot decode) and
+    `fmnist-yolo check`: one hint, naming the tree and the options to rebuild it with."""
+    from types import SimpleNamespace
+
+    from fmnist_yolo.training.fast.data import decode
+    from fmnist_yolo.training.stock_trainer import check_all_images_used
+    from tests.conftest import run_cli
+
+    hint = repair_hint(tree)
+    assert hint == (f"`fmnist-yolo check {tree}` lists the damage; "
+                    f"`fmnist-yolo prepare force=True out={tree} val_size=10 split_seed=0` rebuilds it")  # fmt: skip
+    assert repair_hint(tree, listed=True) == hint.split("; ")[1]
+    victim, kept = sorted((tree / "train" / "2_pullover").glob("*.png"))[:2]
+    victim.write_bytes(b"not a png")
+    with pytest.raises(DataError) as fast:
+        decode([str(kept), str(victim)], workers=1)
+    listing = SimpleNamespace(
+        base=SimpleNamespace(samples=[(str(kept), 0), (str(victim), 0)]), samples=[[str(kept), 0, None, None]]
+    )  # Ultralytics' dataset, the victim dropped
+    with pytest.raises(DataError) as stock:
+        check_all_images_used(listing, tree / "train", 1.0, "train")
+    assert str(fast.value) == f"{victim}: cannot decode image; {hint}"
+    assert str(stock.value) == f"{victim}: cannot decode image (1 of 2 in {tree / 'train'} skipped); {hint}"
+    code, _, err = run_cli(["check", str(tree), "workers=1"], capsys)
+    assert code == 1 and err == f"Error: {tree}: 1 problems (1 truncated); {repair_hint(tree, listed=True)}\n"
+    victim.unlink()
+    with pytest.raises(DataError) as counted:
+        check_counts(tree)
+    assert str(counted.value) == f"{victim.parent}: 6 images, the manifest says 7; {hint}"

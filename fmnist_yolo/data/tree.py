@@ -21,6 +21,7 @@ FORMAT = 1  # bump when the tree layout or file encoding changes; older trees ar
 MANIFEST = "manifest.json"
 CHECKSUMS = "files.sha256"
 IMAGE_SUFFIX = ".png"
+VAL_DIRS = ("val", "validation", "valid")  # the folders Ultralytics takes as the val split, in the order it looks
 
 
 def read_manifest(tree: Path) -> dict | None:
@@ -80,6 +81,23 @@ def read_listing(tree: Path, manifest: dict) -> dict[str, str]:
     return {rel: sha for sha, _, rel in (line.partition("  ") for line in text.splitlines())}
 
 
+def val_split(tree: Path) -> Path | None:
+    """The tree's val split as Ultralytics finds it (check_cls_dataset: val/, else validation/, else valid/), or None:
+    a tree prepared with val_size=0, on which Ultralytics selects best.pt on test/."""
+    return next((Path(tree) / d for d in VAL_DIRS if (Path(tree) / d).is_dir()), None)
+
+
+def repair_hint(tree: Path, listed: bool = False) -> str:
+    """How to see and repair the damage in a prepared tree, said the same by every stage that finds it: `fmnist-yolo
+    check` (left out where the caller has `listed` the problems already) and the `prepare` that rebuilds the tree
+    with the options its manifest records."""
+    manifest = read_manifest(tree)
+    options = (manifest.get("options") if isinstance(manifest, dict) else None) or {}
+    same = "".join(f" {key}={options[k]}" for k, key in (("val", "val_size"), ("seed", "split_seed")) if k in options)
+    rebuild = f"`fmnist-yolo prepare force=True out={tree}{same}` rebuilds it"
+    return rebuild if listed else f"`fmnist-yolo check {tree}` lists the damage; {rebuild}"
+
+
 def counts_on_disk(tree: Path, split: str) -> dict[str, int]:
     """Images per class folder of one split, as they are on disk now (no decoding: cheap)."""
     d = Path(tree) / split
@@ -99,7 +117,5 @@ def check_counts(tree: Path) -> None:
         found = counts_on_disk(tree, split)
         for cls, n in expected.items():
             if found.get(cls, 0) != n:
-                raise DataError(
-                    f"{Path(tree) / split / cls}: {found.get(cls, 0)} images, the manifest says {n} "
-                    f"(run `fmnist-yolo check {tree}`; `fmnist-yolo prepare force=True` rebuilds it)"
-                )
+                where = Path(tree) / split / cls
+                raise DataError(f"{where}: {found.get(cls, 0)} images, the manifest says {n}; {repair_hint(tree)}")

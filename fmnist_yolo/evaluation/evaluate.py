@@ -13,7 +13,7 @@ import pandas as pd
 from .. import compat
 from ..checkpoints import check_classifier, load_checkpoint, warn_if_untrusted
 from ..config import CLASS_DIRS
-from ..data.tree import manifest_checksum
+from ..data.tree import manifest_checksum, val_split
 from ..errors import ConfigError, RunError
 from ..files import atomic_path, read_csv
 from ..rundir import paths, predictions_current, read_args, read_provenance
@@ -249,9 +249,9 @@ def evaluate(
     tree = ensure_tree(data)
     if not (tree / "train").is_dir():  # Ultralytics would split the directory anew into <tree>_split and use that
         raise ConfigError(f"{tree}: no train/ class folders (Ultralytics takes the class names from train/)")
-    if split == "val" and not (tree / "val").is_dir():
+    if split == "val" and val_split(tree) is None:
         raise ConfigError(f"{tree}: no val/ split (prepared with val_size=0); use split=test")
-    if not (tree / split).is_dir():
+    if split != "val" and not (tree / split).is_dir():
         raise ConfigError(f"{tree}: no {split}/ split")
     tta = _tta(tta)
     check_ultralytics_keys(overrides, "val")

@@ -121,22 +121,51 @@ def check_values(args: dict[str, Any]) -> None:
         raise ConfigError(f"imgsz={imgsz!r} is not a number: imgsz must be {RANGES['imgsz'][1]}")
     if args.get("mlflow") not in (None, True, False):
         raise ConfigError(f"mlflow={args['mlflow']!r}: expected True, False or nothing (follow Ultralytics' setting)")
-    if args.get("select_on") not in SELECT_ON:
-        raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}, found '{args.get('select_on')}'")
+    check_select_on(args.get("select_on"))
     if args.get("fused_bn") not in (True, False):
         raise ConfigError(f"fused_bn={args['fused_bn']!r}: expected True or False")
     if args.get("fused_bn") and not args.get("fast"):
         raise ConfigError("fused_bn=True changes how fast=True normalises its fused chunks; it needs fast=True")
-    if args.get("fast") and device_count(args.get("device")) > 1:
-        raise ConfigError(f"fast=True trains on one device, found device={args['device']}; drop fast=True for "
-                          "multi-GPU (DDP) training")  # fmt: skip
-    if args.get("fast") and args.get("time"):
+    if args.get("fast"):
+        check_fast(args.get("device"), args.get("time"))  # its warning (auto_augment) is the fast trainer's to give
+
+
+def check_select_on(select_on: Any) -> None:
+    """ConfigError unless `select_on` names a rule for choosing best.pt (SELECT_ON)."""
+    if select_on not in SELECT_ON:
+        raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}, found {select_on!r}")
+
+
+def check_fast(device: Any, time: Any, auto_augment: Any = None) -> str | None:
+    """ConfigError where fast=True cannot serve: on several devices (Ultralytics' DDP) or with a time= budget; else
+    the warning to give where it serves with a difference (an auto_augment policy it does not apply), or None.
+
+    Checked when the arguments are resolved and again by the fast trainer (a resume, or the Python API).
+    """
+    if device_count(device) > 1:  # named as parse_device writes it: the same from the CLI, the API and the trainer
+        raise ConfigError(f"fast=True trains on one device, found device={','.join(devices(device))}; drop fast=True "
+                          "for multi-GPU (DDP) training")  # fmt: skip
+    if time:
         raise ConfigError("fast=True plans its optimizer steps by epoch: give epochs=, not time=")
+    if auto_augment and auto_augment != "randaugment":
+        return (f"fast=True trains stock's optimizer steps, gradients and schedule, but does not apply "
+                f"auto_augment={auto_augment} (stock applies it per image; randaugment it does). Drop fast=True for "
+                "the stock loader.")  # fmt: skip
+    return None
+
+
+def devices(device: Any) -> list[str]:
+    """The devices a `device=` value names, as Ultralytics' parse_device reads it ("cuda:", brackets and spaces
+    dropped): "0,1" / [0, 1] / "cuda:0,1" -> ["0", "1"], "cpu" -> ["cpu"], 0 -> ["0"], None or "" -> [].
+
+    Not parse_device itself: it would resolve "-1" (an idle GPU) by querying the GPUs while arguments are checked.
+    """
+    text = "" if device is None else str(device).lower()
+    for drop in ("cuda:", "(", ")", "[", "]", "'", " "):
+        text = text.replace(drop, "")
+    return [p for p in text.split(",") if p]
 
 
 def device_count(device: Any) -> int:
     """How many devices a `device=` value names: 0,1 / "0,1" / [0, 1] are two (Ultralytics then trains with DDP)."""
-    if device is None or isinstance(device, int):
-        return 1
-    parts = [p for p in str(device).strip("()[] ").replace(" ", "").split(",") if p]
-    return max(len(parts), 1)
+    return max(len(devices(device)), 1)

@@ -14,8 +14,9 @@ from ultralytics.models.yolo.classify import ClassificationTrainer, Classificati
 from ultralytics.utils.metrics import ClassifyMetrics
 
 from .. import compat
+from ..data.tree import repair_hint
 from ..errors import DataError
-from .args import SELECT_ON
+from .args import check_select_on
 
 
 class Top1Metrics(ClassifyMetrics):
@@ -43,8 +44,8 @@ def check_all_images_used(dataset, root: str | Path, fraction, split: str) -> No
     dropped = [f for f in listed if f not in kept and (Path(f).parent in folders or not kept)]
     if dropped:
         raise DataError(
-            f"{dropped[0]}: cannot decode image ({len(dropped)} of {len(listed)} in {root} skipped); run "
-            f"`fmnist-yolo check` to list the damage, `fmnist-yolo prepare force=True` to repair the tree"
+            f"{dropped[0]}: cannot decode image ({len(dropped)} of {len(listed)} in {root} skipped); "
+            f"{repair_hint(Path(root).parent)}"
         )
 
 
@@ -53,8 +54,7 @@ class Trainer(ClassificationTrainer):
     refuses to train on a split from which Ultralytics dropped undecodable images."""
 
     def __init__(self, *args, select_on: str = "top1_top5", **kwargs):
-        if select_on not in SELECT_ON:
-            raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, found {select_on!r}")
+        check_select_on(select_on)
         self.select_on = select_on
         compat.drop_stock_mlflow_if_off()  # mlflow=False reaches DDP workers' trainers too
         super().__init__(*args, **kwargs)

@@ -23,7 +23,7 @@ from ..errors import ConfigError, FmnistError, RunError, warn
 from ..files import atomic_path
 from ..rundir import Provenance, Recorder, best_epoch, load_history, paths, read_provenance, trained_imgsz
 from ..version import __version__
-from .args import check_keys, recipe_path, resolve_args, valid_keys
+from .args import check_keys, devices, recipe_path, resolve_args, valid_keys
 from .environment import environment, file_sha256
 from .weights import Weights, resolve_weights
 
@@ -116,9 +116,9 @@ def new_record(
     args: dict, tree: Path, weights: Weights, requested: dict, recipe: str | None, model_requested: str | None = None
 ) -> Provenance:
     """The provenance record of a run about to start (a fresh one, or a plain Ultralytics run being resumed)."""
-    from ..data.tree import identity, manifest_checksum
+    from ..data.tree import identity, manifest_checksum, val_split
 
-    has_val = any((tree / d).is_dir() for d in ("val", "validation", "valid"))
+    has_val = val_split(tree) is not None
     select_on = args.get("select_on", "top1_top5")
     return Provenance(
         status="running",
@@ -153,7 +153,7 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     from ultralytics import YOLO
 
     from ..data.prepare import ensure_tree
-    from ..data.tree import check_counts
+    from ..data.tree import check_counts, val_split
 
     if callbacks is not None and not (isinstance(callbacks, dict) and all(map(callable, callbacks.values()))):
         raise ConfigError("callbacks must map Ultralytics event names to functions (Python API only)")
@@ -163,7 +163,7 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     args.pop("resume", None)
     tree = ensure_tree(args.pop("data"))
     check_counts(tree)
-    if not any((tree / d).is_dir() for d in ("val", "validation", "valid")):
+    if val_split(tree) is None:
         warn(
             f"{tree} has no val/ split, so Ultralytics selects best.pt on test/: the test score is then not an "
             "unbiased estimate. Prepare with the default val_size to keep test for the final evaluation."
@@ -308,10 +308,8 @@ def _start_tracking(record: Provenance, train_args: dict):
 
 def _evaluation_device(device):
     """The device for the final test evaluation: the first of a multi-GPU list (one process evaluates)."""
-    if device is None or isinstance(device, int):
-        return device
-    first = str(device).strip("()[] ").split(",")[0].strip()
-    return first or None
+    named = devices(device)
+    return named[0] if named else None
 
 
 def _planned_dir(model) -> Path | None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from ultralytics.data.dataset import ClassificationDataset
 
+from ...data.tree import repair_hint
 from ...errors import DataError
 from ..stock_trainer import check_all_images_used
 from .augment import Augment
@@ -31,9 +32,7 @@ def decode(files: list[str], workers: int | None = None) -> np.ndarray:
     def read(f: str) -> np.ndarray:
         im = cv2.imread(f, cv2.IMREAD_GRAYSCALE)
         if im is None:
-            raise DataError(
-                f"{f}: cannot decode image (run `fmnist-yolo check`; `fmnist-yolo prepare force=True` repairs the tree)"
-            )
+            raise DataError(f"{f}: cannot decode image; {repair_hint(Path(f).parents[2])}")  # TREE/split/class/f
         return im
 
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:

@@ -20,7 +20,7 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
 from ... import compat
-from ...errors import ConfigError
+from ..args import check_fast
 from ..stock_trainer import Trainer
 from .augment import Augment
 from .data import VAL_BATCH, MemoryDataset, MemoryLoader, load_split
@@ -92,10 +92,8 @@ class MemoryTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.fused_bn = fused_bn  # True: one BatchNorm over each chunk (faster; not stock's per-micro-batch statistics)
         self.device_step = device_step and not self.args.compile  # False: stock's optimizer_step (the tests' reference)
-        if self.world_size > 1:
-            raise ConfigError("fast=True trains on one device; drop fast=True for multi-GPU (DDP) training")
-        if self.args.time:
-            raise ConfigError("fast=True plans its optimizer steps by epoch; use epochs= instead of time=")
+        if caveat := check_fast(self.args.device, self.args.time, self.args.auto_augment):  # train's rule, again
+            LOGGER.warning(caveat)  # for a resume and the Python API, which reach here without resolve_args
         if self.device.type == "cpu":  # Ultralytics leaves a core idle for loader workers that this path does not use
             torch.set_num_threads(os.cpu_count() or 1)
         self.add_callback("on_train_epoch_start", lambda t: setattr(t.train_loader, "epoch", t.epoch))
@@ -106,10 +104,6 @@ class MemoryTrainer(Trainer):
         self._micro_bn: MicroBatchNorm | None = None
         self._step: DeviceStep | None = None  # the whole optimizer step as device work (step.py); None under compile
         self.stock_accumulate, self.stock_warmup = 1, 0
-        if self.args.auto_augment and self.args.auto_augment != "randaugment":
-            LOGGER.warning(f"fast=True trains stock's optimizer steps, gradients and schedule, but does not apply "
-                           f"auto_augment={self.args.auto_augment} (stock applies it per image; randaugment it does). "
-                           f"Drop fast=True for the stock loader.")  # fmt: skip
 
     def get_dataloader(self, dataset_path, batch_size: int = 16, rank: int = 0, mode: str = "train"):
         key = f"{mode}:{dataset_path}"
