@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Stored deflate: 28x28 images gain ~15% from compression but encode 2.5x slower, and each file
-# occupies a 4 KiB block either way.
+# Stored deflate: 28x28 images gain ~15% from compression but encode 2.3x slower (39 against 17 µs an image,
+# benchmarks/RESULTS.md, "Conversion"), and each file occupies a 4 KiB block either way.
 PNG_COMPRESSION = 0
 CHUNK = 2500  # images per worker task
 
@@ -127,7 +127,7 @@ def write_tree(root: Path, arrays: Arrays, layout: dict, workers: int, progress:
             for s in range(0, len(members), CHUNK):
                 jobs.append((names[s : s + CHUNK], images[members[s : s + CHUNK]]))
     digests: dict[str, str] = {}
-    # tqdm, not Ultralytics' TQDM, which imports torch (+2 s, +500 MB in every forked worker)
+    # tqdm, not Ultralytics' TQDM, which imports torch: +2 s, +500 MB a forked worker (benchmarks/RESULTS.md)
     with tqdm(total=sum(len(n) for n, _ in jobs), desc="Writing PNGs", unit="img", disable=not progress) as bar:
         if workers <= 1:
             for names, images in jobs:
