@@ -111,6 +111,7 @@ def write_tree(root: Path, arrays: Arrays, layout: dict, workers: int, progress:
 
     `progress` shows a tqdm bar on stderr, closed (its line ended) also when writing fails.
     """
+    import cv2  # noqa: F401  here, before the pool forks: each worker inherits it instead of importing it
     from tqdm import tqdm
 
     from .workers import pool
