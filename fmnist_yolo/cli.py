@@ -164,7 +164,7 @@ def cmd_train(words: list[str]) -> int:
 
     _, kv = _split(words)
     run = train(**kv)
-    print(run.summary_line())
+    print(run.result_line())
     return 0
 
 
@@ -188,7 +188,7 @@ def cmd_reproduce(words: list[str]) -> int:
     if run is None:
         raise ConfigError("reproduce needs a run directory: fmnist-yolo reproduce RUN")
     result = reproduce(run, **kv)
-    print(result.summary_line())
+    print(result.verdict_line())
     if result.verdict == "different":
         where = result.report["parts_at_epoch"]
         how = f"they part at epoch {where}" if where else "its history agrees, best.pt's figures do not"

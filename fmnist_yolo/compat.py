@@ -168,9 +168,9 @@ def bf16_on_cpu() -> Iterator[None]:
     """Within: the trainer's `amp=bf16` also autocasts on a CPU, in bf16 where the CPU computes it natively.
 
     Ultralytics 8.4's autocast refuses bf16 outside CUDA (training fails); torch autocasts convolutions and matrix
-    products to bf16 on CPU as well. On this project's 2-core Zen 4 (AVX-512 BF16) the fast path trains 1.08x faster
-    at 256 images a step than in fp32 (benchmarks/RESULTS.md). A CPU without native bf16 trains in fp32, with a
-    warning, as Ultralytics turns AMP off where it cannot use it. Weights, EMA, optimizer and validation stay fp32.
+    products to bf16 on CPU as well; whether that beats fp32 depends on the CPU (benchmarks/RESULTS.md, "amp=bf16
+    on this CPU"). A CPU without native bf16 trains in fp32, with a warning, as Ultralytics turns AMP off where it
+    cannot use it. Weights, EMA, optimizer and validation stay fp32.
     """
     import torch
     import ultralytics.engine.trainer as engine
@@ -335,8 +335,8 @@ def training() -> Iterator[None]:
 
 def muon_update_unpadded(grads, momentums, beta: float = 0.95, nesterov: bool = True):
     """Ultralytics 8.4's muon_update, orthogonalising matrices of one shape together instead of zero-padding a
-    bucket to its largest (up to 16x the rows): the same result to bf16 rounding, 1.4x faster on a 2-core CPU
-    (35 against 51 ms a step for yolo11n-cls, benchmarks/bench_musgd.py), where the step is compute-bound.
+    bucket to its largest (up to 16x the rows): the same result to bf16 rounding, and faster where the step is
+    compute-bound, as on a CPU (benchmarks/bench_musgd.py; benchmarks/RESULTS.md, "MuSGD's step").
     On CUDA each shape's orthogonalisation replays a CUDA graph (see `orthogonalise`)."""
     import torch
 
@@ -449,9 +449,10 @@ def _graphable(device) -> bool:
 def orthogonalise(mats: list, scales: tuple[float, ...], dtype):
     """Newton-Schulz orthogonalisation of same-shape matrices: (B, rows, cols) in `dtype`, matrix j times scales[j].
 
-    On CUDA the 15 matrix products and the elementwise work of one shape run as one replayed CUDA graph: launching
-    them one by one cost 42 of the 67 ms of a yolo11n-cls step on an H100 (benchmarks/RESULTS.md). The graph reads
-    a fixed input buffer (the stack is written into it) and its output is overwritten by the next replay.
+    On CUDA the 15 matrix products and the elementwise work of one shape run as one replayed CUDA graph: launched
+    one by one, they made a yolo11n-cls step mostly launch overhead (benchmarks/RESULTS.md, "MuSGD's Newton–Schulz
+    step on CUDA"). The graph reads a fixed input buffer (the stack is written into it) and its output is
+    overwritten by the next replay.
     """
     import torch
 

@@ -65,12 +65,12 @@ class Reproduction:
         """identical, equal within rounding, or different."""
         return self.report["verdict"]
 
-    def summary_line(self) -> str:
+    def verdict_line(self) -> str:
         """One line: which run reproduces which, the verdict, and the figures it rests on (original/reproduction)."""
-        return summary_line(self.report)
+        return verdict_line(self.report)
 
 
-def summary_line(report: dict) -> str:
+def verdict_line(report: dict) -> str:
     """reproduction.json in one line: which run reproduces which, over which epochs, the verdict and its figures."""
     r = report
     span = "" if r["epochs"] == r["epochs_recorded"] else f" (epochs 1-{r['epochs']} of {r['epochs_recorded']})"
@@ -149,7 +149,7 @@ def reproduce(
     else:
         recorder.add(recipe=recipe)
     result = Reproduction(new, original, report)
-    log.info(result.summary_line(), extra={"result": True})
+    log.info(result.verdict_line(), extra={"result": True})
     return result
 
 

@@ -103,7 +103,7 @@ class Provenance:
     """fmnist_yolo.json: how a run was made and what it gave. Nested parts are plain dicts, as in the file.
 
     status: running (written when training starts), finished, stopped (by a search), failed (before its first
-    epoch ended). metrics: {"val": {top1, top5}, "test": Evaluation.summary() or None}.
+    epoch ended). metrics: {"val": {top1, top5}, "test": Evaluation.headline_figures() or None}.
     """
 
     status: str = "running"
@@ -144,7 +144,8 @@ class Provenance:
 
     @property
     def test(self) -> dict | None:
-        """The test summary of best.pt, or None (not evaluated yet, or evaluate_test=False)."""
+        """best.pt's headline test figures (Evaluation.headline_figures), or None (not evaluated yet, or
+        evaluate_test=False)."""
         return (self.metrics or {}).get("test")
 
     def to_dict(self) -> dict:
@@ -365,7 +366,7 @@ def trained_imgsz(imgsz) -> int | None:
     return max(32, math.ceil(int(imgsz) / 32) * 32)
 
 
-def summary(run_dir: str | Path) -> dict:
+def recorded_row(run_dir: str | Path) -> dict:
     """One run's row for comparing runs: from `fmnist_yolo.json` when fmnist-yolo trained it, else from
     Ultralytics' own files (args.yaml, results.csv). RunError names the file when one of them is damaged."""
     d = Path(run_dir)

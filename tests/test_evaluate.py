@@ -51,7 +51,7 @@ def test_tta_averages_the_probabilities_of_image_and_mirror(tiny_run, real_tree,
     cols = [c for c in plain.predictions.columns if c.startswith("p_")]
     expected = (plain.predictions[cols].to_numpy() + mirror.predictions[cols].to_numpy()) / 2
     got = tta.predictions[cols].to_numpy()
-    assert len(got) == 200 and tta.tta == "flip" and plain.tta is None and tta.summary()["tta"] == "flip"
+    assert len(got) == 200 and tta.tta == "flip" and plain.tta is None and tta.headline_figures()["tta"] == "flip"
     gap = np.abs(plain.predictions[cols].to_numpy() - expected).mean()  # how far the plain pass is from the mean
     error = np.abs(got - expected).mean()  # PIL's 8-bit resize rounds a mirror image its own way: not quite 0
     assert gap > 0.005 and error < gap / 10, (gap, error)

@@ -130,7 +130,7 @@ def test_evaluation_reports_ece():
     ev = Evaluation("test", "w.pt", 0.6, 1.0, _table(true, probs, NAMES), NAMES)
     # bins of 1/15: 0.9 in bin 13 (13/15, 14/15], 0.62 in bin 9 (9/15, 10/15], 0.4 in bin 5 (5/15, 6/15]
     # |accuracy - confidence| x images: |0.5 - 0.9| x 2 + |1 - 0.62| x 2 + |0 - 0.4| x 1 = 1.96, over 5 images
-    assert ev.ece == pytest.approx(0.392) and ev.summary()["ece"] == pytest.approx(0.392)
+    assert ev.ece == pytest.approx(0.392) and ev.headline_figures()["ece"] == pytest.approx(0.392)
     table = ev.calibration
     assert table["count"].tolist() == [0] * 5 + [1, 0, 0, 0, 2, 0, 0, 0, 2, 0]
     assert table.loc[[5, 9, 13], "accuracy"].tolist() == [0.0, 1.0, 0.5]

@@ -13,7 +13,7 @@ import pytest
 from fmnist_yolo import config, prepare
 from fmnist_yolo.data import prepare as convert
 from fmnist_yolo.errors import ConfigError, FmnistError
-from tests.conftest import NAMES, images_idx, labels_idx, run_cli, tree_digest, write_source
+from tests.conftest import NAMES, images_idx, labels_idx, one_error, run_cli, tree_digest, write_source
 
 
 def build(source, out, **kw):
@@ -78,6 +78,42 @@ def test_deterministic(source, tmp_path):
     assert tree_digest(a) == tree_digest(b)
     prepare(source=source, out=a, val_size=10, verify=False, force=True, workers=2, progress=False)
     assert tree_digest(a) == tree_digest(b)  # parallel writer, same bytes
+
+
+def test_progress_bar_on_stderr_and_result_line(source, tmp_path, capsys):
+    code, out, err = run_cli(["prepare", f"source={source}", f"out={tmp_path / 'fm'}", "verify=False", "workers=1",
+                              "val_size=10", "link=False"], capsys)  # fmt: skip
+    assert code == 0 and out == ""
+    bar, result = err.rstrip("\n").rsplit("\n", 1)
+    assert "Writing PNGs" in bar and "110/110" in bar  # tqdm's bar, finished
+    assert result.startswith(f"Prepared {tmp_path / 'fm'} from {source}") and "train 70, val 10, test 30" in result
+
+
+def test_progress_false_is_silent(source, tmp_path, capsys, caplog):
+    prepare(source=source, out=tmp_path / "fm", val_size=10, verify=False, workers=1, progress=False, link=False)
+    assert capsys.readouterr() == ("", "") and not caplog.records
+
+
+def test_noop_imports_no_heavy_modules(source, tmp_path):
+    """A `prepare` with nothing to do stays fast (benchmarks/bench_prepare_noop.py): it imports no OpenCV, NumPy,
+    progress bar, torch or Ultralytics."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "fm"
+    build(source, out, val_size=10, link=False)
+    script = (
+        "import sys\n"
+        "from fmnist_yolo.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(code, sorted(m for m in ('cv2', 'numpy', 'tqdm', 'torch', 'ultralytics') if m in sys.modules))\n"
+    )
+    argv = ["prepare", f"source={source}", f"out={out}", "verify=False", "val_size=10", "link=False"]
+    repo = Path(__file__).resolve().parents[1]  # this checkout's fmnist_yolo, not an installed one
+    r = subprocess.run([sys.executable, "-c", script, *argv], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert "is up to date" in r.stderr, r.stderr
+    assert r.stdout.split(maxsplit=1) == ["0", "[]\n"], r.stdout + r.stderr
 
 
 def test_checksum_list_matches_files(source, tmp_path):
@@ -290,7 +326,8 @@ def test_write_permission_error_names_file(source, good_tree, monkeypatch, capsy
     code, _, err = run_cli(
         ["prepare", f"source={source}", f"out={out}", "verify=False", "force=True", "workers=1", "val_size=10"], capsys
     )
-    assert code == 1 and "Permission denied" in err and ".png" in err and err.count("\n") == 1
+    line = one_error(err)  # after the progress bar's line, which the failure ended
+    assert code == 1 and "Permission denied" in line and ".png" in line and err.splitlines()[-1] == line
     assert tree_digest(out) == digest
 
 

@@ -84,7 +84,7 @@ def workplace(project, monkeypatch, real_tree):
     import fmnist_yolo.reproduction as reproduction_mod
     import fmnist_yolo.training.train as train_mod
     import fmnist_yolo.training.tune as search_mod
-    from fmnist_yolo.evaluation.evaluate import Evaluation, _tta, check_ultralytics_keys, resolve_weights_path
+    from fmnist_yolo.evaluation.evaluate import Evaluation, _tta, check_ultralytics_keys, trained_model_file
     from fmnist_yolo.training.args import check_keys, resolve_args, valid_keys
     from fmnist_yolo.training.tune import TUNE_KEYS, search_space
 
@@ -103,20 +103,20 @@ def workplace(project, monkeypatch, real_tree):
         assert Path(resolved["data"] or "datasets/fashion-mnist").is_dir()
         if kw.get("resume") not in (None, True):
             assert Path(kw["resume"]).is_dir(), kw["resume"]
-        return type("Run", (), {"summary_line": lambda self: "checked"})()
+        return type("Run", (), {"result_line": lambda self: "checked"})()
 
     def evaluate(weights, split="test", data=None, tta=False, **overrides):
         calls.append(("val", {"model": weights, "split": split, "data": data, "tta": tta, **overrides}))
         assert split in ("train", "val", "test") and (data is None or Path(data).is_dir())
         _tta(tta)
         check_ultralytics_keys(overrides, "val")
-        resolve_weights_path(weights)
+        trained_model_file(weights)
         return evaluation(split)
 
     def predict(model, source, **overrides):
         calls.append(("predict", {"model": model, "source": source, **overrides}))
         check_ultralytics_keys(overrides, "predict")
-        resolve_weights_path(model)
+        trained_model_file(model)
         files = predict_mod.images_in(source)  # the example's path, in the prepared tree
         return pd.DataFrame({"file": [str(f) for f in files], "class_id": 0, "class": "x", "confidence": 0.5})
 
@@ -159,14 +159,14 @@ def workplace(project, monkeypatch, real_tree):
 
         calls.append(("export", {"model": model, "format": format, **kw}))
         assert format in export_formats()["Argument"], format
-        resolve_weights_path(model)
+        trained_model_file(model)
         return {"file": "best.onnx"}
 
     def reproduce(run, **kw):
         calls.append(("reproduce", {"run": run, **kw}))
         inspect.signature(real["reproduce"]).bind(run, **kw)
         assert Path(run).is_dir(), run
-        return type("Reproduction", (), {"summary_line": lambda self: "checked", "verdict": "identical"})()
+        return type("Reproduction", (), {"verdict_line": lambda self: "checked", "verdict": "identical"})()
 
     for module, name, fn in [(train_mod, "train", train), (evaluate_mod, "evaluate", evaluate),
                              (predict_mod, "predict", predict), (prepare_mod, "prepare", prepare),

@@ -182,7 +182,7 @@ def test_report_on_another_tree_keeps_the_runs_own(tiny, tmp_path):
 def test_pruned_weights_are_not_loaded_for_a_report(tiny, tmp_path, monkeypatch):
     """Current stored predictions need no model: report and Run.load load no checkpoint, and work without one."""
     _, run = _copy_run(tiny, tmp_path)
-    monkeypatch.setattr("fmnist_yolo.evaluation.evaluate.resolve_weights_path", lambda *a: pytest.fail("loaded"))
+    monkeypatch.setattr("fmnist_yolo.evaluation.evaluate.trained_model_file", lambda *a: pytest.fail("loaded"))
     monkeypatch.setattr("fmnist_yolo.evaluation.evaluate.evaluate", lambda *a, **k: pytest.fail("evaluated"))
     top1 = fmnist_yolo.Run.load(run).test.top1
     fmnist_yolo.report(run)

@@ -18,7 +18,7 @@ from fmnist_yolo.rundir import (
     predictions_current,
     read_args,
     read_provenance,
-    summary,
+    recorded_row,
     trained_imgsz,
     training_seconds,
 )
@@ -194,31 +194,31 @@ def _plain_run(d, epochs=3, rows=3, **args):
     return d
 
 
-def test_summary_of_a_plain_ultralytics_run(tmp_path):
-    row = summary(_plain_run(tmp_path / "plain"))
+def test_recorded_row_of_a_plain_ultralytics_run(tmp_path):
+    row = recorded_row(_plain_run(tmp_path / "plain"))
     assert row == {"name": "plain", "model": "yolo11n-cls.pt", "pretrained": True, "epochs": 3, "epochs_completed": 3,
                    "imgsz": 32, "best_epoch": 3, "best_val_top1": 0.69, "train_time_s": 31.0, "device": "cpu",
                    "status": "finished", "recorded_by": "ultralytics", "path": str(tmp_path / "plain")}  # fmt: skip
-    short = summary(_plain_run(tmp_path / "short", epochs=5, model="cfg/yolo11n-cls.yaml", imgsz=None))
+    short = recorded_row(_plain_run(tmp_path / "short", epochs=5, model="cfg/yolo11n-cls.yaml", imgsz=None))
     assert short["status"] == "incomplete" and short["pretrained"] is False and short["model"] == "yolo11n-cls.yaml"
     assert short["imgsz"] is None
     d = _plain_run(tmp_path / "noimgsz")
     (d / "args.yaml").write_text("epochs: 2\n")
-    row = summary(d)
+    row = recorded_row(d)
     assert row["imgsz"] == 224 and row["model"] == "" and row["pretrained"] is False  # Ultralytics' default imgsz
     (d / "results.csv").unlink()
-    row = summary(d)
+    row = recorded_row(d)
     assert (row["epochs_completed"], row["best_epoch"], row["best_val_top1"], row["train_time_s"], row["status"]) == (
         0, None, None, None, "incomplete")  # fmt: skip
 
 
-def test_summary_of_a_recorded_run_takes_the_record(tmp_path):
+def test_recorded_row_of_a_recorded_run_takes_the_record(tmp_path):
     d = _plain_run(tmp_path / "ours", epochs=5)
     record = Provenance(status="finished", args={"epochs": 3, "select_on": "top1"}, imgsz={"effective": 64},
                         model={"used": "/w/yolo11s-cls.pt", "pretrained": False, "parameters": 1234}, device="cuda:0",
                         metrics={"test": {"top1": 0.9, "top5": 0.99, "macro_f1": 0.88, "ece": 0.01}})  # fmt: skip
     Recorder(record, d).add()
-    row = summary(d)
+    row = recorded_row(d)
     assert row["best_epoch"] == 2 and row["best_val_top1"] == 0.70  # the record's select_on=top1
     assert {k: row[k] for k in ("model", "pretrained", "epochs", "imgsz", "device", "status", "recorded_by")} == {
         "model": "yolo11s-cls.pt", "pretrained": False, "epochs": 3, "imgsz": 64, "device": "cuda:0",
@@ -226,7 +226,7 @@ def test_summary_of_a_recorded_run_takes_the_record(tmp_path):
     assert (row["test_top1"], row["test_top5"], row["macro_f1"], row["ece"], row["parameters"]) == (
         0.9, 0.99, 0.88, 0.01, 1234)  # fmt: skip
     Recorder(Provenance(status="running", args={}), d).add()  # as a run is recorded when it starts
-    row = summary(d)
+    row = recorded_row(d)
     assert row["model"] == "yolo11n-cls.pt" and row["pretrained"] is True and row["epochs"] == 5 and row["imgsz"] == 32
     assert row["status"] == "running" and row["test_top1"] is None and row["best_epoch"] == 3
 

@@ -10,7 +10,7 @@ from ..config import RUNS_DIR
 from ..errors import ConfigError, RunError, warn
 from ..evaluation.evaluate import stored_test
 from ..files import write_text
-from ..rundir import PROVENANCE, RESULTS, read_reproduction, summary
+from ..rundir import PROVENANCE, RESULTS, read_reproduction, recorded_row
 
 COLUMNS = [
     "name", "model", "pretrained", "epochs", "epochs_completed", "imgsz", "best_epoch", "best_val_top1",
@@ -30,11 +30,11 @@ def find_runs(runs_dir: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def summarize(run_dir: str | Path) -> dict:
-    """One run's row (rundir.summary), with the test columns of a plain Ultralytics run that `report` or `Run.load`
+def comparison_row(run_dir: str | Path) -> dict:
+    """One run's row (rundir.recorded_row), with the test columns of a plain Ultralytics run that `report` or `Run.load`
     has evaluated since. RunError names the file when one of the run's files is damaged."""
     d = Path(run_dir)
-    row = summary(d)
+    row = recorded_row(d)
     finished = row["recorded_by"] == "ultralytics" or row["status"] == "finished"  # not an unfinished run's best.pt
     if row.get("test_top1") is None and finished and (test := stored_test(d)) is not None:
         row.update(test_top1=test.top1, test_top5=test.top5, macro_f1=test.macro_f1, ece=test.ece)
@@ -70,7 +70,7 @@ def compare(
     rows = _from_mlflow(root) if source == "mlflow" else []
     for d in find_runs(root) if source == "runs" else []:
         try:
-            row = summarize(d)
+            row = comparison_row(d)
         except RunError as e:
             if not skip_damaged:
                 raise RunError(f"{e} (compare skip_damaged=True lists the other runs)") from None

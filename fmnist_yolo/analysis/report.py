@@ -14,7 +14,7 @@ from ..evaluation import metrics
 from ..evaluation.evaluate import Evaluation, best_on_test, is_own_tree, other_tree_label
 from ..files import naming, write_text
 from ..rundir import best_epoch, is_run, load_history, paths, read_provenance
-from .compare import summarize
+from .compare import comparison_row
 from .published import place_in_benchmark
 
 
@@ -43,7 +43,7 @@ def _tested(ev: Evaluation, own: bool, record) -> tuple[str, list[str]]:
     return f"{weights} on {ev.tree} ({checksum})", warnings
 
 
-def _summary(row: dict, record, ev: Evaluation, own: bool = True) -> tuple[pd.DataFrame, list[str]]:
+def _facts(row: dict, record, ev: Evaluation, own: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Key facts of the run as a two-column table, and warnings a reader must not miss."""
     facts = {"run": row["path"], "trained by": row["recorded_by"]}
     warnings = []
@@ -129,7 +129,7 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
     if not is_run(run_dir):
         raise RunError(f"{run_dir}: not a training run directory (no results.csv and args.yaml)")
     record = read_provenance(run_dir)
-    row = summarize(run_dir)
+    row = comparison_row(run_dir)
     history = load_history(run_dir)
     best = best_epoch(history, record.select_on if record else "top1_top5")
     ev = best_on_test(run_dir, data)
@@ -138,7 +138,7 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
     missing = [f for f in wrong["file"] if not Path(f).is_file()]
     if missing:
         raise ConfigError(f"{missing[0]}: test image not found (tree moved or rebuilt? pass data=TREE to re-evaluate)")
-    summary, warnings = _summary(row, record, ev, own)
+    facts, warnings = _facts(row, record, ev, own)
     confusions = metrics.top_confusions(ev.confusion, 5)
     weights = Path(ev.weights).name
     which = ("" if weights == "best.pt" else f", {weights}") + ("" if own else f", on {Path(ev.tree).name}")
@@ -165,7 +165,7 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
             "reliability": plots.reliability_diagram(ev.calibration, work / "reliability.png", ev.ece),
         }  # fmt: skip
         if csv:
-            tables = {"summary": summary.set_index(""), "history": history, "per_class": ev.per_class,
+            tables = {"summary": facts.set_index(""), "history": history, "per_class": ev.per_class,
                       "confusion": ev.confusion, "confusion_normalized": ev.confusion_normalized,
                       "top_confusions": confusions, "misclassified": wrong, "calibration": ev.calibration,
                       "benchmark": bench}  # fmt: skip
@@ -174,7 +174,7 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
                     table.to_csv(work / f"{name}.csv", index=name not in ("top_confusions", "misclassified",
                                                                           "benchmark"))  # fmt: skip
         figures = {k: f"{out.report_assets.name}/{v.name}" for k, v in figures.items()}
-        text = _markdown(row, summary, warnings, history, best, ev, wrong, confusions, bench, figures)
+        text = _markdown(row, facts, warnings, history, best, ev, wrong, confusions, bench, figures)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -202,7 +202,7 @@ def _swap_in(work: Path, out, text: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _markdown(row, summary, warnings, history, best, ev, wrong, confusions, bench, figures: dict[str, str]) -> str:
+def _markdown(row, facts, warnings, history, best, ev, wrong, confusions, bench, figures: dict[str, str]) -> str:
     """report.md's text; `figures` maps a figure's name to its path relative to the report."""
 
     def fig(name: str, alt: str) -> str:
@@ -223,7 +223,7 @@ def _markdown(row, summary, warnings, history, best, ev, wrong, confusions, benc
         "",
         "## Summary",
         "",
-        _md(summary, index=False),
+        _md(facts, index=False),
         "",
         "## Learning curves",
         "",

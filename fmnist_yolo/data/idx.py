@@ -2,17 +2,21 @@
 
 Parsing is a pure function over bytes; only `read_bytes` touches the file system.
 Every violation raises `IDXError` naming the file, what was expected and what was found.
+NumPy is imported by the parsers, not here: `prepare` with nothing to do reads no IDX payload.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import IDXError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dims
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dim
@@ -60,6 +64,8 @@ def parse_images(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
 def parse_labels(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Parse an IDX1 label payload into an (N,) uint8 array with values in 0..9."""
+    import numpy as np
+
     (n,) = _parse_header(data, name, LABELS_MAGIC, ndim=1)
     labels = _payload(data, name, (n,))
     bad = np.flatnonzero(labels >= NUM_CLASSES)
@@ -93,8 +99,10 @@ def _parse_header(data: bytes, name: str, magic: int, ndim: int) -> tuple[int, .
 
 
 def _payload(data: bytes, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    import numpy as np
+
     offset = 4 + 4 * len(shape)
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)
     found = len(data) - offset
     if found != expected:
         dims = "x".join(map(str, shape))

@@ -5,13 +5,14 @@
 
 The tree is built beside OUT and swapped in only when complete, under a lock, so a failure or a
 kill leaves the previous tree as it was.
+
+OpenCV, NumPy and tqdm are imported by the functions that use them: a `prepare` with nothing to do
+imports none of them (tests/test_prepare.py::test_noop_imports_no_heavy_modules).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import json
 import logging
@@ -20,9 +21,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-
-import cv2
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..config import CLASS_DIRS, DEFAULTS
 from ..errors import ConfigError, DataError, FmnistError
@@ -30,13 +29,15 @@ from ..files import naming
 from ..version import __version__
 from .sources import Arrays, Source, load, resolve_source
 from .tree import CHECKSUMS, FORMAT, MANIFEST, read_manifest
-from .workers import pool
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Stored deflate: 28x28 images gain ~15% from compression but encode 2.5x slower, and each file
-# occupies a 4 KiB block either way.
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 0]
+# Stored deflate: 28x28 images gain ~15% from compression but encode 2.3x slower (39 against 17 µs an image,
+# benchmarks/RESULTS.md, "Conversion"), and each file occupies a 4 KiB block either way.
+PNG_COMPRESSION = 0
 CHUNK = 2500  # images per worker task
 
 
@@ -45,6 +46,8 @@ def split_val(labels: np.ndarray, n_val: int, seed: int) -> np.ndarray:
 
     Each class gives n_val // classes items (the remainder goes to the lowest labels).
     """
+    import numpy as np
+
     classes = np.unique(labels)
     if n_val < 0:
         raise ConfigError(f"val_size must be >= 0, found {n_val}")
@@ -62,6 +65,8 @@ def split_val(labels: np.ndarray, n_val: int, seed: int) -> np.ndarray:
 
 def plan(train_labels: np.ndarray, test_labels: np.ndarray, n_val: int, seed: int) -> dict[str, tuple[str, np.ndarray]]:
     """Map each output split to (source split, sorted source indices)."""
+    import numpy as np
+
     val_idx = split_val(train_labels, n_val, seed)
     train_idx = np.setdiff1d(np.arange(len(train_labels)), val_idx, assume_unique=True)
     layout = {"train": ("train", train_idx), "val": ("train", val_idx), "test": ("test", np.arange(len(test_labels)))}
@@ -75,7 +80,9 @@ def file_names(split: str, source: str, indices: np.ndarray, labels: np.ndarray)
 
 def encode(image: np.ndarray) -> bytes:
     """Encode one uint8 image as an 8-bit greyscale PNG."""
-    ok, buf = cv2.imencode(".png", image, PNG_PARAMS)
+    import cv2  # once per process: a module lookup afterwards
+
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
     if not ok:
         raise FmnistError("PNG encoding failed")
     return buf.tobytes()
@@ -100,7 +107,15 @@ def _write_chunk(root: str, names: list[str], images: np.ndarray) -> list[str]:
 
 
 def write_tree(root: Path, arrays: Arrays, layout: dict, workers: int, progress: bool = True) -> dict[str, str]:
-    """Write every PNG of `layout` under an empty `root`; return {relative path: sha256}."""
+    """Write every PNG of `layout` under an empty `root`; return {relative path: sha256}.
+
+    `progress` shows a tqdm bar on stderr, closed (its line ended) also when writing fails.
+    """
+    import cv2  # noqa: F401  here, before the pool forks: each worker inherits it instead of importing it
+    from tqdm import tqdm
+
+    from .workers import pool
+
     jobs = []
     for split, (source, indices) in layout.items():
         images, labels = getattr(arrays, f"{source}_images"), getattr(arrays, f"{source}_labels")
@@ -112,9 +127,9 @@ def write_tree(root: Path, arrays: Arrays, layout: dict, workers: int, progress:
             names = file_names(split, source, members, labels)
             for s in range(0, len(members), CHUNK):
                 jobs.append((names[s : s + CHUNK], images[members[s : s + CHUNK]]))
-    bar = Progress(sum(len(n) for n, _ in jobs), "Writing PNGs", enabled=progress)
     digests: dict[str, str] = {}
-    try:
+    # tqdm, not Ultralytics' TQDM, which imports torch: +2 s, +500 MB a forked worker (benchmarks/RESULTS.md)
+    with tqdm(total=sum(len(n) for n, _ in jobs), desc="Writing PNGs", unit="img", disable=not progress) as bar:
         if workers <= 1:
             for names, images in jobs:
                 digests.update(zip(names, _write_chunk(str(root), names, images)))
@@ -129,35 +144,7 @@ def write_tree(root: Path, arrays: Arrays, layout: dict, workers: int, progress:
                 except BaseException:
                     executor.shutdown(cancel_futures=True)  # don't keep writing a tree that will be discarded
                     raise
-    finally:  # the counter's line ended, also when writing fails: the error gets a line of its own
-        bar.close()
     return digests
-
-
-class Progress:
-    """A one-line progress counter on stderr (Ultralytics' TQDM would import torch: +2 s, +500 MB)."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        self.total, self.desc, self.done, self.t0, self.last = total, desc, 0, time.perf_counter(), 0.0
-        self.enabled = enabled and total > 0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self.last > 0.25 or self.done == self.total):
-            self.last = now
-            rate = self.done / max(now - self.t0, 1e-9)
-            end = "\n" if self.done == self.total else ""
-            print(
-                f"\r{self.desc}: {self.done}/{self.total} ({100 * self.done // self.total}%) {rate:,.0f} img/s",
-                end=end,
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.enabled and self.last and self.done != self.total:  # a counter line shown and not ended
-            print(file=sys.stderr)
 
 
 def manifest(arrays: Arrays, layout: dict, n_val: int, seed: int, verify: bool, digests: dict[str, str]) -> dict:
@@ -246,6 +233,9 @@ def _rename_exchange(a: Path, b: Path) -> bool:
     """Atomically exchange two paths with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
     if sys.platform != "linux":
         return False
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         renameat2 = libc.renameat2

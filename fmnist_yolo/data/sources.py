@@ -13,12 +13,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..config import DEBIAN_DIR, DEFAULTS, MIRRORS, SOURCE_ENV, SOURCE_FILES
 from ..errors import ChecksumError, DataError, IDXError
 from . import idx
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 

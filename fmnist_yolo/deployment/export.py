@@ -41,14 +41,14 @@ def export(model: str | Path, format: str = "onnx", data: str | Path | None = No
     """
     from ultralytics import YOLO
 
-    from ..evaluation.evaluate import check_ultralytics_keys, evaluate, resolve_weights_path
+    from ..evaluation.evaluate import check_ultralytics_keys, evaluate, trained_model_file
     from ..rundir import Recorder
 
     check_ultralytics_keys(overrides, "export")
     missing = [m for m in NEEDS.get(str(format), ()) if not _importable(m)]
     if missing:  # else Ultralytics would try to pip-install them, which fails offline
         raise ConfigError(f"format={format} needs {', '.join(missing)}: pip install 'fmnist-yolo[export]'")
-    weights = resolve_weights_path(model)
+    weights = trained_model_file(model)
     t0 = time.time()
     try:
         exported = Path(YOLO(str(weights)).export(format=format, **overrides))

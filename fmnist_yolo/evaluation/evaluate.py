@@ -64,7 +64,7 @@ class Evaluation:
         """Expected calibration error of the top-1 confidence (15 equal-width bins)."""
         return metrics.ece(self.predictions["confidence"], self.predictions["correct"])
 
-    def summary(self) -> dict:
+    def headline_figures(self) -> dict:
         """The headline figures: split, top-1, top-5, macro-F1, ECE, images and TTA."""
         return {"split": self.split, "top1": self.top1, "top5": self.top5, "macro_f1": self.macro_f1,
                 "ece": self.ece, "images": len(self.predictions), "tta": self.tta}  # fmt: skip
@@ -128,7 +128,7 @@ def check_ultralytics_keys(args: dict, command: str) -> None:
             raise ConfigError(f"unknown argument '{key}'{hint}")
 
 
-def resolve_weights_path(model: str | Path) -> Path:
+def trained_model_file(model: str | Path) -> Path:
     """A run directory means its best weights (else last.pt); anything else must be a classification checkpoint.
 
     The file is loaded and checked here: a damaged or foreign checkpoint is one line, not a traceback from torch.
@@ -245,7 +245,7 @@ def evaluate(
     compat.check_version()  # the validator seams above are Ultralytics' internals too
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, found {split!r}")
-    path = resolve_weights_path(weights)
+    path = trained_model_file(weights)
     tree = ensure_tree(data)
     if not (tree / "train").is_dir():  # Ultralytics would split the directory anew into <tree>_split and use that
         raise ConfigError(f"{tree}: no train/ class folders (Ultralytics takes the class names from train/)")
@@ -364,7 +364,7 @@ def best_on_test(run_dir: str | Path, data: str | Path | None = None, last_if_no
     if weights is None:
         wanted = "weights/best.pt or weights/last.pt" if last_if_no_best else "weights/best.pt"
         raise RunError(f"{run_dir}: no current {run.test_predictions.name} and no {wanted} to evaluate")
-    result = evaluate(resolve_weights_path(weights), "test", data)
+    result = evaluate(trained_model_file(weights), "test", data)
     if not is_own_tree(run_dir, result.tree):  # another tree, or the run's own since rebuilt with other data
         keep = run.dir / f"{run.test_predictions.stem}.{other_tree_label(result.tree, result.manifest_sha256)}.csv"
     elif weights == run.best:

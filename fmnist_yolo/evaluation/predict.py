@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..compat import not_the_yolo_cli
 from ..errors import ConfigError
-from .evaluate import check_ultralytics_keys, resolve_weights_path
+from .evaluate import check_ultralytics_keys, trained_model_file
 
 
 def images_in(source: str | Path) -> list[Path]:
@@ -42,7 +42,7 @@ def predict(model: str | Path, source: str | Path, **overrides) -> pd.DataFrame:
     from ultralytics import YOLO
 
     check_ultralytics_keys(overrides, "predict")
-    weights = resolve_weights_path(model)
+    weights = trained_model_file(model)
     src = Path(source)
     images = images_in(src)
     target = _pattern(src) if src.is_dir() else str(src.absolute())

@@ -99,7 +99,7 @@ def _pointwise(k: torch.Tensor, op: torch.Tensor, sign: torch.Tensor) -> torch.T
         "Solarize": torch.where(k >= SOLARIZE, 255.0 - k, k),
         "AutoContrast": torch.where(flat, k, stretched),
         "Equalize": _equalize(k),
-    }  # every operation on every image, then a select per image: no host sync (CUDA graphs), 4.7 ms per 64 on 2 cores
+    }  # every operation on every image, then a select per image: no host sync (CUDA graphs)
     out = k
     for name, result in results.items():
         out = torch.where((op == OPS.index(name)).view(b, 1, 1, 1), result, out)

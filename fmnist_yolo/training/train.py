@@ -25,7 +25,7 @@ from ..rundir import Provenance, Recorder, best_epoch, load_history, paths, read
 from ..version import __version__
 from .args import check_keys, devices, recipe_path, resolve_args, valid_keys
 from .environment import environment, file_sha256
-from .weights import Weights, resolve_weights
+from .weights import Weights, starting_weights
 
 log = logging.getLogger(__name__)
 IMGSZ_NOTE = "Ultralytics rounds imgsz up to a multiple of the model stride (32)"
@@ -61,7 +61,7 @@ class Run:
         """results.csv as a DataFrame, one row per epoch (fmnist_yolo.load_history)."""
         return load_history(self.dir)
 
-    def summary_line(self) -> str:
+    def result_line(self) -> str:
         """One line: where the run is, val top-1, test top-1 (or why there is none), wall time."""
         test = self.record.test
         tested = f"test top-1 {test['top1']:.4f}" if test else "test not evaluated (evaluate_test=False)"
@@ -169,7 +169,7 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
             "unbiased estimate. Prepare with the default val_size to keep test for the final evaluation."
         )
     model_requested = str(args.pop("model"))
-    weights = resolve_weights(model_requested, bool(args["strict_weights"]))
+    weights = starting_weights(model_requested, bool(args["strict_weights"]))
     args["project"] = project_dir(args.get("project"))
     recipe = args.pop("recipe")
     record = new_record(args, tree, weights, overrides, recipe, model_requested)
@@ -277,16 +277,16 @@ def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
     recorder.finish(
         epochs_completed=int(history["epoch"].max()) if len(history) else 0,
         wall_time_s=round(previous_wall + wall, 2),
-        metrics={"val": val, "test": test.summary() if test else None},
+        metrics={"val": val, "test": test.headline_figures() if test else None},
         test_predictions=paths(run_dir).test_predictions.name if test else None,
     )
     if tracker:
-        from ..rundir import summary
+        from ..rundir import recorded_row
 
-        tracker.finish(run_dir, {**summary(run_dir), "name": run_dir.name}, record.to_dict(), test)
+        tracker.finish(run_dir, {**recorded_row(run_dir), "name": run_dir.name}, record.to_dict(), test)
     run = Run(run_dir, record, test)
     # Marked as the result: `fmnist-yolo train` prints it on stdout, so its stderr handler leaves this record out.
-    log.info(run.summary_line(), extra={"result": True})
+    log.info(run.result_line(), extra={"result": True})
     return run
 
 

@@ -23,7 +23,7 @@ class Weights:
     tried: list[str] = field(default_factory=list)
 
 
-def resolve_weights(model: str, strict: bool = False) -> Weights:
+def starting_weights(model: str, strict: bool = False) -> Weights:
     """A path, a name found locally (./weights, Ultralytics' weights_dir) or downloaded; else the YAML.
 
     Offline without the file, warn once and train the same architecture from scratch, unless `strict`.

@@ -36,9 +36,9 @@ def cpu_precision_probe(
     model: torch.nn.Module, size: int, images: int = 64, probe: tuple[int, int] = BF16_PROBE
 ) -> dict:
     """ms per forward and backward of a copy of `model` on `images` `size`-px images (a step's chunk), in fp32 and
-    under bf16 autocast,
-    interleaved (ABAB...) so that the host's drift falls on both. bf16 paid 1.08x on a Zen 4 (AVX-512 BF16) and
-    0.65-0.87x on an Intel Xeon with AMX (benchmarks/RESULTS.md): only a measurement on the CPU at hand tells."""
+    under bf16 autocast, interleaved (ABAB...) so that the host's drift falls on both. bf16 is faster than fp32 on
+    some CPUs and slower on others (benchmarks/RESULTS.md, "amp=bf16 on this CPU"): only a measurement on the CPU
+    at hand tells."""
     import copy
     import time
 
@@ -122,10 +122,10 @@ class MemoryTrainer(Trainer):
     def setup_model(self):
         """Ultralytics' model, in channels_last on CPU too unless `channels_last=False`.
 
-        Ultralytics 8.4 applies channels_last on CUDA only ("no benefit on CPU"); on this project's 2-core Zen 4 the
-        fast path trains 1.16x faster in it at 256 images a step and the model 1.13x at 64, fp32
-        (benchmarks/RESULTS.md). The stock loader cannot feed that speed, so only this path takes it. The same
-        computation to rounding; checkpoints are written NCHW as ever.
+        Ultralytics 8.4 applies channels_last on CUDA only ("no benefit on CPU"); on a CPU the fast path and the
+        model train faster in it (benchmarks/RESULTS.md, "Throughput and the profile of a MuSGD step"). The stock
+        loader cannot feed that speed, so only this path takes it. The same computation to rounding; checkpoints are
+        written NCHW as ever.
         """
         ckpt = super().setup_model()
         if self.device.type == "cpu" and self.args.channels_last is not False:

@@ -99,8 +99,8 @@ class MicroBatchNorm:
     def _forward(self, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Per micro-batch, the cheaper way for the device: one grouped normalisation on a GPU and in a compiled
         model (few kernels; no Python list for Dynamo to guard on), a BatchNorm call per micro-batch on a CPU, where
-        the fused native kernel beats the grouped one's extra passes (1.13x against 1.26x a fused step,
-        benchmarks/RESULTS.md)."""
+        the fused native kernel beats the grouped one's extra passes (1.13x against 1.26x a fused step on a 2-core
+        Zen 4: benchmarks/RESULTS.md, "BatchNorm per micro-batch")."""
         plain = type(bn).forward
         if not bn.training or self.assign is None:
             return plain(bn, x)
