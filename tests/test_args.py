@@ -103,3 +103,14 @@ def test_run_records_recipe_and_skips_test(source, tmp_path):
     assert p["recipe"] == {"name": "default", "file": str(recipe_path("default").resolve())}
     assert p["args"]["evaluate_test"] is False and p["metrics"]["test"] is None and run.test is None
     assert not (run.dir / "test_predictions.csv").exists()
+
+
+def test_recipes_that_only_fmnist_yolo_reads_inherit_the_default_recipe():
+    """A recipe read by fmnist-yolo alone (it sets fmnist-yolo's own keys) starts from default.yaml's values and
+    repeats none of them: model, epochs and imgsz are declared once."""
+    default = yaml.safe_load(recipe_path("default").read_text())
+    for name, path in recipes().items():
+        args = yaml.safe_load(path.read_text())
+        if set(args) & set(config.OWN_TRAIN_KEYS):
+            assert not set(args) & set(default), (name, set(args) & set(default))
+            assert {k: resolve_args({"recipe": name})[k] for k in default} == default

@@ -84,6 +84,7 @@ def workplace(project, monkeypatch, real_tree):
     import fmnist_yolo.reproduction as reproduction_mod
     import fmnist_yolo.training.train as train_mod
     import fmnist_yolo.training.tune as search_mod
+    from fmnist_yolo.config import check_options
     from fmnist_yolo.evaluation.evaluate import Evaluation, _tta, check_ultralytics_keys, resolve_weights_path
     from fmnist_yolo.training.args import check_keys, resolve_args, valid_keys
     from fmnist_yolo.training.tune import TUNE_KEYS, search_space
@@ -125,7 +126,7 @@ def workplace(project, monkeypatch, real_tree):
         bound = inspect.signature(real["prepare"]).bind(**kw)
         bound.apply_defaults()
         args = dict(bound.arguments)
-        prepare_mod._check_types(**{k: v for k, v in args.items() if k != "progress"})
+        check_options("prepare", {k: v for k, v in args.items() if k != "progress"})
         return real_tree
 
     def check(tree, workers=None):
