@@ -112,9 +112,8 @@ OPTIONS: tuple[Option, ...] = (
            _MAYBE_PATH, metavar="DIR"),
     Option("out", TREE, "the tree to write", ("prepare",), _MAYBE_PATH, metavar="DIR"),
     Option("val_size", 5000, "stratified hold-out from the 60k train images for model selection (500/class); "
-           "0 = train/test only", ("prepare",), (int,), lambda v: v >= 0, "an integer >= 0", metavar="N"),
-    Option("split_seed", 0, "seed of the val hold-out (not Ultralytics' training seed)", ("prepare",), (int,),
-           metavar="S"),
+           "0 = train/test only", ("prepare",), (int,), lambda v: v >= 0, "an integer >= 0"),
+    Option("split_seed", 0, "seed of the val hold-out (not Ultralytics' training seed)", ("prepare",), (int,)),
     Option("force", False, "True: rebuild even when the tree is up to date", ("prepare",), (bool,)),
     Option("verify", True, "False: skip the official checksums (for your own IDX files)", ("prepare",), (bool,)),
     Option("workers", None, "processes (default: all cores)", ("prepare", "check"), **_COUNT, metavar="N"),
@@ -147,16 +146,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("strict", False, "True: refuse when a version differs from the record, instead of warning",
            ("reproduce",), (bool,)),
     # --- tune: every train key, and these ---
-    Option("iterations", 10, "trials", ("tune",), (int,), lambda v: v >= 1, "an integer >= 1", metavar="N"),
+    Option("iterations", 10, "trials", ("tune",), (int,), lambda v: v >= 1, "an integer >= 1"),
     Option("grace_period", 1, "epochs before ASHA may stop a trial", ("tune",), (int,), lambda v: v >= 1,
-           "an integer >= 1", metavar="N"),
+           "an integer >= 1"),
     Option("space", None, "a search space replacing the default one (key: [kind, low, high])", ("tune",),
            (str, Path, dict, type(None)), metavar="FILE.yaml"),
     Option("address", None, "an existing Ray cluster to join (auto or ray://host:10001; default a local Ray)",
            ("tune",), (str, type(None)), metavar="auto"),
-    Option("gpu_per_trial", 0, "GPUs per trial", ("tune",), (int, float), lambda v: v >= 0, ">= 0", metavar="G"),
+    Option("gpu_per_trial", 0, "GPUs per trial", ("tune",), (int, float), lambda v: v >= 0, ">= 0"),
     Option("cpu_per_trial", 0, "CPUs per trial; 0: the CPUs of the smallest node (locally: all cores)", ("tune",),
-           (int, float), lambda v: v >= 0, ">= 0", metavar="C"),
+           (int, float), lambda v: v >= 0, ">= 0"),
     Option("name", "tune", "the search's directory under project= (default runs/classify)", ("tune",),
            (str, type(None))),
     # --- val, predict, export: any Ultralytics key of the mode passes through ---
@@ -185,7 +184,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("run", None, "the run directory", ("report",), _PATH, metavar="RUN", positional=True, required=True),
     Option("csv", False, "True: also write every table as CSV into RUN/report/", ("report",), (bool,)),
     Option("top", 25, "how many of the most confidently misclassified test images to show", ("report",), (int,),
-           lambda v: v >= 0, "an integer >= 0", metavar="N"),
+           lambda v: v >= 0, "an integer >= 0"),
 )  # fmt: skip
 
 

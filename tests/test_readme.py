@@ -199,6 +199,26 @@ def test_each_synopsis_names_keys_the_command_takes(line, workplace, capsys):
         assert f"unknown {command} argument '{key}'" not in err and f"unknown argument '{key}'" not in err, line
 
 
+@pytest.mark.parametrize("line", SYNOPSES)
+def test_each_synopsis_is_the_commands_own(line):
+    """A synopsis the README shows is the one `fmnist-yolo COMMAND --help` draws from the schema (config.OPTIONS)."""
+    from fmnist_yolo.cli import usage
+
+    assert line == " ".join(usage(shlex.split(line)[1]).split())
+
+
+def test_each_default_the_readme_names_is_the_schemas():
+    """ "`iterations` (trials, default 10)": a default the prose gives for an option is its declared one."""
+    from fmnist_yolo.config import OPTIONS
+
+    declared = {}
+    for option in OPTIONS:
+        declared.setdefault(option.key, set()).add(str(option.default))
+    named = re.findall(r"`(\w+)` \((?:[^()`]*?, )?default ([\w.-]+)\)", README)
+    checked = [(key, value) for key, value in named if key in declared]
+    assert checked and all(value in declared[key] for key, value in checked), checked
+
+
 @pytest.mark.parametrize("line", MAKES)
 def test_each_make_example_expands_to_commands_that_validate(line, workplace, capsys):
     """`make -n` prints what the target would run; each fmnist-yolo command in it validates like the CLI's."""
