@@ -168,7 +168,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("data", None, f"the prepared tree (default {TREE}, prepared when missing)",
            ("val", "export", "report", "reproduce"), _MAYBE_PATH, metavar="TREE"),
     Option("tta", False, "True (flip): average each image's class probabilities with its mirror image's; "
-           "flip+shift: also 2-pixel shifts", ("val",), (bool, str), metavar="True|flip+shift"),
+           "flip+shift: also 2-pixel shifts", ("val",), (bool, str, type(None)), metavar="True|flip+shift"),
     Option("csv", None, "write per_class.csv, confusion.csv and predictions.csv into DIR (csv=True: here)",
            ("val",), _CSV, metavar="DIR"),
     Option("csv", None, "also write the table as CSV: a .csv file or a directory (csv=True: predictions.csv)",

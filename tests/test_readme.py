@@ -152,7 +152,7 @@ def workplace(project, monkeypatch, real_tree):
         calls.append(("report", {"run": run, **kw}))
         inspect.signature(real["report"]).bind(run, **kw)
         assert Path(run).is_dir() and (kw.get("data") is None or Path(kw["data"]).is_dir())
-        assert isinstance(kw.get("top", 25), int) and kw.get("csv", False) in (True, False)
+        check_options("report", kw)
         return Path(run) / "report.md"
 
     def export(model, format="onnx", data=None, check=True, **kw):
