@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULTS
+from .config import DEFAULTS, check_options
 from .errors import ConfigError, DataError, RunError, warn
 from .files import write_text
 from .rundir import PROVENANCE, Provenance, Recorder, best_epoch, load_history, paths, read_provenance
@@ -119,6 +119,7 @@ def reproduce(
     """
     from .training.train import train
 
+    check_options("reproduce", {"name": name, "device": device, "epochs": epochs, "strict": strict, "data": data})
     original = Path(run).absolute()
     record = _read_record(original)
     completed = int(load_history(original)["epoch"].max())
@@ -172,8 +173,6 @@ def _epochs(epochs: Any, completed: int, original: Path) -> int:
     """The epochs to reproduce: all the run completed, or the first `epochs`."""
     if epochs is None:
         return completed
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"epochs={epochs!r}: expected an integer >= 1")
     if epochs > completed:
         raise ConfigError(f"epochs={epochs}: {original} completed {completed} epochs; at most those are reproduced")
     return epochs

@@ -179,3 +179,14 @@ def test_device_strings_are_read_once():
     assert _evaluation_device(None) is None and _evaluation_device("cpu") == "cpu" and _evaluation_device(1) == "1"
     recorded = [SimpleNamespace(world_size=1, device=d, args={}) for d in ("cuda:1", "cpu", "mps")]
     assert [reproduction._device(r) for r in recorded] == ["1", "cpu", "mps"]  # reproduce's device: torch's name read
+
+
+def test_recipes_that_only_fmnist_yolo_reads_inherit_the_default_recipe():
+    """A recipe read by fmnist-yolo alone (it sets fmnist-yolo's own keys) starts from default.yaml's values and
+    repeats none of them: model, epochs and imgsz are declared once."""
+    default = yaml.safe_load(recipe_path("default").read_text())
+    for name, path in recipes().items():
+        args = yaml.safe_load(path.read_text())
+        if set(args) & set(config.OWN_TRAIN_KEYS):
+            assert not set(args) & set(default), (name, set(args) & set(default))
+            assert {k: resolve_args({"recipe": name})[k] for k in default} == default

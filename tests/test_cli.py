@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, require, run_cli
 
 
@@ -66,3 +68,78 @@ def test_no_message_names_the_old_flags():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.search(node.value):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:80]}")
     assert not found, found
+
+
+# --- help and checks drawn from the one argument schema (fmnist_yolo.config.OPTIONS) ---------------------------
+
+
+def _options_section(out: str) -> str:
+    return out.split("Options:\n", 1)[1].split("\n\n", 1)[0] if "Options:\n" in out else ""
+
+
+def test_each_command_help_lists_exactly_the_options_it_takes(capsys):
+    """Every option a command takes is in its help with its default and help line, and nothing else is."""
+    from fmnist_yolo.cli import COMMANDS, PASSES
+    from fmnist_yolo.config import help_lines, options
+
+    for name in COMMANDS:
+        code, out, _ = run_cli([name, "--help"], capsys)
+        declared = options(name)
+        section = _options_section(out)
+        assert code == 0 and section == "\n".join(help_lines(name)), name
+        for option in declared.values():
+            assert option.usage() in section and option.help.split()[0] in section, (name, option.key)
+            if option.metavar and option.default is not None:
+                assert f"(default {option.default})" in " ".join(section.split()), (name, option.key)
+        shown = {m[0] or m[1] for m in re.findall(r"^  (?:(\w+)=|([A-Z_]+)\b)", section, flags=re.M)}
+        positional = {o.usage() for o in declared.values() if o.positional}
+        assert shown == (set(declared) - {o.key for o in declared.values() if o.positional}) | positional, name
+        synopsis = " ".join(out.split(f"fmnist-yolo {name} ", 2)[-1].split("\n\n")[0].split())
+        keys = set(re.findall(r"\[?(\w+)=", synopsis)) - {"key"}
+        assert keys == set(declared) - {o.key for o in declared.values() if o.positional}, name
+        assert ("[Ultralytics " in synopsis) == (name in PASSES), name
+
+
+def test_prepare_help_names_link(capsys):
+    code, out, _ = run_cli(["prepare", "--help"], capsys)
+    assert code == 0 and "[link=True|False]" in out and "\n  link=True|False " in out  # accepted, and now shown
+
+
+@pytest.mark.parametrize(
+    "argv, key",
+    [
+        (["prepare", "val_size=-5"], "val_size"),
+        (["prepare", "workers=0"], "workers"),
+        (["prepare", "force=maybe"], "force"),
+        (["check", "some/tree", "workers=two"], "workers"),
+        (["report", "some/run", "top=many"], "top"),
+        (["compare", "skip_damaged=2"], "skip_damaged"),
+        (["tune", "grace_period=0"], "grace_period"),
+        (["export", "model=x.pt", "check=maybe"], "check"),
+        (["train", "select_on=top5"], "select_on"),
+        (["val", "model=x.pt", "split=dev"], "split"),
+    ],
+)
+def test_an_ill_typed_or_out_of_range_value_is_one_line_naming_the_key(argv, key, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing is written; were it, it would land here
+    code, out, err = run_cli(argv, capsys)
+    assert code == 1 and err.count("\n") == 1 and (err.startswith(f"Error: {key}=") or err.startswith(f"Error: {key} "))
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_key_message_is_the_same_from_every_entry_point(capsys, tmp_path):
+    """The CLI's own commands, train's argument resolution and the Ultralytics pass-through all say it one way."""
+    from fmnist_yolo.errors import ConfigError
+    from fmnist_yolo.evaluation.evaluate import check_ultralytics_keys
+    from fmnist_yolo.training.args import resolve_args
+
+    code, _, err = run_cli(["prepare", "vall_size=10"], capsys)
+    assert code == 1 and err == "Error: unknown prepare argument 'vall_size'; did you mean 'val_size'?\n"
+    with pytest.raises(ConfigError) as caught:
+        resolve_args({"epocs": 3})
+    assert str(caught.value) == "unknown argument 'epocs'; did you mean 'epochs'?"
+    with pytest.raises(ConfigError) as caught:
+        check_ultralytics_keys({"imgsize": 32}, "val")
+    assert str(caught.value) == "unknown argument 'imgsize'; did you mean 'imgsz'?"
+    code, _, err = run_cli(["compare", "zzzz=1"], capsys)
+    assert err == "Error: unknown compare argument 'zzzz'; it takes csv, runs_dir, skip_damaged\n"

@@ -84,6 +84,7 @@ def workplace(project, monkeypatch, real_tree):
     import fmnist_yolo.reproduction as reproduction_mod
     import fmnist_yolo.training.train as train_mod
     import fmnist_yolo.training.tune as search_mod
+    from fmnist_yolo.config import check_options
     from fmnist_yolo.evaluation.evaluate import Evaluation, _tta, check_ultralytics_keys, trained_model_file
     from fmnist_yolo.training.args import check_keys, resolve_args, valid_keys
     from fmnist_yolo.training.tune import TUNE_KEYS, search_space
@@ -125,7 +126,7 @@ def workplace(project, monkeypatch, real_tree):
         bound = inspect.signature(real["prepare"]).bind(**kw)
         bound.apply_defaults()
         args = dict(bound.arguments)
-        prepare_mod._check_types(**{k: v for k, v in args.items() if k != "progress"})
+        check_options("prepare", {k: v for k, v in args.items() if k != "progress"})
         return real_tree
 
     def check(tree, workers=None):
@@ -151,7 +152,7 @@ def workplace(project, monkeypatch, real_tree):
         calls.append(("report", {"run": run, **kw}))
         inspect.signature(real["report"]).bind(run, **kw)
         assert Path(run).is_dir() and (kw.get("data") is None or Path(kw["data"]).is_dir())
-        assert isinstance(kw.get("top", 25), int) and kw.get("csv", False) in (True, False)
+        check_options("report", kw)
         return Path(run) / "report.md"
 
     def export(model, format="onnx", data=None, check=True, **kw):
@@ -196,6 +197,26 @@ def test_each_synopsis_names_keys_the_command_takes(line, workplace, capsys):
     for key in keys:
         code, _, err = run_cli([command, f"{key}=__probe__"], capsys)
         assert f"unknown {command} argument '{key}'" not in err and f"unknown argument '{key}'" not in err, line
+
+
+@pytest.mark.parametrize("line", SYNOPSES)
+def test_each_synopsis_is_the_commands_own(line):
+    """A synopsis the README shows is the one `fmnist-yolo COMMAND --help` draws from the schema (config.OPTIONS)."""
+    from fmnist_yolo.cli import usage
+
+    assert line == " ".join(usage(shlex.split(line)[1]).split())
+
+
+def test_each_default_the_readme_names_is_the_schemas():
+    """ "`iterations` (trials, default 10)": a default the prose gives for an option is its declared one."""
+    from fmnist_yolo.config import OPTIONS
+
+    declared = {}
+    for option in OPTIONS:
+        declared.setdefault(option.key, set()).add(str(option.default))
+    named = re.findall(r"`(\w+)` \((?:[^()`]*?, )?default ([\w.-]+)\)", README)
+    checked = [(key, value) for key, value in named if key in declared]
+    assert checked and all(value in declared[key] for key, value in checked), checked
 
 
 @pytest.mark.parametrize("line", MAKES)

@@ -202,7 +202,7 @@ def test_verdict_of_the_first_epoch(three, tmp_path, best):
 def test_arguments_and_records_refused(stock, tmp_path):
     with pytest.raises(ConfigError, match="epochs=2: .* completed 1 epochs"):
         reproduce(stock.dir, epochs=2)
-    with pytest.raises(ConfigError, match="epochs=0: expected an integer >= 1"):
+    with pytest.raises(ConfigError, match="epochs=0 is out of range: epochs must be an integer >= 1"):
         reproduce(stock.dir, epochs=0)
     plain = _copy(stock, tmp_path, "plain")
     (plain / "fmnist_yolo.json").unlink()

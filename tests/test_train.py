@@ -43,9 +43,9 @@ def test_defaults_and_precedence(tmp_path):
         (["train", "fused_bn=True"], "fused_bn=True changes how fast=True normalises its fused chunks; it needs fast"),
         (["train", "fast=True", "fused_bn=maybe"], "fused_bn='maybe': expected True or False"),
         (["train", "cfg=/does/not/exist.yaml"], "/does/not/exist.yaml: argument file not found"),
-        (["val"], "val needs model=RUN_DIR_OR_WEIGHTS"),
+        (["val"], "val needs model=RUN_DIR|WEIGHTS.pt"),
         (["val", "model=/no/such/run"], "/no/such/run: model file not found"),
-        (["predict", "model=x.pt"], "predict needs source=..."),
+        (["predict", "model=x.pt"], "predict needs source=IMAGE_OR_DIR"),
     ],
 )
 def test_cli_argument_errors(argv, message, capsys):

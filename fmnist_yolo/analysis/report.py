@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..config import DEFAULTS, check_options, default
 from ..errors import ConfigError, RunError
 from ..evaluation import metrics
 from ..evaluation.evaluate import Evaluation, best_on_test, is_own_tree, other_tree_label
@@ -95,7 +96,9 @@ def _epochs_shown(history: pd.DataFrame, best: int | None, at_most: int = 20) ->
     return history.loc[sorted(keep)]
 
 
-def report(run: str | Path, data: str | Path | None = None, csv: bool = False, top: int = 25) -> Path:
+def report(
+    run: str | Path, data: str | Path | None = None, csv: bool = default("report", "csv"), top: int = DEFAULTS.top
+) -> Path:
     """Write `RUN/report.md` with its figures in `RUN/report/`; return the report's path.
 
     Args:
@@ -108,6 +111,7 @@ def report(run: str | Path, data: str | Path | None = None, csv: bool = False, t
 
     A failure (a damaged file, a full disk) changes nothing in the run directory.
     """
+    check_options("report", {"data": data, "csv": csv, "top": top})
     try:
         path = _report(run, data, csv, top)
     except OSError as e:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import CLASS_DIRS, DEFAULTS
+from ..config import CLASS_DIRS, DEFAULTS, check_options
 from ..errors import ConfigError, DataError, FmnistError
 from ..files import naming
 from ..version import __version__
@@ -247,11 +247,11 @@ def _rename_exchange(a: Path, b: Path) -> bool:
 
 def prepare(
     source: str | Path | None = None,
-    out: str | Path | None = None,
+    out: str | Path = DEFAULTS.out,
     val_size: int = DEFAULTS.val_size,
     split_seed: int = DEFAULTS.split_seed,
-    force: bool = False,
-    verify: bool = True,
+    force: bool = DEFAULTS.force,
+    verify: bool = DEFAULTS.verify,
     workers: int | None = None,
     progress: bool = True,
     link: bool | None = None,
@@ -273,16 +273,8 @@ def prepare(
     Returns:
         The absolute path of the tree.
     """
-    _check_types(
-        source=source,
-        out=out,
-        val_size=val_size,
-        split_seed=split_seed,
-        force=force,
-        verify=verify,
-        workers=workers,
-        link=link,
-    )
+    check_options("prepare", dict(source=source, out=out, val_size=val_size, split_seed=split_seed, force=force,
+                                  verify=verify, workers=workers, link=link))  # fmt: skip
     val, seed = val_size, split_seed
     out = Path(out or DEFAULTS.out).absolute()
     if out.exists() and not out.is_dir():
@@ -333,28 +325,6 @@ def prepare(
         progress,
     )
     return _finish(out, link)
-
-
-_TYPES = {
-    "val_size": int, "split_seed": int, "force": bool, "verify": bool, "workers": (int, type(None)),
-    "source": (str, Path, type(None)), "out": (str, Path, type(None)), "link": (bool, type(None)),
-}  # fmt: skip
-
-
-def _check_types(**values) -> None:
-    """ConfigError naming the argument whose value has the wrong type, or is out of range."""
-    for key, value in values.items():
-        kinds = _TYPES[key]
-        if not isinstance(value, kinds) or (kinds is int and isinstance(value, bool)):
-            raise ConfigError(f"{key}={value!r}: expected {_kind(kinds)}")
-    if values["workers"] is not None and values["workers"] < 1:
-        raise ConfigError(f"workers={values['workers']} is out of range: workers must be >= 1")
-
-
-def _kind(kinds) -> str:
-    names = {int: "an integer", bool: "True or False", str: "a path", type(None): "nothing"}
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds if k is not Path))
 
 
 def _finish(out: Path, link: bool | None) -> Path:

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from ..config import DEFAULTS, check_options
 from ..errors import ConfigError, RunError
 from ..files import write_text
 
@@ -19,8 +20,8 @@ MAX_TOP1_DIFFERENCE = 0.0005  # top-1 accuracy may differ by at most 0.05 points
 NEEDS = {"onnx": ("onnx", "onnxruntime", "onnxslim")}  # modules a format needs (the `export` extra), by format
 
 
-def export(model: str | Path, format: str = "onnx", data: str | Path | None = None, check: bool = True,
-           **overrides) -> dict:  # fmt: skip
+def export(model: str | Path, format: str = DEFAULTS.format, data: str | Path | None = None,
+           check: bool = DEFAULTS.check, **overrides) -> dict:  # fmt: skip
     """Export `model` (a run directory or a .pt) to `format` with Ultralytics, and check it against the .pt.
 
     Args:
@@ -44,6 +45,7 @@ def export(model: str | Path, format: str = "onnx", data: str | Path | None = No
     from ..evaluation.evaluate import check_ultralytics_keys, evaluate, trained_model_file
     from ..rundir import Recorder
 
+    check_options("export", {"format": format, "data": data, "check": check})
     check_ultralytics_keys(overrides, "export")
     missing = [m for m in NEEDS.get(str(format), ()) if not _importable(m)]
     if missing:  # else Ultralytics would try to pip-install them, which fails offline

@@ -117,15 +117,11 @@ EXPORTED = (".onnx", ".torchscript", ".engine", ".mlpackage", ".tflite")  # expo
 
 def check_ultralytics_keys(args: dict, command: str) -> None:
     """ConfigError for a key Ultralytics does not know (its SyntaxError would be a traceback), with a suggestion."""
-    import difflib
-
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    for key in args:
-        if key not in DEFAULT_CFG_DICT:
-            close = difflib.get_close_matches(key, DEFAULT_CFG_DICT, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (see `yolo cfg` for what {command} accepts)"
-            raise ConfigError(f"unknown argument '{key}'{hint}")
+    from ..config import unknown_key
+
+    unknown_key(args, DEFAULT_CFG_DICT, otherwise=f" (see `yolo cfg` for what {command} accepts)")
 
 
 def trained_model_file(model: str | Path) -> Path:

@@ -6,7 +6,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_RECIPE, DEFAULTS, OWN_TRAIN_KEYS, RECIPES_DIR
+from ..config import DEFAULT_RECIPE, DEFAULTS, OWN_TRAIN_KEYS, RECIPES_DIR, check_options, unknown_key
 from ..errors import ConfigError
 from ..files import read_yaml
 
@@ -22,11 +22,7 @@ def valid_keys() -> set[str]:
 
 def check_keys(args: dict[str, Any], allowed: set[str], where: str = "argument") -> None:
     """Raise ConfigError for the first unknown key, suggesting the closest valid one."""
-    for key in args:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else " (see `yolo cfg` for Ultralytics' arguments)"
-            raise ConfigError(f"unknown {where} '{key}'{hint}")
+    unknown_key(args, allowed, where, otherwise=" (see `yolo cfg` for Ultralytics' arguments)")
 
 
 def read_args_yaml(path: str | Path, allowed: set[str]) -> dict[str, Any]:
@@ -77,6 +73,7 @@ def resolve_args(overrides: dict[str, Any]) -> dict[str, Any]:
         check_cfg({k: v for k, v in args.items() if k not in OWN_TRAIN_KEYS and v is not None})
     except (TypeError, ValueError, SyntaxError) as e:
         raise ConfigError(str(e).splitlines()[0].strip()) from None
+    check_options("train", args)
     check_values(args)
     return args
 

@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from .. import compat
-from ..config import DEFAULTS
+from ..config import DEFAULTS, OWN_TRAIN_KEYS, check_options, default, options
 from ..errors import ConfigError, DataError, FmnistError, warn
 from ..files import write_text
 from ..rundir import Recorder, load_history
@@ -37,7 +37,7 @@ SPACE = {
     "auto_augment": ("choice", ["randaugment", "autoaugment", "augmix"]),
 }
 EXPERIMENT_KEYS = ("recipe", "model", "imgsz", "fast", "optimizer", "batch", "cos_lr")  # kept in the best config
-TUNE_KEYS = {"iterations", "grace_period", "address", "gpu_per_trial", "cpu_per_trial", "space"}
+TUNE_KEYS = set(options("tune")) - set(OWN_TRAIN_KEYS) - {"name"}  # tune's own keys (name= is Ultralytics')
 DATA_ENV = "FMNIST_YOLO_DATA"  # on a node of a cluster: the directory holding that node's trees (its datasets/)
 
 
@@ -209,10 +209,10 @@ def _node() -> str:
 def tune(**kwargs: Any) -> pd.DataFrame:
     """Search hyperparameters with Ray Tune (ASHA on val top-1); every other argument is a train argument.
 
-    Args:
-        iterations: trials (default 10). grace_period: epochs before ASHA may stop a trial (default 1).
+    Args (their defaults and ranges: `fmnist-yolo tune --help`, declared in fmnist_yolo.config.OPTIONS):
+        iterations: trials. grace_period: epochs before ASHA may stop a trial.
         address: an existing Ray cluster to join ("auto" or "ray://host:10001"); default a local Ray.
-        gpu_per_trial / cpu_per_trial: resources per trial (default 0 GPUs, the CPUs of the smallest node: locally
+        gpu_per_trial / cpu_per_trial: resources per trial (cpu_per_trial 0: the CPUs of the smallest node, locally
             all cores).
         space: a YAML file or dict replacing the default search space (fmnist_yolo.training.tune.SPACE).
         project / name: where the search's directory goes (default runs/classify/tune).
@@ -228,14 +228,15 @@ def tune(**kwargs: Any) -> pd.DataFrame:
 
     ray, rt = _ray()
     check_keys(kwargs, valid_keys() | TUNE_KEYS)
-    iterations = int(kwargs.pop("iterations", 10))
-    grace = int(kwargs.pop("grace_period", 1))
-    address = kwargs.pop("address", None)
-    gpus = float(kwargs.pop("gpu_per_trial", 0) or 0)
-    cpus = float(kwargs.pop("cpu_per_trial", 0) or 0)  # 0: decided once the cluster's nodes are known
-    space_spec = kwargs.pop("space", None)
+    check_options("tune", kwargs)
+    iterations = int(kwargs.pop("iterations", DEFAULTS.iterations))
+    grace = int(kwargs.pop("grace_period", DEFAULTS.grace_period))
+    address = kwargs.pop("address", default("tune", "address"))
+    gpus = float(kwargs.pop("gpu_per_trial", DEFAULTS.gpu_per_trial))
+    cpus = float(kwargs.pop("cpu_per_trial", DEFAULTS.cpu_per_trial))  # 0: decided once the cluster's nodes are known
+    space_spec = kwargs.pop("space", default("tune", "space"))
     project = Path(project_dir(kwargs.pop("project", None)))  # as train resolves it
-    name = kwargs.pop("name", None) or "tune"
+    name = kwargs.pop("name", None) or default("tune", "name")
     resolved = resolve_args(kwargs)  # validates everything up front, in this process, with clear errors
     space = search_space(space_spec, fast=bool(resolved.get("fast")))
     if device_count(resolved.get("device")) > 1:
