@@ -849,8 +849,9 @@ def test_the_validation_resize_exactly():
     assert black.shape == (2, 1, 32, 32) and black.eq(0).all()
     white = resize_like_validation(torch.full((2, 28, 28), 255, dtype=torch.uint8), 32)
     assert white.eq(1).all()
-    wide = resize_like_validation(torch.randint(0, 256, (2, 32, 28), dtype=torch.uint8), 32)  # one side at size
-    assert wide.shape == (2, 1, 32, 32) and torch.equal(wide * 255, (wide * 255).round())
+    for h, w in ((32, 28), (28, 32)):  # one side at size, either one
+        one = resize_like_validation(torch.randint(0, 256, (2, h, w), dtype=torch.uint8), 32)
+        assert one.shape == (2, 1, 32, 32) and torch.equal(one * 255, (one * 255).round())
     small = resize_like_validation(torch.randint(0, 256, (2, 64, 64), dtype=torch.uint8), 32)  # down: antialiased
     assert torch.equal(small * 255, (small * 255).round())
     loader = MemoryLoader(MemoryDataset(x, torch.arange(3), []), 2, 32, None)
@@ -1155,16 +1156,15 @@ def test_micro_batch_assignment_is_made_on_the_models_device():
 def test_nchw_where_degenerate_probes_on_the_models_device_and_dtype():
     from fmnist_yolo.training.fast import nchw_where_degenerate
 
-    def net():  # 5 px: the third convolution sees a 1x1 map
+    def net():  # 5 px: the last convolution sees a 1x1 map
         torch.manual_seed(0)
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3), torch.nn.Conv2d(4, 4, 3, padding=1)
-        )
+        conv, bn = torch.nn.Conv2d, torch.nn.BatchNorm2d  # (the BatchNorm refuses a probe on another device)
+        return torch.nn.Sequential(conv(3, 4, 3), bn(4), conv(4, 4, 3), conv(4, 4, 3, padding=1))
 
     for model in (net().double(), net().to("meta")):
         model = model.to(memory_format=torch.channels_last)
-        assert nchw_where_degenerate(model, 5) == ["2"]
-        assert model[2].weight.is_contiguous() and not model[1].weight.is_contiguous()
+        assert nchw_where_degenerate(model, 5) == ["3"]
+        assert model[3].weight.is_contiguous() and not model[2].weight.is_contiguous()
 
 
 # data.py
