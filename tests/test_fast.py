@@ -1,5 +1,6 @@
 """The fast data path: in-memory split, batched augmentation, and the trainer subclass around them."""
 
+import contextlib
 import json
 import math
 import os
@@ -45,7 +46,7 @@ def stock_samples(tree, split, fraction=1.0):
                                                         names=names).samples]  # fmt: skip
 
 
-@pytest.mark.parametrize("split, fraction", [("train", 1.0), ("train", 0.5), ("val", 1.0)])
+@pytest.mark.parametrize("split, fraction", [("train", 1.0), ("train", 0.5), ("val", 1.0), ("val", 0.5)])
 def test_split_in_memory_matches_the_tree(tree, split, fraction):
     from ultralytics.cfg import get_cfg
 
@@ -54,9 +55,11 @@ def test_split_in_memory_matches_the_tree(tree, split, fraction):
     stock = stock_samples(tree, split, fraction)
     assert list(zip(data.files, data.labels.tolist())) == stock  # same images, same class indices as Ultralytics
     # and what that is, from the tree itself: class folders in order, their files sorted, `fraction` of them
-    # evenly spaced over the listing (Ultralytics 8.4: np.linspace over the samples)
+    # evenly spaced over the listing (Ultralytics 8.4: np.linspace over the samples); a scalar fraction is the
+    # train split's only, so validation loads every image
     listing = [(str(f), c) for c, d in enumerate(config.CLASS_DIRS) for f in sorted((tree / split / d).glob("*.png"))]
-    keep = np.linspace(0, len(listing) - 1, round(len(listing) * fraction), dtype=int)
+    share = fraction if split == "train" else 1.0
+    keep = np.linspace(0, len(listing) - 1, round(len(listing) * share), dtype=int)
     assert list(zip(data.files, data.labels.tolist())) == [listing[i] for i in keep]
     assert data.images.dtype == torch.uint8 and data.images.shape == (len(data.files), 28, 28)
     on_disk = np.stack([cv2.imread(f, cv2.IMREAD_GRAYSCALE) for f in data.files])
@@ -234,12 +237,13 @@ def test_resumed_epoch_sees_the_same_images_whatever_the_chunking():
     assert torch.equal(torch.cat([x["cls"] for x in a]), torch.cat([x["cls"] for x in b]))
 
 
-def test_validation_resize_matches_ultralytics_transforms():
+@pytest.mark.parametrize("side", [28, 64])  # up to 32 px (Fashion-MNIST's 28 px), and down (antialiased, as PIL)
+def test_validation_resize_matches_ultralytics_transforms(side):
     from PIL import Image
     from ultralytics.data.augment import classify_transforms
 
     rng = np.random.default_rng(1)
-    x = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    x = rng.integers(0, 256, (6, side, side), dtype=np.uint8)
     ours = resize_like_validation(torch.from_numpy(x), 32)[:, 0]
     stock = torch.stack([classify_transforms(32)(Image.fromarray(im).convert("RGB"))[0] for im in x])
     assert ours.shape == stock.shape == (6, 32, 32)
@@ -640,16 +644,25 @@ def test_the_progress_bar_never_waits_for_the_device(monkeypatch):
         def synchronize(self):
             self.done = True
 
+    copies, copy = [], torch.Tensor.copy_
+
+    def recording_copy(t, src, non_blocking=False):
+        copies.append(non_blocking)
+        return copy(t, src, non_blocking)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", recording_copy)
     monkeypatch.setattr(torch.cuda, "Event", Event)
     monkeypatch.setattr(DeviceLoss, "_on_accelerator", lambda self: True)
     monkeypatch.setattr(DeviceLoss, "exact", lambda self: pytest.fail("the progress bar waited for the device"))
     first = DeviceLoss(torch.tensor(2.0))
     assert float(first) == 2.0 and events[0].done  # nothing landed yet: the one wait
+    assert first._box["pending"] == []  # which settled every copy made until then
     tloss = (first * 1 + DeviceLoss(torch.tensor(4.0))) / (1 + 1)  # Ultralytics' running mean, on the device
     assert torch.equal(tloss.value, torch.tensor(3.0))
     assert ("%11.4g" % tloss).strip() == "2" and not events[-1].done  # noqa: UP031 (as Ultralytics prints it)
     events[-1].done = True
     assert f"{tloss * 1:.4g}" == "3"  # now the mean's copy has landed
+    assert copies and all(copies)  # each copy to the host is started without waiting for it
     zero = torch.zeros_like(tloss)  # Ultralytics' validator shapes its loss sums from the training loss items
     assert type(zero) is torch.Tensor and zero.shape == () and float(zero) == 0
 
@@ -848,8 +861,9 @@ def test_the_validation_resize_exactly():
     assert black.shape == (2, 1, 32, 32) and black.eq(0).all()
     white = resize_like_validation(torch.full((2, 28, 28), 255, dtype=torch.uint8), 32)
     assert white.eq(1).all()
-    wide = resize_like_validation(torch.randint(0, 256, (2, 32, 28), dtype=torch.uint8), 32)  # one side at size
-    assert wide.shape == (2, 1, 32, 32) and torch.equal(wide * 255, (wide * 255).round())
+    for h, w in ((32, 28), (28, 32)):  # one side at size, either one
+        one = resize_like_validation(torch.randint(0, 256, (2, h, w), dtype=torch.uint8), 32)
+        assert one.shape == (2, 1, 32, 32) and torch.equal(one * 255, (one * 255).round())
     small = resize_like_validation(torch.randint(0, 256, (2, 64, 64), dtype=torch.uint8), 32)  # down: antialiased
     assert torch.equal(small * 255, (small * 255).round())
     loader = MemoryLoader(MemoryDataset(x, torch.arange(3), []), 2, 32, None)
@@ -866,8 +880,11 @@ def test_device_loss_arithmetic_is_the_tensors():
                       (a / b, 0.6), (a / 2, 1.5), ((a * 2 + b) / 2, 5.5)]:  # fmt: skip
         assert isinstance(got, DeviceLoss) and float(got) == pytest.approx(want)
     assert float(a) == 3.0 and f"{b:.2f}" == "5.00" and a.exact() == 3.0
-    assert torch.equal(torch.add(a, b), torch.tensor(8.0)) and torch.equal(torch.zeros_like(a, dtype=torch.int64),
-                                                                          torch.tensor(0))  # fmt: skip
+    assert torch.equal(torch.add(a, b), torch.tensor(8.0)) and torch.equal(
+        torch.add(a, other=b, alpha=2), torch.tensor(13.0)
+    )
+    zero = torch.zeros_like(a, dtype=torch.int64)  # keyword arguments reach torch too
+    assert zero.dtype == torch.int64 and torch.equal(zero, torch.tensor(0))
 
 
 def test_augment_takes_stocks_arguments():
@@ -1012,3 +1029,395 @@ def test_the_device_ema_blends_as_ultralytics():
     assert trainer.ema.updates == stock.updates == 701
     for k, v in stock.ema.state_dict().items():
         torch.testing.assert_close(trainer.ema.ema.state_dict()[k], v, rtol=1e-6, atol=1e-7)
+
+
+# --- each unit's behaviour at its edges (issue 29: what the mutation run found no test holding) ---------------------
+
+
+@contextlib.contextmanager
+def _fake_cuda():
+    """A CUDA device without a GPU: under FakeTensorMode tensors carry their device, shape and dtype but no values,
+    and an operation mixing devices raises as on a GPU, so where the fast path makes each tensor is checked on any
+    machine (a CPU run cannot tell `device=x.device` from no device at all)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        yield torch.device("cuda")
+
+
+def _on_cuda(*tensors) -> bool:
+    return all(t.device.type == "cuda" for t in tensors)
+
+
+# augment.py
+
+
+@pytest.mark.parametrize("height, width", [(40, 20), (20, 40)])  # taller and wider than any box of ratio 3/4-4/3
+def test_crops_of_non_square_images_are_torchvisions(height, width):
+    """No box of the whole area fits: torchvision's fallback, the centre crop at the nearest ratio in range; and the
+    image is its box resized, whichever side is the longer."""
+    from torchvision.transforms import RandomResizedCrop
+    from torchvision.transforms import functional as TF
+
+    whole = {"area": torch.ones(1, 10), "log_ratio": torch.zeros(1, 10), "cx": torch.rand(1), "cy": torch.rand(1)}
+    ours = [int(v) for v in Augment.crop_boxes(whole, height, width)]
+    assert ours == list(RandomResizedCrop.get_params(torch.zeros(1, height, width), (1.0, 1.0), (3 / 4, 4 / 3)))
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, height, width), dtype=np.uint8))
+    still = Augment(32, scale=0.9, fliplr=0.0, erasing=0.0)
+    r = still.draw(16, torch.Generator().manual_seed(0), torch.device("cpu"))
+    r["area"][:4] = 1.0  # four fall back, the others fit a box
+    boxes = torch.stack(Augment.crop_boxes(r, height, width), 1).long().tolist()
+    ref = torch.stack([TF.resized_crop(im[None].float() / 255, *box, [32, 32]) for im, box in zip(x, boxes)])
+    torch.testing.assert_close(still.apply(x, r), ref, atol=1e-5, rtol=0)
+
+
+def test_a_crop_box_needs_sides_of_at_least_one_pixel():
+    """torchvision's sampler takes the first box with 0 < w <= width and 0 < h <= height (scale=1.0 draws areas down
+    to nothing): a box whose side rounds to 0 is skipped, a 1x1 box is taken."""
+    px = torch.tensor([0.3, 1.0] + [100.0] * 8) / 784  # areas in pixels of a 28x28 image: try 1, try 2 (1x1), ...
+    log_ratio = torch.tensor([[math.log(4 / 3)] + [0.0] * 9, [math.log(3 / 4)] + [0.0] * 9])
+    r = {"area": px.expand(2, 10), "log_ratio": log_ratio, "cx": torch.zeros(2), "cy": torch.zeros(2)}
+    # try 1: w 1, h 0 (aspect 4/3) and w 0, h 1 (3/4): skipped; try 2: 1x1
+    top, left, h, w = Augment.crop_boxes(r, 28, 28)
+    assert h.tolist() == w.tolist() == [1.0, 1.0]
+
+
+def test_a_draw_equal_to_the_probability_does_not_fire():
+    """torchvision flips and erases where its draw < p (RandomHorizontalFlip, RandomVerticalFlip, RandomErasing):
+    a draw of exactly p leaves the image alone, one below p acts."""
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 28, 28), dtype=np.uint8))
+    aug = Augment(28, scale=0.0, fliplr=0.5, flipud=0.25, erasing=0.375)
+    r = aug.draw(2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    r.update(fliplr=torch.tensor([0.5, 0.0]), flipud=torch.tensor([0.25, 1.0]), e_on=torch.tensor([0.375, 0.9]))
+    plain = Augment(28, scale=0.0, fliplr=0.0, flipud=0.0, erasing=0.0).apply(x, r)
+    out = aug.apply(x, r)
+    torch.testing.assert_close(out[0], plain[0], atol=1e-6, rtol=0)  # each draw = its p: nothing
+    torch.testing.assert_close(out[1], plain[1].flip(-1), atol=1e-6, rtol=0)  # fliplr's draw 0 < 0.5: mirrored
+
+
+@pytest.mark.parametrize("randaugment", [False, True])
+def test_an_images_augmentation_ignores_the_rest_of_its_batch(randaugment):
+    """An image's result depends on its own draws only (the contrast pivots on the image's own mean, as torchvision's
+    adjust_contrast does): a batch augments as its images one by one, and warns nothing (once a step would flood the
+    log). The generator given decides every draw."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    levels = np.linspace(0.2, 1.0, 8)[:, None, None]  # dark to bright images
+    x = torch.from_numpy((rng.integers(0, 256, (8, 28, 28)) * levels).astype(np.uint8))
+    aug = Augment(32, hsv_v=0.0 if randaugment else 0.4, erasing=0.5, randaugment=randaugment)
+    r = aug.draw(8, torch.Generator().manual_seed(0), torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole = aug.apply(x, r)
+    alone = torch.cat([aug.apply(x[i : i + 1], {k: v[i : i + 1] for k, v in r.items()}) for i in range(len(x))])
+    torch.testing.assert_close(whole, alone, atol=1e-6, rtol=0)
+    assert torch.equal(aug(x, torch.Generator().manual_seed(5)), aug(x, torch.Generator().manual_seed(5)))
+
+
+def test_an_erasing_box_is_smaller_than_the_image_on_both_sides():
+    """torchvision's RandomErasing takes the first box with h < size and w < size (one as wide as the image is
+    skipped), and erases nothing (an empty box) when none of its 10 is."""
+    area = torch.tensor([[320 / 1024, 64 / 1024] + [64 / 1024] * 8, [1.0] * 10])  # 10x32 (aspect 10/32), then 8x8
+    log_ratio = torch.tensor([[math.log(10 / 32)] + [0.0] * 9, [0.0] * 10])  # second image: 32x32 ten times
+    r = {"e_area": area, "e_log_ratio": log_ratio, "e_y": torch.zeros(2), "e_x": torch.zeros(2)}
+    top, left, h, w = Augment.erase_boxes(r, 32)
+    assert (h.tolist(), w.tolist()) == ([8.0, 0.0], [8.0, 0.0])
+
+
+def test_augmentation_draws_and_applies_on_the_images_device():
+    aug = Augment(32, hsv_v=0.2, randaugment=True)
+    with _fake_cuda() as cuda:
+        r = aug.draw(4, torch.Generator(), cuda)
+        assert _on_cuda(*r.values())
+        x = torch.empty(4, 28, 28, dtype=torch.uint8, device=cuda)
+        assert _on_cuda(aug.apply(x, r), aug(x, torch.Generator()))
+
+
+# plan.py
+
+
+def test_step_plan_at_the_warm_ups_last_micro_batch_and_across_epochs():
+    warm = step_plan(micro_batches=8, start_epoch=0, epochs=1, warmup=4, accumulate=4)[0]
+    # accumulate 1, 2, 2, 3, then 4 at ni 4 = the warm-up's length (stock: while ni <= nw); steps after ni 0, 2, 6
+    assert [(c.start, c.stop, c.steps, c.ni) for c in warm] == [(0, 1, True, 0), (1, 3, True, 2), (3, 7, True, 6),
+                                                                (7, 8, False, 7)]  # fmt: skip
+    plan = step_plan(micro_batches=5, start_epoch=0, epochs=2, warmup=0, accumulate=3)
+    # each epoch ends on a chunk that carries its gradient over; its ni is the epoch's last global micro-batch
+    assert [(c.start, c.stop, c.steps, c.ni) for c in plan[1]] == [(0, 1, True, 5), (1, 4, True, 8), (4, 5, False, 9)]
+
+
+# norm.py
+
+
+def _per_micro_batch(bn: torch.nn.Module, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Stock's computation: BatchNorm's own forward on each micro-batch, in order."""
+    return torch.cat([type(bn).forward(bn, part) for part in x.split(sizes)])
+
+
+@pytest.mark.parametrize("case", ["square", "wide maps", "1x1 maps", "no affine", "no running statistics",
+                                  "statistics switched off", "momentum 0.3"])  # fmt: skip
+def test_grouped_batch_norm_is_batch_norm_per_micro_batch(case):
+    """Outputs and running statistics, over two chunks (the statistics compound from where the first left them):
+    maps that are not square, 1x1 maps (yolo11n-cls's last layers at 32 px; a micro-batch of 2 images has 2 values
+    a channel, whose unbiased variance is twice the biased), no affine parameters, no running statistics, statistics
+    switched off after construction (torch then leaves its buffers alone), another momentum."""
+    import copy
+
+    from fmnist_yolo.training.fast import grouped_batch_norm, micro_groups
+
+    shape, sizes = {"wide maps": ((20, 4, 3, 7), [8, 8, 4]), "1x1 maps": ((5, 4, 1, 1), [2, 3])}.get(
+        case, ((20, 4, 5, 5), [8, 8, 4]))  # fmt: skip
+    bn = torch.nn.BatchNorm2d(4, affine=case != "no affine", track_running_stats=case != "no running statistics",
+                              momentum=0.3 if case == "momentum 0.3" else 0.1)  # fmt: skip
+    if bn.affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2.0), bn.bias.uniform_(-1.0, 1.0)
+    if case == "statistics switched off":
+        bn.track_running_stats = False
+    ref = copy.deepcopy(bn)
+    g = torch.Generator().manual_seed(0)
+    for step in range(2):
+        x = torch.rand(shape, generator=g) * torch.linspace(0.2, 3.0, shape[0]).view(-1, 1, 1, 1) + step
+        torch.testing.assert_close(
+            grouped_batch_norm(bn, x, micro_groups(sizes, "cpu")), _per_micro_batch(ref, x, sizes)
+        )
+        for (k, a), b in zip(bn.state_dict().items(), ref.state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b, msg=k)
+
+
+def test_grouped_batch_norm_computes_in_fp32_and_answers_in_the_inputs_dtype():
+    import copy
+
+    from fmnist_yolo.training.fast import grouped_batch_norm, micro_groups
+
+    bn = torch.nn.BatchNorm2d(4)
+    ref = copy.deepcopy(bn)
+    x = (torch.rand(12, 4, 5, 5, generator=torch.Generator().manual_seed(0)) * 3).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as a bf16 run calls it
+        y = grouped_batch_norm(bn, x, micro_groups([6, 6], "cpu"))
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, _per_micro_batch(ref, x.float(), [6, 6]).to(torch.bfloat16))
+    torch.testing.assert_close(bn.running_var, ref.running_var)  # the statistics in fp32, as stock's
+
+
+def test_grouped_batch_norm_stays_on_the_inputs_device():
+    from fmnist_yolo.training.fast import grouped_batch_norm
+
+    with _fake_cuda() as cuda:
+        bn = torch.nn.BatchNorm2d(4, device=cuda)
+        x = torch.empty(5, 4, 3, 3, device=cuda)
+        assert _on_cuda(grouped_batch_norm(bn, x, torch.empty(5, 2, device=cuda)), bn.running_mean, bn.running_var)
+
+
+def test_micro_batch_norm_takes_the_devices_way(monkeypatch):
+    """ "grouped": one grouped normalisation a layer; "split": a BatchNorm call per micro-batch; "auto" (the default):
+    split on a CPU, grouped on a GPU and while Dynamo compiles (one graph for every composition)."""
+    from fmnist_yolo.training.fast import norm
+
+    calls, grouped = [], norm.grouped_batch_norm
+    monkeypatch.setattr(norm, "grouped_batch_norm", lambda *a: calls.append(1) or grouped(*a))
+    x = torch.rand(12, 3, 8, 8)
+
+    def grouped_layers(*mode) -> int:
+        net = _small_net()  # two BatchNorm layers
+        MicroBatchNorm(net, *mode).use([6, 6])
+        calls.clear()
+        net(x)
+        return len(calls)
+
+    assert (grouped_layers("grouped"), grouped_layers("split"), grouped_layers()) == (2, 0, 0)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert (grouped_layers("grouped"), grouped_layers("split"), grouped_layers()) == (2, 0, 2)
+
+
+def test_micro_batch_norm_from_its_first_chunk():
+    """Plain BatchNorm until told the micro-batches; two micro-batches are two normalisations; a composition's
+    assignment is made once (a step copies nothing to the device); one BatchNorm layer is enough; a layer without
+    momentum (a cumulative average) is refused in one line."""
+    from fmnist_yolo.errors import ConfigError
+
+    net, stock = _small_net(), _small_net()
+    norm = MicroBatchNorm(net)
+    x = torch.rand(12, 3, 8, 8) * torch.linspace(0.2, 2.0, 12).view(-1, 1, 1, 1)
+    torch.testing.assert_close(net(x), stock(x))
+    norm.use([6, 6])
+    torch.testing.assert_close(net(x), torch.cat([stock(part) for part in x.split(6)]))
+    first = norm.assign
+    norm.use([12])
+    norm.use((6, 6))
+    assert norm.assign is first
+    one = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    MicroBatchNorm(one).use([6, 6])
+    assert one(x).shape == (12, 4, 6, 6)
+    with pytest.raises(ConfigError) as e:
+        MicroBatchNorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, momentum=None)))
+    assert str(e.value) == "fast=True per-micro-batch BatchNorm needs BatchNorm momentum; use fused_bn=True"
+
+
+def test_micro_batch_assignment_is_made_on_the_models_device():
+    from fmnist_yolo.training.fast import micro_groups
+
+    assert micro_groups([2, 3], "cpu").tolist() == [[1, 0], [1, 0], [0, 1], [0, 1], [0, 1]]
+    meta = torch.device("meta")
+    assert micro_groups([2, 3], meta).device == meta
+    norm = MicroBatchNorm(_small_net().to(meta))
+    norm.use([2, 3])
+    assert norm.assign.device == meta
+
+
+def test_nchw_where_degenerate_probes_on_the_models_device_and_dtype():
+    from fmnist_yolo.training.fast import nchw_where_degenerate
+
+    def net():  # 5 px: the last convolution sees a 1x1 map
+        torch.manual_seed(0)
+        conv, bn = torch.nn.Conv2d, torch.nn.BatchNorm2d  # (the BatchNorm refuses a probe on another device)
+        return torch.nn.Sequential(conv(3, 4, 3), bn(4), conv(4, 4, 3), conv(4, 4, 3, padding=1))
+
+    for model in (net().double(), net().to("meta")):
+        model = model.to(memory_format=torch.channels_last)
+        assert nchw_where_degenerate(model, 5) == ["3"]
+        assert model[3].weight.is_contiguous() and not model[2].weight.is_contiguous()
+
+
+# data.py
+
+
+def test_decode_names_the_file_it_cannot_read(tmp_path):
+    from fmnist_yolo.errors import DataError
+    from fmnist_yolo.training.fast import decode
+
+    folder = tmp_path / "train" / "0_t-shirt"
+    folder.mkdir(parents=True)
+    files = [folder / f"{i}.png" for i in range(3)]
+    for f, side in zip(files, (28, 28, 32)):
+        cv2.imwrite(str(f), np.full((side, side), 7, dtype=np.uint8))
+    assert decode([str(files[0])] * 3, workers=2).shape == (3, 28, 28)
+    with pytest.raises(DataError) as e:  # two sizes among three images
+        decode([str(f) for f in files], workers=1)
+    assert str(e.value) == f"{tmp_path / 'train'}: images differ in size; the fast loader needs one size"
+    files[1].write_bytes(b"not a png")
+    with pytest.raises(DataError) as e:
+        decode([str(f) for f in files[:2]])
+    assert str(e.value).startswith(f"{files[1]}: cannot decode image (run `fmnist-yolo check`")
+    assert "\n" not in str(e.value)
+
+
+def test_load_split_labels_by_the_models_class_names(tree):
+    """Class folders map to the model's class indices by name (Ultralytics aligns them so), not by folder order."""
+    from ultralytics.cfg import get_cfg
+
+    args = get_cfg(overrides={"imgsz": 32})
+    names = dict(enumerate(reversed(config.CLASS_DIRS)))
+    data = load_split(tree / "val", args, names, "val", torch.device("cpu"))
+    folder = {d: i for i, d in enumerate(config.CLASS_DIRS)}
+    assert data.labels.tolist() == [9 - folder[os.path.basename(os.path.dirname(f))] for f in data.files]
+    assert data.labels.dtype == torch.int64
+
+
+def test_load_split_refuses_an_empty_or_damaged_split(tree, tmp_path):
+    """One line each: a split without images, and an image Ultralytics would silently skip (the split named)."""
+    from ultralytics.cfg import get_cfg
+
+    from fmnist_yolo.errors import DataError
+
+    args, names = get_cfg(overrides={"imgsz": 32}), dict(enumerate(config.CLASS_DIRS))
+    empty = tmp_path / "empty" / "val"
+    for d in config.CLASS_DIRS:
+        (empty / d).mkdir(parents=True)
+    with pytest.raises(DataError) as e:
+        load_split(empty, args, names, "val", torch.device("cpu"))
+    assert str(e.value) == f"{empty}: no images in the val split"
+    victim = sorted((tree / "val" / config.CLASS_DIRS[3]).glob("*.png"))[0]
+    victim.write_bytes(b"damaged")
+    with pytest.raises(DataError) as e:
+        load_split(tree / "val", args, names, "val", torch.device("cpu"))
+    assert str(e.value).startswith(f"{victim}: cannot decode image (1 of ") and f" in {tree / 'val'} skipped" in str(
+        e.value)  # fmt: skip
+
+
+def test_load_split_puts_the_split_on_the_training_device(tree):
+    from ultralytics.cfg import get_cfg
+
+    args = get_cfg(overrides={"imgsz": 32})
+    with _fake_cuda() as cuda:
+        data = load_split(tree / "val", args, dict(enumerate(config.CLASS_DIRS)), "val", cuda)
+        assert _on_cuda(data.images, data.labels) and data.labels.dtype == torch.int64
+
+
+def test_the_loader_speaks_ultralytics_format_and_counts_epochs():
+    n = 20
+    data = MemoryDataset(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n), [])
+    loader = MemoryLoader(data, 8, 32, Augment(32), seed=0)
+    assert len(loader.sampler) == n  # Ultralytics reads len(loader.sampler)
+    for epoch in range(3):
+        assert loader.epoch == epoch
+        assert all(set(b) == {"img", "cls"} for b in loader)  # without a schedule: Ultralytics' batches, no more
+    assert loader.epoch == 3
+    # without a schedule the chunks are stock's at accumulate 1: every micro-batch steps, numbered across epochs
+    assert loader.chunks(2) == step_plan(3, 2, 3, warmup=0, accumulate=1)[2]
+    assert MemoryLoader(data, 8, 32, None).chunks(0) == step_plan(3, 0, 1, warmup=0, accumulate=1)[0]
+
+
+def test_every_chunk_carries_its_own_micro_batches():
+    """22 images in micro-batches of 4 (the last of 2), 2 a step: each chunk's sizes and weights are its own."""
+    n = 22
+    data = MemoryDataset(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n) % 10, [])
+    loader = MemoryLoader(data, 4, 32, Augment(32), seed=0)
+    loader.schedule(warmup=0, accumulate=2, epochs=1)
+    batches = list(loader)
+    assert [b["chunk"] for b in batches] == loader.chunks(0)
+    assert [b["micro"] for b in batches] == [(4, 4), (4, 4), (4, 2)]
+    assert [b["weight"].tolist() for b in batches] == [[1 / 4] * 8, [1 / 4] * 8, [1 / 4] * 4 + [1 / 2] * 2]
+    fresh = MemoryLoader(data, 4, 32, Augment(32), seed=0)
+    fresh.schedule(warmup=3, accumulate=2, epochs=3)
+    whole = step_plan(6, 0, 3, warmup=3, accumulate=2)
+    assert fresh.chunks(2) == whole[2]  # planned from the loader's own epoch, where its run started: epoch 0
+
+
+def test_the_loader_keeps_everything_on_the_datasets_device(monkeypatch):
+    asked, generator = [], torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: asked.append(device) or generator())  # CPU's: fakes
+    with _fake_cuda() as cuda:
+        data = MemoryDataset(torch.zeros(20, 28, 28, dtype=torch.uint8, device=cuda), torch.arange(20, device=cuda), [])
+        loader = MemoryLoader(data, 8, 32, Augment(32), seed=0)
+        loader.schedule(warmup=0, accumulate=2, epochs=1)
+        batches = list(loader) + list(MemoryLoader(data, 8, 32, None))
+    assert [torch.device(d).type for d in asked] == ["cuda"]  # the shuffle's generator is the device's
+    assert _on_cuda(*[t for b in batches for t in (b["img"], b["cls"], *([b["weight"]] if "weight" in b else []))])
+
+
+# loss.py
+
+
+def test_chunk_loss_is_stocks_loss_summed_over_micro_batches():
+    """Unfused (no weights): stock's mean cross-entropy, from the logits alone or the eval head's (probabilities,
+    logits); fused: the sum of stock's losses of the micro-batches, gradient too. Logged: the chunk's mean."""
+    from ultralytics.utils.loss import v8ClassificationLoss
+
+    from fmnist_yolo.training.fast import ChunkLoss, DeviceLoss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(20, 10, generator=g, requires_grad=True)
+    cls = torch.randint(0, 10, (20,), generator=g)
+    stock, mean = v8ClassificationLoss(), torch.nn.functional.cross_entropy(logits, cls).detach()
+    for preds in (logits, (logits.softmax(1), logits)):
+        loss, items = ChunkLoss()(preds, {"cls": cls})
+        torch.testing.assert_close(loss, stock(preds, {"cls": cls})[0])
+        assert list(items) == ["loss"] and isinstance(items["loss"], DeviceLoss)
+        torch.testing.assert_close(items["loss"].value, mean)
+    sizes = [8, 8, 4]
+    weight = torch.cat([torch.full((s,), 1 / s) for s in sizes])
+    loss, items = ChunkLoss()(logits, {"cls": cls, "weight": weight})
+    stocks = sum(stock(p, {"cls": c})[0] for p, c in zip(logits.split(sizes), cls.split(sizes)))
+    torch.testing.assert_close(loss, stocks)
+    torch.testing.assert_close(torch.autograd.grad(loss, logits)[0], torch.autograd.grad(stocks, logits)[0])
+    torch.testing.assert_close(items["loss"].value, mean)
+
+
+def test_a_loss_on_a_gpu_takes_the_non_blocking_path():
+    from fmnist_yolo.training.fast import DeviceLoss
+
+    assert not DeviceLoss(torch.tensor(1.0))._on_accelerator()  # on the CPU float() reads it at once
+    with _fake_cuda() as cuda:
+        assert DeviceLoss(torch.zeros((), device=cuda))._on_accelerator()
