@@ -329,11 +329,3 @@ def test_write_permission_error_names_file(source, good_tree, monkeypatch, capsy
     line = one_error(err)  # after the progress bar's line, which the failure ended
     assert code == 1 and "Permission denied" in line and ".png" in line and err.splitlines()[-1] == line
     assert tree_digest(out) == digest
-
-
-def test_old_argument_names_still_work_and_say_so(source, tmp_path):
-    with pytest.warns(DeprecationWarning, match="use val_size="):
-        out = prepare(source=source, out=tmp_path / "fm", val=10, seed=2, verify=False, workers=1, progress=False)
-    assert json.loads((out / "manifest.json").read_text())["options"] == {"val": 10, "seed": 2}
-    with pytest.raises(ConfigError, match="unknown argument 'vall'"):
-        prepare(source=source, out=tmp_path / "fm", vall=10)
