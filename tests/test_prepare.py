@@ -12,7 +12,7 @@ import pytest
 
 from fmnist_yolo import config, prepare
 from fmnist_yolo.data import prepare as convert
-from fmnist_yolo.errors import ConfigError, FmnistError
+from fmnist_yolo.errors import FmnistError
 from tests.conftest import NAMES, images_idx, labels_idx, one_error, run_cli, tree_digest, write_source
 
 
