@@ -333,7 +333,7 @@ def test_combinations_that_cannot_work(words, says, tree, capsys):
 
 def test_good_files_of_a_run_survive_a_failing_val(run, capsys):
     before = digests(run)
-    fails(["val", f"model={run}", "split=nope"], capsys, "split", "train, val or test")
+    fails(["val", f"model={run}", "split=nope"], capsys, "split", "one of test, val, train")
     fails(["val", f"model={run}", "batch=abc"], capsys, "batch")
     assert digests(run) == before
 

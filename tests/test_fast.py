@@ -1284,6 +1284,7 @@ def test_nchw_where_degenerate_probes_on_the_models_device_and_dtype():
 
 
 def test_decode_names_the_file_it_cannot_read(tmp_path):
+    from fmnist_yolo.data.tree import repair_hint
     from fmnist_yolo.errors import DataError
     from fmnist_yolo.training.fast import decode
 
@@ -1299,7 +1300,7 @@ def test_decode_names_the_file_it_cannot_read(tmp_path):
     files[1].write_bytes(b"not a png")
     with pytest.raises(DataError) as e:
         decode([str(f) for f in files[:2]])
-    assert str(e.value).startswith(f"{files[1]}: cannot decode image (run `fmnist-yolo check`")
+    assert str(e.value) == f"{files[1]}: cannot decode image; {repair_hint(tmp_path)}"
     assert "\n" not in str(e.value)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import compat
 from ..checkpoints import check_classifier, load_checkpoint, warn_if_untrusted
-from ..config import CLASS_DIRS
+from ..config import CLASS_DIRS, check_options
 from ..data.tree import manifest_checksum, val_split
 from ..errors import ConfigError, RunError
 from ..files import atomic_path, read_csv
@@ -239,8 +239,7 @@ def evaluate(
     from ..data.prepare import ensure_tree
 
     compat.check_version()  # the validator seams above are Ultralytics' internals too
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"split must be train, val or test, found {split!r}")
+    check_options("val", {"split": split})  # the schema's rule, as `fmnist-yolo val` checks it
     path = trained_model_file(weights)
     tree = ensure_tree(data)
     if not (tree / "train").is_dir():  # Ultralytics would split the directory anew into <tree>_split and use that
