@@ -61,22 +61,22 @@ def read_text(path: str | Path, error: type[FmnistError], what: str) -> str:
 
 def read_json(path: str | Path, error: type[FmnistError], what: str) -> Any:
     """Parsed JSON; `error` with the file, line and problem when it is damaged."""
-    text = read_text(path, error, what)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: {what} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    return _parsed(path, error, what, "JSON", json.loads, json.JSONDecodeError, lambda e: f"{e.msg}, line {e.lineno}")
 
 
 def read_yaml(path: str | Path, error: type[FmnistError], what: str) -> Any:
     """Parsed YAML; `error` with the file and problem when it is damaged."""
     import yaml
 
+    return _parsed(path, error, what, "YAML", yaml.safe_load, yaml.YAMLError, lambda e: str(e).splitlines()[0])
+
+
+def _parsed(path, error, what, kind: str, parse, damaged: type[Exception], describe) -> Any:
     text = read_text(path, error, what)
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise error(f"{path}: {what} is not valid YAML ({str(e).splitlines()[0]})") from None
+        return parse(text)
+    except damaged as e:
+        raise error(f"{path}: {what} is not valid {kind} ({describe(e)})") from None
 
 
 def read_csv(path: str | Path, error: type[FmnistError], what: str, columns: tuple[str, ...] = ()):

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import DEFAULTS
 from .errors import RunError
 from .files import read_csv, read_json, read_yaml, write_text
 from .version import __version__
@@ -40,51 +41,26 @@ REPORT_ASSETS = "report"
 STATUSES = ("running", "finished", "stopped", "failed")  # stopped: ended early by a search (ASHA)
 
 
+def _file(*parts: str) -> property:
+    """A path of the contract, relative to the run directory."""
+    return property(lambda self: self.dir.joinpath(*parts), doc=f"RUN/{'/'.join(parts)}")
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """Every path of the contract for one run directory."""
 
     dir: Path
-
-    @property
-    def provenance(self) -> Path:
-        return self.dir / PROVENANCE
-
-    @property
-    def args(self) -> Path:
-        return self.dir / ARGS
-
-    @property
-    def results(self) -> Path:
-        return self.dir / RESULTS
-
-    @property
-    def best(self) -> Path:
-        return self.dir / "weights" / "best.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.dir / "weights" / "last.pt"
-
-    @property
-    def safe_last(self) -> Path:
-        return self.dir / "weights" / SAFE_LAST
-
-    @property
-    def test_predictions(self) -> Path:
-        return self.dir / TEST_PREDICTIONS
-
-    @property
-    def report(self) -> Path:
-        return self.dir / REPORT
-
-    @property
-    def reproduction(self) -> Path:
-        return self.dir / REPRODUCTION
-
-    @property
-    def report_assets(self) -> Path:
-        return self.dir / REPORT_ASSETS
+    provenance = _file(PROVENANCE)
+    args = _file(ARGS)
+    results = _file(RESULTS)
+    best = _file("weights", "best.pt")
+    last = _file("weights", "last.pt")
+    safe_last = _file("weights", SAFE_LAST)
+    test_predictions = _file(TEST_PREDICTIONS)
+    report = _file(REPORT)
+    reproduction = _file(REPRODUCTION)
+    report_assets = _file(REPORT_ASSETS)
 
 
 def paths(run_dir: str | Path) -> RunPaths:
@@ -140,7 +116,7 @@ class Provenance:
     @property
     def select_on(self) -> str:
         """How best.pt was chosen: "top1_top5" (Ultralytics' rule) or "top1"."""
-        return self.args.get("select_on") or self.data.get("model_selection_metric") or "top1_top5"
+        return self.args.get("select_on") or self.data.get("model_selection_metric") or DEFAULTS.select_on
 
     @property
     def test(self) -> dict | None:
@@ -340,7 +316,7 @@ def load_history(run: str | Path):
     return df.drop_duplicates("epoch", keep="last").set_index("epoch", drop=False)
 
 
-def best_epoch(history, select_on: str = "top1_top5") -> int | None:
+def best_epoch(history, select_on: str = DEFAULTS.select_on) -> int | None:
     """The epoch saved as best.pt: the last with the highest fitness, Ultralytics' mean(top-1, top-5) or top-1.
 
     The last, not the first: Ultralytics 8.4 rewrites best.pt whenever an epoch's fitness equals the best so far.
@@ -373,7 +349,7 @@ def recorded_row(run_dir: str | Path) -> dict:
     args = read_args(d)
     record = read_provenance(d)
     history = load_history(d) if paths(d).results.is_file() else None
-    best = best_epoch(history, record.select_on if record else "top1_top5") if history is not None else None
+    best = best_epoch(history, record.select_on if record else DEFAULTS.select_on) if history is not None else None
     imgsz = args.get("imgsz", 224)
     row = {
         "name": d.name,

@@ -135,7 +135,7 @@ def _report(run: str | Path, data: str | Path | None, csv: bool, top: int) -> Pa
     record = read_provenance(run_dir)
     row = comparison_row(run_dir)
     history = load_history(run_dir)
-    best = best_epoch(history, record.select_on if record else "top1_top5")
+    best = best_epoch(history, record.select_on if record else DEFAULTS.select_on)
     ev = best_on_test(run_dir, data)
     own = ev.tree is None or is_own_tree(run_dir, ev.tree)  # stored predictions are the run's own
     wrong = ev.misclassified(top)

@@ -6,11 +6,11 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_RECIPE, DEFAULTS, OWN_TRAIN_KEYS, RECIPES_DIR, check_options, unknown_key
+from ..config import DEFAULT_RECIPE, DEFAULTS, OWN_TRAIN_KEYS, RECIPES_DIR, check_options, options, unknown_key
 from ..errors import ConfigError
 from ..files import read_yaml
 
-SELECT_ON = ("top1_top5", "top1")  # Ultralytics' fitness (mean of val top-1 and top-5), or val top-1 alone
+SELECT_ON = options("train")["select_on"].choices  # Ultralytics' fitness (mean of val top-1 and top-5), or top-1
 
 
 def valid_keys() -> set[str]:
@@ -106,7 +106,8 @@ RANGES = {
 
 
 def check_values(args: dict[str, Any]) -> None:
-    """ConfigError naming the key and its accepted range for a value out of range or a combination that cannot work."""
+    """ConfigError naming the key and its accepted range for an Ultralytics value out of range, or a combination
+    that cannot work."""
     for key, (ok, accepted) in RANGES.items():
         value = _number(args, key)
         if value is not None and not ok(value):
@@ -116,11 +117,7 @@ def check_values(args: dict[str, Any]) -> None:
         raise ConfigError(f"imgsz={imgsz}: classification trains square images; give one integer")
     if imgsz is not None and (isinstance(imgsz, bool) or not isinstance(imgsz, (int, float))):
         raise ConfigError(f"imgsz={imgsz!r} is not a number: imgsz must be {RANGES['imgsz'][1]}")
-    if args.get("mlflow") not in (None, True, False):
-        raise ConfigError(f"mlflow={args['mlflow']!r}: expected True, False or nothing (follow Ultralytics' setting)")
-    check_select_on(args.get("select_on"))
-    if args.get("fused_bn") not in (True, False):
-        raise ConfigError(f"fused_bn={args['fused_bn']!r}: expected True or False")
+    # fmnist-yolo's own keys' types and choices (mlflow, select_on, fused_bn, ...) are the schema's: check_options
     if args.get("fused_bn") and not args.get("fast"):
         raise ConfigError("fused_bn=True changes how fast=True normalises its fused chunks; it needs fast=True")
     if args.get("fast"):
@@ -129,8 +126,7 @@ def check_values(args: dict[str, Any]) -> None:
 
 def check_select_on(select_on: Any) -> None:
     """ConfigError unless `select_on` names a rule for choosing best.pt (SELECT_ON)."""
-    if select_on not in SELECT_ON:
-        raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}, found {select_on!r}")
+    options("train")["select_on"].check(select_on)  # the schema's rule, for trainers reached without train's check
 
 
 def check_fast(device: Any, time: Any, auto_augment: Any = None) -> str | None:

@@ -14,6 +14,7 @@ from ultralytics.models.yolo.classify import ClassificationTrainer, Classificati
 from ultralytics.utils.metrics import ClassifyMetrics
 
 from .. import compat
+from ..config import DEFAULTS
 from ..data.tree import repair_hint
 from ..errors import DataError
 from .args import check_select_on
@@ -53,7 +54,7 @@ class Trainer(ClassificationTrainer):
     """ClassificationTrainer that selects best.pt by `select_on`: "top1_top5" (Ultralytics' rule) or "top1", and
     refuses to train on a split from which Ultralytics dropped undecodable images."""
 
-    def __init__(self, *args, select_on: str = "top1_top5", **kwargs):
+    def __init__(self, *args, select_on: str = DEFAULTS.select_on, **kwargs):
         check_select_on(select_on)
         self.select_on = select_on
         compat.drop_stock_mlflow_if_off()  # mlflow=False reaches DDP workers' trainers too

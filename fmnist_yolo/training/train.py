@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import compat
 from ..checkpoints import load_checkpoint, warn_if_untrusted
-from ..config import OWN_TRAIN_KEYS, RUNS_DIR
+from ..config import DEFAULTS, OWN_TRAIN_KEYS, RUNS_DIR
 from ..errors import ConfigError, FmnistError, RunError, warn
 from ..files import atomic_path
 from ..rundir import Provenance, Recorder, best_epoch, load_history, paths, read_provenance, trained_imgsz
@@ -119,7 +119,7 @@ def new_record(
     from ..data.tree import identity, manifest_checksum, val_split
 
     has_val = val_split(tree) is not None
-    select_on = args.get("select_on", "top1_top5")
+    select_on = args.get("select_on", DEFAULTS.select_on)
     return Provenance(
         status="running",
         args={**args, "model": weights.model, "data": str(tree)},
@@ -238,7 +238,7 @@ def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
     model.add_callback("on_fit_epoch_end", on_epoch_end)
     model.add_callback("on_model_save", _keep_safe_copy)
     a = record.args
-    trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", "top1_top5"), bool(a.get("fused_bn")))
+    trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", DEFAULTS.select_on), bool(a.get("fused_bn")))
     tracker = _start_tracking(record, train_args)
     try:
         with compat.training(), compat.stock_mlflow(a.get("mlflow") is not False):  # mlflow=False: no MLflow at all
@@ -264,7 +264,7 @@ def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
         val = {"top1": float(metrics.get("metrics/accuracy_top1", float("nan"))),
                "top5": float(metrics.get("metrics/accuracy_top5", float("nan")))}  # fmt: skip
     else:  # the parent of DDP workers trained nothing itself: read what they wrote
-        best = best_epoch(history, a.get("select_on", "top1_top5"))
+        best = best_epoch(history, a.get("select_on", DEFAULTS.select_on))
         val = {"top1": float(history.loc[best, "val_top1"]), "top5": float(history.loc[best, "val_top5"])}
     test = None
     if a.get("evaluate_test", True):

@@ -46,6 +46,18 @@ class DeviceHyper:
             lr.fill_(group["lr"])
             momentum.fill_(group.get("momentum", 0.0))
 
+    def _groups(self, buffers: tuple[str, ...], muon_buffers: tuple[str, ...] = ()):
+        """(lr, momentum, group, its parameters with a gradient) per group, each parameter's momentum buffers made
+        (zeros: torch's first SGD step, buf = g, is 0 * m + g) before the first step, so a graph finds them."""
+        for (lr, momentum), group in zip(self._hyper, self.param_groups):
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                for name in buffers + (muon_buffers if group.get("use_muon") else ()):
+                    if self.state[p].get(name) is None:
+                        self.state[p][name] = torch.zeros_like(p)
+            if params:
+                yield lr, momentum, group, params
+
 
 def _sgd(params, grads, buffers, lr, momentum, weight_decay: float, nesterov: bool) -> None:
     """SGD with momentum (torch's and MuSGD's SGD part), lr and momentum device tensors: buf = m buf + g (+ wd p),
@@ -68,13 +80,7 @@ class DeviceSGD(DeviceHyper, torch.optim.SGD):
     @torch.no_grad()
     def step(self, closure=None):
         """One step: the update torch.optim.SGD makes, reading lr and momentum from `load_hyper`'s tensors."""
-        for (lr, momentum), group in zip(self._hyper, self.param_groups):
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if self.state[p].get("momentum_buffer") is None:  # torch starts it at the first gradient: 0 * m + g
-                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        for lr, momentum, group, params in self._groups(("momentum_buffer",)):
             buffers = [self.state[p]["momentum_buffer"] for p in params]
             _sgd(params, [p.grad for p in params], buffers, lr, momentum, group["weight_decay"], group["nesterov"])
 
@@ -86,15 +92,7 @@ class DeviceMuSGD(DeviceHyper, MuSGD):
     @torch.no_grad()
     def step(self, closure=None):
         """One step: the update MuSGD.step makes, reading lr and momentum from `load_hyper`'s tensors."""
-        for (lr, momentum), group in zip(self._hyper, self.param_groups):
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if len(self.state[p]) == 0:
-                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-                    if group["use_muon"]:
-                        self.state[p]["momentum_buffer_SGD"] = torch.zeros_like(p)
+        for lr, momentum, group, params in self._groups(("momentum_buffer",), ("momentum_buffer_SGD",)):
             grads = [p.grad for p in params]
             if group["use_muon"]:
                 updates = compat.muon_momentum_then_orthogonalise(
