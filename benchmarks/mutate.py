@@ -29,9 +29,9 @@ MODULES = {
     "rundir": ("fmnist_yolo/rundir.py", ["tests/test_rundir.py"]),
     "tree": ("fmnist_yolo/data/tree.py", ["tests/test_tree.py"]),
     "randaugment": ("fmnist_yolo/training/randaugment.py", ["tests/test_randaugment.py"]),
-    # the fast path's units (not loop.py: its trainer is tested by training runs), with test_fast.py less its runs
+    # the fast path's units (not loop.py: training runs test its trainer), with test_fast.py less its runs
     "fast": (
-        [f"fmnist_yolo/training/fast/{m}.py" for m in ("augment", "plan", "norm", "loss", "data")],
+        [f"fmnist_yolo/training/fast/{m}.py" for m in ("augment", "plan", "norm", "loss", "data", "step")],
         [
             "tests/test_fast.py",
             "-k",

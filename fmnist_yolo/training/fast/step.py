@@ -17,6 +17,7 @@ the same function, uncaptured. On CUDA the captured step trains in bf16: fp16's 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from ultralytics.optim.muon import MuSGD
@@ -238,10 +239,15 @@ class DeviceStep:
         return loss.clone(), {k: type(v)(v.value.clone()) for k, v in items.items()}
 
 
+CAPTURE_ENV = "FMNIST_YOLO_CAPTURE"  # "0": never capture the step (the eager step computes the same, slower)
+
+
 def capturable(trainer) -> str | None:
     """None where the step can be captured on this run's device, else why not (said once at the start)."""
     if trainer.device.type != "cuda":
         return "not on CUDA"
+    if os.environ.get(CAPTURE_ENV) == "0":
+        return f"{CAPTURE_ENV}=0"
     if not isinstance(trainer.optimizer, DeviceHyper):
         return f"{type(trainer.optimizer).__name__} has no device-tensor step here (MuSGD and SGD have)"
     return None
