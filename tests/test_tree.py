@@ -157,3 +157,38 @@ def test_every_stage_that_finds_damage_gives_the_same_repair_hint(tree, capsys):
     with pytest.raises(DataError) as counted:
         check_counts(tree)
     assert str(counted.value) == f"{victim.parent}: 6 images, the manifest says 7; {hint}"
+
+
+def test_identity_and_content_checksum_read_exactly_these_manifest_fields(tmp_path):
+    """identity: the content fields and each source's path and payload hash; content_checksum: those less the paths
+    and the verification flag, canonical JSON hashed. Where sources lay and mtimes never change it; content does."""
+    import hashlib
+    import json
+
+    from fmnist_yolo.data.tree import MANIFEST, content_checksum, identity
+
+    def write(**changes):
+        manifest = {"files_sha256": "f" * 64, "format": 1, "options": {"val": 10, "seed": 0}, "verified": True,
+                    "sources": {"train_images": {"path": "/a/x.gz", "payload_sha256": "p1", "mtime": 5.0},
+                                "test_labels": {"path": "/a/y.gz", "payload_sha256": "p2"}, "note": "not a source"},
+                    "checksum": "the manifest's own", "version": "0.3.0", **changes}  # fmt: skip
+        (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+        return content_checksum(tmp_path)
+
+    base = write()
+    assert identity(tmp_path) == {
+        "files_sha256": "f" * 64, "format": 1, "options": {"val": 10, "seed": 0}, "verified": True,
+        "sources": {"train_images": {"path": "/a/x.gz", "payload_sha256": "p1"},
+                    "test_labels": {"path": "/a/y.gz", "payload_sha256": "p2"}},
+    }  # fmt: skip
+    content = {"files_sha256": "f" * 64, "format": 1, "options": {"val": 10, "seed": 0}, "verified": None,
+               "sources": {"train_images": "p1", "test_labels": "p2"}}  # fmt: skip
+    assert base == hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    moved = {"train_images": {"path": "/b/x.gz", "payload_sha256": "p1", "mtime": 9.0},
+             "test_labels": {"path": "/b/y.gz", "payload_sha256": "p2"}}  # fmt: skip
+    assert write(sources=moved, verified=False, checksum="other", version="9") == base
+    for change in ({"files_sha256": "e" * 64}, {"format": 2}, {"options": {"val": 20, "seed": 0}},
+                   {"sources": {**moved, "train_images": {"path": "/a/x.gz", "payload_sha256": "p3"}}}):  # fmt: skip
+        assert write(**change) != base, change
+    (tmp_path / MANIFEST).write_text("[1, 2]")  # not a manifest
+    assert identity(tmp_path) == {} and content_checksum(tmp_path) is None

@@ -16,9 +16,9 @@ Device-agnostic: the split, the augmentation draws and the validator's results l
 GPU path runs the same functions the CPU tests cover. On CPU the model trains channels_last, as on CUDA.
 
 In data-flow order: augment.py (the batched augmentation), plan.py (stock's accumulation as chunks), data.py (the
-split in memory and its loader), norm.py (BatchNorm per micro-batch), loss.py (the chunk's loss), step.py (the
-whole optimizer step as device work, one CUDA graph per chunk shape on a GPU), loop.py (MemoryTrainer: Ultralytics'
-trainer around them).
+split in memory and its loader), norm.py (BatchNorm per micro-batch), loss.py (the chunk's loss), optim.py (MuSGD
+and SGD with lr and momentum in device tensors), step.py (the whole optimizer step as device work, one CUDA graph
+per chunk shape on a GPU), loop.py (MemoryTrainer: Ultralytics' trainer around them).
 """
 
 from .augment import CROP_ATTEMPTS, CROP_RATIO, Augment
@@ -26,8 +26,9 @@ from .data import VAL_BATCH, MemoryDataset, MemoryLoader, decode, load_split, re
 from .loop import DeviceValidator, MemoryTrainer, cpu_precision_probe
 from .loss import ChunkLoss, DeviceLoss
 from .norm import MicroBatchNorm, grouped_batch_norm, micro_groups, nchw_where_degenerate
+from .optim import DeviceMuSGD, DeviceSGD, device_optimizer
 from .plan import Chunk, step_plan
-from .step import DeviceMuSGD, DeviceSGD, DeviceStep, device_optimizer
+from .step import DeviceStep
 
 __all__ = [
     "CROP_ATTEMPTS", "CROP_RATIO", "VAL_BATCH", "Augment", "Chunk", "ChunkLoss", "DeviceLoss", "DeviceMuSGD",

@@ -26,8 +26,9 @@ from .augment import Augment
 from .data import VAL_BATCH, MemoryDataset, MemoryLoader, load_split
 from .loss import ChunkLoss, DeviceLoss
 from .norm import MicroBatchNorm, nchw_where_degenerate
+from .optim import device_optimizer
 from .plan import Chunk
-from .step import DeviceStep, capturable, device_optimizer, log_capture
+from .step import DeviceStep, capturable, log_capture
 
 BF16_PROBE = (2, 4)  # untimed and timed passes per precision: a few seconds at a CPU run's start
 
