@@ -930,8 +930,8 @@ def test_erasing_zeroes_exactly_its_box_and_jitter_stays_in_range():
     assert y[0].eq(1).any() and y[0].eq(0).any()
 
 
-@pytest.mark.parametrize("optimizer", ["SGD", "MuSGD"])
-def test_device_optimizers_step_as_stocks(optimizer):
+@pytest.mark.parametrize("optimizer, nesterov", [("SGD", True), ("SGD", False), ("MuSGD", True)])
+def test_device_optimizers_step_as_stocks(optimizer, nesterov):
     """The device-tensor twins (lr and momentum read from device tensors) make stock's updates, step after step, with
     the lr and momentum changing between steps as warm-up changes them."""
     from ultralytics.optim.muon import MuSGD
@@ -946,7 +946,7 @@ def test_device_optimizers_step_as_stocks(optimizer):
     def make(params):
         if optimizer == "SGD":
             groups = [{"params": params[:3], "weight_decay": 5e-4}, {"params": params[3:], "weight_decay": 0.0}]
-            return torch.optim.SGD(groups, lr=0.01, momentum=0.9, nesterov=True)
+            return torch.optim.SGD(groups, lr=0.01, momentum=0.9, nesterov=nesterov)
         groups = [{"params": params[:3], "use_muon": True, "weight_decay": 5e-4},
                   {"params": params[3:], "use_muon": False, "weight_decay": 0.0}]  # fmt: skip
         return MuSGD(groups, lr=0.01, momentum=0.9, nesterov=True, muon=0.5, sgd=0.5)
@@ -967,6 +967,12 @@ def test_device_optimizers_step_as_stocks(optimizer):
         device.step()
         for x, y, p in zip(a, b, init):  # Muon orthogonalises in bf16: its part agrees to bf16 rounding
             torch.testing.assert_close(y - p, x - p, rtol=2e-2 if optimizer == "MuSGD" else 1e-5, atol=1e-5)
+    assert [sorted(device.state[p]) for p in b] == [sorted(stock.state[p]) for p in a]  # the same buffers
+
+    meta = [torch.nn.Parameter(torch.empty(s, device="meta")) for s in shapes]  # a device that is not the host's
+    on_meta = device_optimizer(make(meta))
+    on_meta.load_hyper()
+    assert {t.device.type for pair in on_meta._hyper for t in pair} == {"meta"}
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

@@ -192,3 +192,10 @@ def test_identity_and_content_checksum_read_exactly_these_manifest_fields(tmp_pa
         assert write(**change) != base, change
     (tmp_path / MANIFEST).write_text("[1, 2]")  # not a manifest
     assert identity(tmp_path) == {} and content_checksum(tmp_path) is None
+
+
+def test_the_repair_hint_of_a_tree_without_a_manifest(tmp_path):
+    from fmnist_yolo.data.tree import repair_hint
+
+    assert repair_hint(tmp_path) == (f"`fmnist-yolo check {tmp_path}` lists the damage; "
+                                     f"`fmnist-yolo prepare force=True out={tmp_path}` rebuilds it")  # fmt: skip

@@ -25,7 +25,7 @@ class DeviceHyper:
             self._hyper = [(torch.zeros((), device=device), torch.zeros((), device=device)) for _ in self.param_groups]
         for (lr, momentum), group in zip(self._hyper, self.param_groups):
             lr.fill_(group["lr"])
-            momentum.fill_(group.get("momentum", 0.0))
+            momentum.fill_(group["momentum"])  # both twins' groups have one (SGD's default is 0)
 
     def _groups(self, buffers: tuple[str, ...], muon_buffers: tuple[str, ...] = ()):
         """(lr, momentum, group, its parameters with a gradient) per group, each parameter's momentum buffers made
