@@ -493,13 +493,18 @@ def test_step_plan_replays_ultralytics_accumulation():
     assert resumed[0] == Chunk(0, 1, True, 5)  # a resume restarts last_step at -1, as stock does
 
 
+def _blank_loader(n: int, batch: int, accumulate: int | None = None, **kw) -> MemoryLoader:
+    """A loader of n blank images in micro-batches of `batch`, scheduled at `accumulate` (no warm-up) when given."""
+    data = MemoryDataset(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n) % 10, [])
+    loader = MemoryLoader(data, batch, 32, Augment(32), seed=0, **kw)
+    if accumulate:
+        loader.schedule(warmup=0, accumulate=accumulate, epochs=1)
+    return loader
+
+
 def test_fused_chunks_weigh_each_image_by_its_micro_batch():
     """The epoch's short last micro-batch weighs its images 1/4, the others 1/8: the sum of micro-batch means."""
-    n = 20
-    data = MemoryDataset(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n) % 10, [])
-    loader = MemoryLoader(data, 8, 32, Augment(32), seed=0)
-    loader.schedule(warmup=0, accumulate=3, epochs=1)
-    batches = list(loader)
+    batches = list(_blank_loader(20, 8, accumulate=3))
     assert len(batches) == 1 and batches[0]["chunk"] == Chunk(0, 3, True, 2)
     w = batches[0]["weight"]
     assert w.tolist() == [1 / 8] * 16 + [1 / 4] * 4 and torch.isclose(w.sum(), torch.tensor(3.0))
@@ -1368,15 +1373,12 @@ def test_the_loader_speaks_ultralytics_format_and_counts_epochs():
 
 def test_every_chunk_carries_its_own_micro_batches():
     """22 images in micro-batches of 4 (the last of 2), 2 a step: each chunk's sizes and weights are its own."""
-    n = 22
-    data = MemoryDataset(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n) % 10, [])
-    loader = MemoryLoader(data, 4, 32, Augment(32), seed=0)
-    loader.schedule(warmup=0, accumulate=2, epochs=1)
+    loader = _blank_loader(22, 4, accumulate=2)
     batches = list(loader)
     assert [b["chunk"] for b in batches] == loader.chunks(0)
     assert [b["micro"] for b in batches] == [(4, 4), (4, 4), (4, 2)]
     assert [b["weight"].tolist() for b in batches] == [[1 / 4] * 8, [1 / 4] * 8, [1 / 4] * 4 + [1 / 2] * 2]
-    fresh = MemoryLoader(data, 4, 32, Augment(32), seed=0)
+    fresh = _blank_loader(22, 4)
     fresh.schedule(warmup=3, accumulate=2, epochs=3)
     whole = step_plan(6, 0, 3, warmup=3, accumulate=2)
     assert fresh.chunks(2) == whole[2]  # planned from the loader's own epoch, where its run started: epoch 0
