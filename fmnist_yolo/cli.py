@@ -139,8 +139,8 @@ def cmd_check(words: list[str]) -> int:
 
 @command
 def cmd_train(words: list[str]) -> int:
-    """Train (default: the Ultralytics recipe, yolo11n-cls.pt, epochs=100, imgsz=28), select best.pt on val,
-    evaluate it once on test, and record the provenance in RUN/fmnist_yolo.json.
+    """Train (default: the `default` recipe, Ultralytics' own: `fmnist-yolo recipes default`), select best.pt on
+    val, evaluate it once on test, and record the provenance in RUN/fmnist_yolo.json.
 
     Any Ultralytics train argument passes through (epochs=5 batch=64 device=cpu ...); two of them mean more here:
     cfg=FILE.yaml takes arguments from a file (the command line wins), and resume=RUN_DIR continues an interrupted
@@ -180,17 +180,18 @@ def cmd_reproduce(words: list[str]) -> int:
 def cmd_tune(words: list[str]) -> int:
     """Search hyperparameters on Ray Tune: each trial is one train run; ASHA stops weak trials early on val top-1.
 
-    The space samples lr0, lrf, momentum, weight_decay, warmup_epochs, dropout, fliplr, erasing, scale and
-    auto_augment (not with fast=True); trials never see test. Writes tune_results.csv and best_hyperparameters.yaml
-    (a train cfg=) into runs/classify/tune. Needs the tune extra: pip install 'fmnist-yolo[tune]'.
+    The default space (fmnist_yolo.training.tune.SPACE) samples the learning-rate schedule, momentum, weight decay,
+    warm-up, dropout and augmentation (not auto_augment with fast=True); trials never see test. Writes
+    tune_results.csv and best_hyperparameters.yaml (a train cfg=) into runs/classify/tune. Needs the tune extra:
+    pip install 'fmnist-yolo[tune]'.
     """
-    from .training.tune import BEST, RESULTS, tune
+    from .training.tune import BEST_CONFIG, TUNE_TABLE, tune
 
     table = tune(**_args("tune", words))
     out = Path(table.attrs["dir"])
     print(table.drop(columns=["run", "error"]).to_string(index=False, float_format="%.4g"))
-    print(f"{len(table)} trials; table in {out / RESULTS}; best configuration in {out / BEST} "
-          f"(train with: fmnist-yolo train cfg={out / BEST})")  # fmt: skip
+    print(f"{len(table)} trials; table in {out / TUNE_TABLE}; best configuration in {out / BEST_CONFIG} "
+          f"(train with: fmnist-yolo train cfg={out / BEST_CONFIG})")  # fmt: skip
     return 0
 
 

@@ -13,8 +13,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-CHECKED_AGAINST = "8.4.190"
 SUPPORTED = ("8.4.190", "8.5")  # Ultralytics >= 8.4.190, < 8.5: pyproject.toml's range, where these patches are tested
+CHECKED_AGAINST = SUPPORTED[0]  # the version these patches were read against
 AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what Ultralytics 8.4's check_amp downloads (a detection model) to test AMP
 
 # (module, attribute) this module replaces or reads; (class, method) our subclasses override or rely on.

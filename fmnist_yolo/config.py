@@ -132,7 +132,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("strict_weights", False, "True: missing pretrained weights is an error, not a from-scratch fallback",
            ("train", "tune"), (bool,)),
     Option("evaluate_test", True, "False: skip evaluating best.pt once on test after training (for sweeps)",
-           ("train", "tune"), (bool,)),
+           ("train",), (bool,)),
     Option("mlflow", None, "track the run in MLflow (default: when mlflow is installed and Ultralytics' setting "
            "allows)", ("train", "tune"), (bool, type(None)), metavar="True|False"),
     # --- reproduce ---
@@ -213,13 +213,18 @@ def unknown_key(keys: Iterable[str], allowed: Iterable[str], what: str = "argume
     allowed = set(allowed)
     for key in keys:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = (
-                f"; did you mean '{close[0]}'?"
-                if close
-                else otherwise or f"; it takes {', '.join(sorted(allowed)) or 'none'}"
-            )
-            raise ConfigError(f"unknown {what} '{key}'{hint}")
+            raise ConfigError(unknown(key, allowed, what, otherwise))
+
+
+def unknown(key: str, allowed: Iterable[str], what: str, otherwise: str = "") -> str:
+    """`unknown WHAT 'KEY'; did you mean 'CLOSEST'?`, or with `OTHERWISE` (default: what is allowed) when nothing is
+    close: the one wording of an unknown name, whatever names it (a key, a recipe)."""
+    allowed = set(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = (
+        f"; did you mean '{close[0]}'?" if close else otherwise or f"; it takes {', '.join(sorted(allowed)) or 'none'}"
+    )
+    return f"unknown {what} '{key}'{hint}"
 
 
 def help_lines(command: str, width: int = 120) -> list[str]:

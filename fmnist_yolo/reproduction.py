@@ -99,7 +99,7 @@ def reproduce(
     name: str | None = None,
     device: Any = None,
     epochs: int | None = None,
-    strict: bool = False,
+    strict: bool = DEFAULTS.strict,
     data: str | Path | None = None,
 ) -> Reproduction:
     """Train a run again from its fmnist_yolo.json alone, into a new run directory beside it, and compare the two.

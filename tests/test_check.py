@@ -1,4 +1,4 @@
-"""`fmnist-yolo check`: a tree verified against its manifest, damage reported by path, repaired by --force."""
+"""`fmnist-yolo check`: a tree verified against its manifest, damage reported by path, repaired by prepare."""
 
 import shutil
 

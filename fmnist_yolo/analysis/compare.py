@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import RUNS_DIR
+from ..config import DEFAULTS, RUNS_DIR
 from ..errors import ConfigError, RunError, warn
 from ..evaluation.evaluate import stored_test
 from ..files import write_text
@@ -44,7 +44,10 @@ def comparison_row(run_dir: str | Path) -> dict:
 
 
 def compare(
-    runs_dir: str | Path = RUNS_DIR, skip_damaged: bool = False, csv: str | Path | None = None, source: str = "runs"
+    runs_dir: str | Path = RUNS_DIR,
+    skip_damaged: bool = DEFAULTS.skip_damaged,
+    csv: str | Path | None = None,
+    source: str = "runs",
 ) -> pd.DataFrame:
     """All runs under `runs_dir`, best test top-1 first (runs without a test evaluation last).
 

@@ -267,7 +267,7 @@ def prepare(
         force: rebuild even when the manifest says the tree is up to date.
         verify: check the sources against the official checksums.
         workers: writer processes (default: all cores).
-        progress: show a progress counter and the result line (stderr).
+        progress: show a progress bar and the result line (stderr).
         link: make `yolo ... data=fashion-mnist` find the tree (default: only for the default `out`).
 
     Returns:

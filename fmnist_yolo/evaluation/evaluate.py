@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import compat
 from ..checkpoints import check_classifier, load_checkpoint, warn_if_untrusted
-from ..config import CLASS_DIRS, check_options
+from ..config import CLASS_DIRS, DEFAULTS, check_options
 from ..data.tree import manifest_checksum, val_split
 from ..errors import ConfigError, RunError
 from ..files import atomic_path, read_csv
@@ -69,7 +69,7 @@ class Evaluation:
         return {"split": self.split, "top1": self.top1, "top5": self.top5, "macro_f1": self.macro_f1,
                 "ece": self.ece, "images": len(self.predictions), "tta": self.tta}  # fmt: skip
 
-    def misclassified(self, n: int = 25) -> pd.DataFrame:
+    def misclassified(self, n: int = DEFAULTS.top) -> pd.DataFrame:
         """The `n` wrong predictions made with the highest confidence."""
         wrong = self.predictions[~self.predictions["correct"]]
         return wrong.nlargest(n, "confidence")[["file", "true", "pred", "confidence"]]
@@ -221,7 +221,11 @@ def _capturing_validator():
 
 
 def evaluate(
-    weights: str | Path, split: str = "test", data: str | Path | None = None, tta: bool | str = False, **overrides
+    weights: str | Path,
+    split: str = DEFAULTS.split,
+    data: str | Path | None = None,
+    tta: bool | str = DEFAULTS.tta,
+    **overrides,
 ) -> Evaluation:
     """Run Ultralytics' validator on `split` and return metrics with per-image predictions.
 

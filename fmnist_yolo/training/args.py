@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_RECIPE, DEFAULTS, OWN_TRAIN_KEYS, RECIPES_DIR, check_options, options, unknown_key
+from ..config import DEFAULT_RECIPE, DEFAULTS, OWN_TRAIN_KEYS, RECIPES_DIR, check_options, options, unknown, unknown_key
 from ..errors import ConfigError
 from ..files import read_yaml
-
-SELECT_ON = options("train")["select_on"].choices  # Ultralytics' fitness (mean of val top-1 and top-5), or top-1
 
 
 def valid_keys() -> set[str]:
@@ -46,9 +43,7 @@ def recipe_path(recipe: str | Path) -> Path:
         return shipped[str(recipe)]
     if Path(recipe).suffix in (".yaml", ".yml") and Path(recipe).is_file():
         return Path(recipe)
-    close = difflib.get_close_matches(str(recipe), shipped, n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"unknown recipe '{recipe}' (shipped: {', '.join(shipped)}; or a YAML path){hint}")
+    raise ConfigError(unknown(str(recipe), shipped, "recipe", f" (shipped: {', '.join(shipped)}; or a YAML path)"))
 
 
 def resolve_args(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +120,7 @@ def check_values(args: dict[str, Any]) -> None:
 
 
 def check_select_on(select_on: Any) -> None:
-    """ConfigError unless `select_on` names a rule for choosing best.pt (SELECT_ON)."""
+    """ConfigError unless `select_on` names a rule for choosing best.pt (the schema's choices)."""
     options("train")["select_on"].check(select_on)  # the schema's rule, for trainers reached without train's check
 
 

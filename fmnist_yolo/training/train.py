@@ -138,7 +138,7 @@ def new_record(
 def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     """Train the Fashion-MNIST recipe; any Ultralytics train argument can be overridden.
 
-    Defaults: the `default` recipe (yolo11n-cls.pt, 100 epochs, imgsz 28) on the prepared tree. Also accepts
+    Defaults: the `default` recipe (training/recipes/default.yaml, Ultralytics' own) on the prepared tree. Also accepts
     recipe=NAME, cfg=FILE.yaml (arguments from a file), fast=True (in-memory data path; fused_bn=True
     normalises its fused chunks as one batch), select_on="top1" (choose best.pt on val top-1 alone),
     evaluate_test=False, strict_weights=True (no from-scratch fallback) and resume=RUN_DIR (continue an
@@ -211,7 +211,7 @@ def _duration(seconds: float) -> str:
 
 def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
     """Train (or resume), evaluate best.pt once on test, and keep `fmnist_yolo.json` current throughout."""
-    from ..evaluation.evaluate import evaluate
+    from ..evaluation.evaluate import BEST, evaluate
 
     record = recorder.record
     t0 = time.time()
@@ -267,11 +267,11 @@ def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
         best = best_epoch(history, a.get("select_on", DEFAULTS.select_on))
         val = {"top1": float(history.loc[best, "val_top1"]), "top5": float(history.loc[best, "val_top5"])}
     test = None
-    if a.get("evaluate_test", True):
+    if a.get("evaluate_test", DEFAULTS.evaluate_test):
         # The resolved batch: `batch=-1` (AutoBatch) or a memory fraction is not a size the validator takes.
         test = evaluate(paths(run_dir).best, "test", tree, device=_evaluation_device(train_args.get("device")),
                         batch=int(trainer.batch_size))  # fmt: skip
-        test.save(paths(run_dir).test_predictions, weights="weights/best.pt")  # relative: the run may be moved
+        test.save(paths(run_dir).test_predictions, weights=BEST)  # relative: the run may be moved
     _record_trainer(record, trainer)
     recorder.dir = run_dir  # the parent of DDP workers never ran on_train_start: it learns the directory here
     recorder.finish(
@@ -318,7 +318,7 @@ def _planned_dir(model) -> Path | None:
     return Path(trainer.save_dir) if trainer is not None and getattr(trainer, "save_dir", None) else None
 
 
-def _trainer(fast: bool, select_on: str, fused_bn: bool = False):
+def _trainer(fast: bool, select_on: str, fused_bn: bool = DEFAULTS.fused_bn):
     """What Ultralytics instantiates: its ClassificationTrainer with our selection rule, or the in-memory one."""
     from functools import partial
 

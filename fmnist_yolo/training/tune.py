@@ -18,8 +18,8 @@ from ..files import write_text
 from ..rundir import Recorder, load_history
 
 METRIC = "metrics/accuracy_top1"  # what Ultralytics reports to Ray Tune each epoch: val top-1
-RESULTS = "tune_results.csv"
-BEST = "best_hyperparameters.yaml"
+TUNE_TABLE = "tune_results.csv"
+BEST_CONFIG = "best_hyperparameters.yaml"
 INSTALL = "Ray Tune is not installed: pip install 'fmnist-yolo[tune]' (or, in a checkout, pip install -e '.[tune]')"
 
 # (kind, low, high) or ("choice", [options]). Classification keys only: Ultralytics' default space is detection's
@@ -277,16 +277,16 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     finally:
         ray.shutdown()
     table = _table(grid, list(space), out / "trials", epochs)
-    write_text(out / RESULTS, table.to_csv(index=False))
+    write_text(out / TUNE_TABLE, table.to_csv(index=False))
     failed = table[table["status"] == "error"]
     if len(failed) and len(failed) < len(table):  # all failed: _write_best says so, as an error
         first = failed.iloc[0]
-        warn(f"{len(failed)} of {len(table)} trials failed ({out / RESULTS}, status error); the first, trial "
+        warn(f"{len(failed)} of {len(table)} trials failed ({out / TUNE_TABLE}, status error); the first, trial "
              f"{first['trial']}: {first['error']}")  # fmt: skip
-    _write_best(out / BEST, table, list(space), resolved, time.time() - t0)
+    _write_best(out / BEST_CONFIG, table, list(space), resolved, time.time() - t0)
     table.attrs["dir"] = str(out)  # the search's directory: tune_results.csv, best_hyperparameters.yaml, trials/
     if parent is not None:
-        parent.finish_search(out / RESULTS, out / BEST, float(table["best_val_top1"].max()))
+        parent.finish_search(out / TUNE_TABLE, out / BEST_CONFIG, float(table["best_val_top1"].max()))
     return table
 
 

@@ -20,6 +20,7 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
 from ... import compat
+from ...config import DEFAULTS
 from ..args import check_fast
 from ..stock_trainer import Trainer
 from .augment import Augment
@@ -89,7 +90,7 @@ class MemoryTrainer(Trainer):
     validator_class = DeviceValidator
     _STEP_ALWAYS = -sys.maxsize  # loop's `ni - last_opt_step >= accumulate` always true: the plan decides the steps
 
-    def __init__(self, *args, fused_bn: bool = False, device_step: bool = True, **kwargs):
+    def __init__(self, *args, fused_bn: bool = DEFAULTS.fused_bn, device_step: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.fused_bn = fused_bn  # True: one BatchNorm over each chunk (faster; not stock's per-micro-batch statistics)
         self.device_step = device_step and not self.args.compile  # False: stock's optimizer_step (the tests' reference)
