@@ -423,9 +423,13 @@ def capture_graph(fn, device, warmup: int = 2):
         for _ in range(warmup):
             fn()
     torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        out = fn()
+    graph, main = torch.cuda.CUDAGraph(), torch.cuda.current_stream(device)
+    try:
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            out = fn()
+    except BaseException:
+        torch.cuda.set_stream(main)  # a failed capture_end leaves the capture stream current (torch 2.14)
+        raise
     return graph, out
 
 

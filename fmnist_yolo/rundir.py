@@ -200,9 +200,10 @@ class Recorder:
         """The record's file (its bare name while the run directory is not known yet)."""
         return paths(self.dir).provenance if self.dir is not None else Path(PROVENANCE)
 
-    def start(self, run_dir: str | Path, **fields) -> Path:
-        """The record when training starts (or resumes) in `run_dir`: status running, what the caller gathered."""
-        self.dir = Path(run_dir)
+    def start(self, at: str | Path, **fields) -> Path:
+        """The record when training starts (or resumes) in the run directory `at`: status running, and what the
+        caller gathered."""
+        self.dir = Path(at)
         return self._write("running", fields)
 
     def epoch(self, **fields) -> Path:
@@ -221,8 +222,11 @@ class Recorder:
         self.dir = run_dir
         return self._write("failed", {"error": message})
 
-    def finish(self, **fields) -> Path:
-        """The end of training: status finished and the final figures (metrics, epochs_completed, wall_time_s, ...)."""
+    def finish(self, at: str | Path | None = None, **fields) -> Path:
+        """The end of training: status finished and the final figures (metrics, epochs_completed, wall_time_s, ...);
+        `at`: the run directory, for a process that never saw the start (the parent of DDP workers)."""
+        if at is not None:
+            self.dir = Path(at)
         return self._write("finished", fields)
 
     def stop(self, by: str, **fields) -> Path:

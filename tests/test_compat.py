@@ -225,7 +225,7 @@ class _FakeCuda:
     def __init__(self, fail: bool = False):
         import contextlib
 
-        self.fail, self.modes, self.replays = fail, [], 0
+        self.fail, self.modes, self.replays, self.set_streams = fail, [], 0, []
         fake = self
 
         class Graph:
@@ -246,9 +246,10 @@ class _FakeCuda:
             def wait_stream(self, other):
                 pass
 
-        self.CUDAGraph, self.graph, self.Stream = Graph, graph, Stream
+        self.CUDAGraph, self.graph, self.Stream, self.main = Graph, graph, Stream, Stream()
         self.stream = lambda s: contextlib.nullcontext()
-        self.current_stream = lambda device=None: Stream()
+        self.current_stream = lambda device=None: self.main
+        self.set_stream = self.set_streams.append
         self.is_current_stream_capturing = lambda: False
 
 
@@ -256,7 +257,8 @@ def _fake_cuda(monkeypatch, fail=False):
     import torch
 
     fake = _FakeCuda(fail)
-    for name in ("CUDAGraph", "graph", "Stream", "stream", "current_stream", "is_current_stream_capturing"):
+    names = ("CUDAGraph", "graph", "Stream", "stream", "current_stream", "set_stream", "is_current_stream_capturing")
+    for name in names:
         monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
     monkeypatch.setattr(compat, "_graphable", lambda device: True)  # CPU tensors take the CUDA path
     monkeypatch.setattr(compat, "_NS_GRAPHS", {})
@@ -280,13 +282,14 @@ def test_a_refused_capture_is_said_once_and_computes_the_same(monkeypatch):
     import torch
     from ultralytics.utils import LOGGER
 
-    _fake_cuda(monkeypatch, fail=True)
+    fake = _fake_cuda(monkeypatch, fail=True)
     said = []
     monkeypatch.setattr(LOGGER, "warning", lambda msg, *a, **k: said.append(msg))
     mats = [torch.randn(8, 12, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     out = [compat.orthogonalise(mats, (1.0, 2.0), torch.float32) for _ in range(3)]
     assert len(said) == 1 and "CUDA graph capture" in said[0] and "operation not permitted" in said[0]
     assert len(compat._NS_GRAPHS_BROKEN) == 1  # then eager without trying again
+    assert fake.set_streams == [fake.main]  # torch leaves the capture stream current when capture_end raises
     eager = compat._newton_schulz_scaled(torch.stack(mats), torch.tensor([1.0, 2.0]).view(-1, 1, 1))
     assert all(torch.equal(o, eager) for o in out)
 

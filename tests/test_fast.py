@@ -1001,10 +1001,12 @@ def test_the_device_step_trains_as_stocks_step(tree, tmp_path, optimizer, device
             assert isinstance(t._step, DeviceStep) is device_step
             for _ in range(4):
                 batch = t.preprocess_batch(next(iter(t.train_loader)))  # one composition: captured on CUDA
-                with engine.autocast(t.amp, device=t.device.type):
-                    loss, items = t.model(batch)
+                with engine.autocast(torch.bfloat16 if t.args.amp == "bf16" else t.amp, device=t.device.type):
+                    loss, items = t.model(batch)  # as Ultralytics' loop calls it
                 t.scaler.scale(loss.sum()).backward()
                 t.optimizer_step()
+            if device == "cuda" and device_step and optimizer != "AdamW":  # the GPU proof's gate: it was captured
+                assert t._step._graphs and not t._step._broken, t._step._broken
         states.append((t.model.state_dict(), t.ema.ema.state_dict(), t.ema.updates, float(items["loss"])))
     (model0, ema0, n0, loss0), (model1, ema1, n1, loss1) = states
     assert n0 == n1 == 4 and loss1 == pytest.approx(loss0, rel=1e-3)

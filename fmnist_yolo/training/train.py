@@ -209,17 +209,19 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
-def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
-    """Train (or resume), evaluate best.pt once on test, and keep `fmnist_yolo.json` current throughout."""
+def _run(model, recorder: Recorder, tree: Path, train_args: dict, start_fields: dict | None = None) -> Run:
+    """Train (or resume), evaluate best.pt once on test, and keep `fmnist_yolo.json` current throughout, through its
+    recorder alone (`start_fields`: what the caller adds to the record when training starts, e.g. a resume)."""
     from ..evaluation.evaluate import BEST, evaluate
 
     record = recorder.record
     t0 = time.time()
     previous_wall = record.wall_time_s
 
+    fields = dict(start_fields or {})
+
     def on_start(trainer) -> None:  # written at the start too: an interrupted run can be resumed with its history
-        _record_trainer(record, trainer)
-        recorder.start(trainer.save_dir)
+        recorder.start(trainer.save_dir, **fields, **_trainer_fields(record, trainer))
 
     paces: list[float] = []  # this process's epoch times: the expected end is said after its first epoch
 
@@ -239,7 +241,7 @@ def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
     model.add_callback("on_model_save", _keep_safe_copy)
     a = record.args
     trainer_class = _trainer(bool(a.get("fast")), a.get("select_on", DEFAULTS.select_on), bool(a.get("fused_bn")))
-    tracker = _start_tracking(record, train_args)
+    tracker = _start_tracking(record, train_args, fields)
     try:
         with compat.training(), compat.stock_mlflow(a.get("mlflow") is not False):  # mlflow=False: no MLflow at all
             model.train(**train_args, trainer=trainer_class)
@@ -272,9 +274,10 @@ def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
         test = evaluate(paths(run_dir).best, "test", tree, device=_evaluation_device(train_args.get("device")),
                         batch=int(trainer.batch_size))  # fmt: skip
         test.save(paths(run_dir).test_predictions, weights=BEST)  # relative: the run may be moved
-    _record_trainer(record, trainer)
-    recorder.dir = run_dir  # the parent of DDP workers never ran on_train_start: it learns the directory here
     recorder.finish(
+        at=run_dir,  # the parent of DDP workers never ran on_train_start: it learns the directory here
+        **fields,
+        **_trainer_fields(record, trainer),
         epochs_completed=int(history["epoch"].max()) if len(history) else 0,
         wall_time_s=round(previous_wall + wall, 2),
         metrics={"val": val, "test": test.headline_figures() if test else None},
@@ -290,8 +293,9 @@ def _run(model, recorder: Recorder, tree: Path, train_args: dict) -> Run:
     return run
 
 
-def _start_tracking(record: Provenance, train_args: dict):
-    """The run's MLflow run, started before Ultralytics' callback looks for one (None when not tracking)."""
+def _start_tracking(record: Provenance, train_args: dict, fields: dict):
+    """The run's MLflow run, started before Ultralytics' callback looks for one (None when not tracking); where it is
+    goes into `fields`, which the record takes when training starts."""
     from .. import tracking
 
     if not tracking.enabled(record.args.get("mlflow")):
@@ -301,8 +305,8 @@ def _start_tracking(record: Provenance, train_args: dict):
          "fmnist.fast": bool(record.args.get("fast")), "fmnist.manifest_sha256": record.data.get("manifest_sha256")}
     )  # fmt: skip
     if tracker.ok:
-        record.tracking = {"mlflow": {"uri": tracking.tracking_uri(), "experiment": tracking.experiment_name(),
-                                      "run_id": tracker.run_id}}  # fmt: skip
+        fields["tracking"] = {"mlflow": {"uri": tracking.tracking_uri(), "experiment": tracking.experiment_name(),
+                                         "run_id": tracker.run_id}}  # fmt: skip
     return tracker
 
 
@@ -331,27 +335,29 @@ def _trainer(fast: bool, select_on: str, fused_bn: bool = DEFAULTS.fused_bn):
     return partial(Trainer, select_on=select_on)
 
 
-def _record_trainer(record: Provenance, trainer) -> None:
+def _trainer_fields(record: Provenance, trainer) -> dict:
     """Facts only the running trainer knows: effective imgsz, parameters, device, processes, seeds and threads.
 
     The parent of DDP workers never builds the model (its trainer.model is the model's name): its imgsz is the
     requested one rounded up to the stride, as the workers train it, and the parameters are counted in best.pt.
     """
-    imgsz = int(trainer.args.imgsz)
+    imgsz, model = int(trainer.args.imgsz), dict(record.model)
     if hasattr(trainer.model, "parameters"):
-        record.imgsz["effective"] = imgsz
-        record.model["parameters"] = sum(p.numel() for p in trainer.model.parameters())
+        effective = imgsz
+        model["parameters"] = sum(p.numel() for p in trainer.model.parameters())
     else:
-        record.imgsz["effective"] = trained_imgsz(imgsz)
+        effective = trained_imgsz(imgsz)
         best = paths(trainer.save_dir).best
         if best.is_file():
-            model = load_checkpoint(best).get("model")
-            record.model["parameters"] = sum(p.numel() for p in model.parameters()) if model is not None else None
-    record.device, record.amp = str(trainer.device), bool(getattr(trainer, "amp", False))
+            net = load_checkpoint(best).get("model")
+            model["parameters"] = sum(p.numel() for p in net.parameters()) if net is not None else None
+    fields = {"imgsz": {**record.imgsz, "effective": effective}, "model": model, "device": str(trainer.device),
+              "amp": bool(getattr(trainer, "amp", False)), "world_size": int(getattr(trainer, "world_size", 1)),
+              "epochs_planned": int(trainer.epochs), "run_dir": str(trainer.save_dir), "versions": versions(),
+              "environment": environment(trainer)}  # fmt: skip
     if getattr(trainer, "precision", None):
-        record.precision = trainer.precision
-    record.world_size, record.epochs_planned = int(getattr(trainer, "world_size", 1)), int(trainer.epochs)
-    record.run_dir, record.versions, record.environment = str(trainer.save_dir), versions(), environment(trainer)
+        fields["precision"] = trainer.precision
+    return fields
 
 
 def _keep_safe_copy(trainer) -> None:
@@ -420,12 +426,12 @@ def _resume(target: str | Path | bool, overrides: dict[str, Any], callbacks: dic
     record = recorder.record
     if record.data.get("manifest_sha256") not in (None, manifest_checksum(tree)):
         warn(f"{tree} changed since this run started (manifest differs); resuming on it anyway.")
-    record.resumed.append({  # written with status running when training starts again
+    resumed = [*record.resumed, {  # written with status running when training starts again
         "checkpoint": str(last), "completed_epochs": int(ckpt["epoch"]) + 1, "planned_epochs": train_args["epochs"],
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": overrides,
-    })  # fmt: skip
+    }]  # fmt: skip
     log.info(f"Resuming {run_dir} after epoch {int(ckpt['epoch']) + 1} of {train_args['epochs']}")
     model = YOLO(str(last))
     for event, function in (callbacks or {}).items():
         model.add_callback(event, function)
-    return _run(model, recorder, tree, {**overrides, "resume": True, "data": str(tree)})
+    return _run(model, recorder, tree, {**overrides, "resume": True, "data": str(tree)}, {"resumed": resumed})

@@ -173,13 +173,17 @@ class MemoryTrainer(Trainer):
         record keeps."""
         reason = capturable(self)
         if reason is None and self.amp and self.args.amp != "bf16":
-            if not torch.cuda.is_bf16_supported():
-                reason = "fp16's loss scale syncs the host each step, and this GPU has no bf16"
-            elif not self.resume:
+            if not torch.cuda.is_bf16_supported(including_emulation=False):  # Ultralytics' autocast needs it native
+                reason = "fp16's loss scale syncs the host each step, and this GPU has no native bf16"
+            elif self.resume:  # a run that trained in fp16 goes on in fp16, eagerly
+                reason = "a resumed fp16 run: its loss scale (GradScaler) reads the host every step"
+            else:
                 self.precision = {"asked": "fp16", "used": "bf16", "why": "the captured step: fp16's loss scale "
                                   "(GradScaler) reads the host every step"}  # fmt: skip
                 self.args.amp = "bf16"
                 self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+        if reason is None and self.scaler.is_enabled():  # whatever the path: a loss scale cannot be captured
+            reason = "GradScaler reads the host every step"
         log_capture(self, reason)
         self._step = DeviceStep(self, capture=reason is None)
 

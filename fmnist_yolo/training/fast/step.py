@@ -42,6 +42,7 @@ class DeviceStep:
         self.capture = capture  # CUDA graphs (only on CUDA with a device-tensor optimizer and no loss scale)
         self._anchor = torch.zeros((), device=trainer.device, requires_grad=True)  # takes the loop's backward()
         self._decay = torch.zeros((), device=trainer.device)  # the EMA's decay at this step
+        self._keep = torch.zeros((), device=trainer.device)  # 1 - decay, computed on the host in double as stock
         self._ema_pairs: tuple[list, list] | None = None
         self._seen: set[tuple] = set()
         self._graphs: dict[tuple, tuple] = {}  # key -> (graph, static batch, static outputs, gradients captured)
@@ -106,7 +107,9 @@ class DeviceStep:
             t.optimizer.load_hyper()
         if t.ema and t.ema.enabled:
             t.ema.updates += 1
-            self._decay.fill_(t.ema.decay(t.ema.updates))
+            d = t.ema.decay(t.ema.updates)
+            self._decay.fill_(d)
+            self._keep.fill_(1 - d)
 
     def run(self, batch: dict, steps: bool):
         """The step's device work: forward, ChunkLoss, backward and, where the plan steps, clip, optimizer, EMA."""
@@ -132,7 +135,7 @@ class DeviceStep:
             self._ema_pairs = [e for e, _ in pairs], [m for _, m in pairs]
         ema, current = self._ema_pairs
         torch._foreach_mul_(ema, self._decay)
-        torch._foreach_add_(ema, torch._foreach_mul(current, 1 - self._decay))
+        torch._foreach_add_(ema, torch._foreach_mul(current, self._keep))
 
     def _replay(self, key: tuple, batch: dict, steps: bool):
         """This composition's graph (captured on first need), its inputs written, replayed."""
@@ -144,12 +147,16 @@ class DeviceStep:
             return self._warm(batch, steps)
         if entry is None:
             static = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            graph = torch.cuda.CUDAGraph()
+            graph, main = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
             try:
                 with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.trainer.amp, cache_enabled=False):
                         out = self.run(static, steps)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.set_stream(main)  # a failed capture_end leaves the capture stream current
+                raise  # Ultralytics' OOM retry, not a refused capture
             except RuntimeError as e:  # the eager step computes the same
+                torch.cuda.set_stream(main)
                 compat.capture_failed("the training step", e, self._broken)
                 return self.run(batch, steps)
             entry = self._graphs[key] = (graph, static, out, [p.grad for p in params])
