@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULTS, check_options
+from .data.tree import prepare_args
 from .errors import ConfigError, DataError, RunError, warn
 from .files import write_text
 from .rundir import PROVENANCE, Provenance, Recorder, best_epoch, load_history, paths, read_provenance
@@ -209,8 +210,8 @@ def version_differences(record: Provenance) -> list[str]:
 
 
 def _options(prepared: dict) -> str:
-    options = prepared.get("options") or {}
-    return f"val_size={options.get('val')} split_seed={options.get('seed')}"
+    args = prepare_args(prepared)
+    return f"val_size={args.get('val_size')} split_seed={args.get('split_seed')}"
 
 
 def tree_difference(record: Provenance, tree: Path) -> str | None:
@@ -267,11 +268,10 @@ def recorded_tree(record: Provenance, data: str | Path | None = None) -> tuple[P
     if source is None:
         why = "the recorded source files are not at hand" if prepared else "the record holds no options to rebuild it"
         raise DataError(f"{tree}: not the tree the run was trained on: {problem}; {why}, so nothing was trained")
-    options = prepared.get("options") or {}
     log.info(f"{tree}: {problem}; rebuilding it from {source} with the recorded options ({_options(prepared)})")
-    prepare(source=source, out=tree, val_size=int(options.get("val", DEFAULTS.val_size)),
-            split_seed=int(options.get("seed", DEFAULTS.split_seed)), verify=bool(prepared.get("verified")),
-            force=True, progress=False)  # fmt: skip
+    args = {"val_size": DEFAULTS.val_size, "split_seed": DEFAULTS.split_seed, **prepare_args(prepared)}
+    prepare(source=source, out=tree, val_size=int(args["val_size"]), split_seed=int(args["split_seed"]),
+            verify=bool(args.get("verify")), force=True, progress=False)  # fmt: skip
     problem = tree_difference(record, tree)
     if problem is not None:
         raise DataError(f"{tree}: rebuilt from {source} with the recorded options, and still {problem}")

@@ -199,3 +199,12 @@ def test_the_repair_hint_of_a_tree_without_a_manifest(tmp_path):
 
     assert repair_hint(tmp_path) == (f"`fmnist-yolo check {tmp_path}` lists the damage; "
                                      f"`fmnist-yolo prepare force=True out={tmp_path}` rebuilds it")  # fmt: skip
+
+
+def test_prepare_args_rebuild_the_tree_a_manifest_records():
+    from fmnist_yolo.data.tree import prepare_args
+
+    manifest = {"options": {"val": 10, "seed": 2}, "verified": False, "format": 1}
+    assert prepare_args(manifest) == {"val_size": 10, "split_seed": 2, "verify": False}
+    assert prepare_args({"options": {"val": 0}}) == {"val_size": 0}  # only what it records
+    assert prepare_args(None) == prepare_args([1]) == prepare_args({}) == {}

@@ -87,13 +87,21 @@ def val_split(tree: Path) -> Path | None:
     return next((Path(tree) / d for d in VAL_DIRS if (Path(tree) / d).is_dir()), None)
 
 
+def prepare_args(manifest: dict | None) -> dict:
+    """The `prepare` arguments that rebuild a tree as its manifest records it (val_size, split_seed, verify; only
+    those the manifest holds): the manifest's own names, `val` and `seed`, are older than prepare's."""
+    manifest = manifest if isinstance(manifest, dict) else {}
+    options = manifest.get("options") or {}
+    args = {new: options[old] for old, new in (("val", "val_size"), ("seed", "split_seed")) if old in options}
+    return {**args, "verify": bool(manifest["verified"])} if "verified" in manifest else args
+
+
 def repair_hint(tree: Path, listed: bool = False) -> str:
     """How to see and repair the damage in a prepared tree, said the same by every stage that finds it: `fmnist-yolo
     check` (left out where the caller has `listed` the problems already) and the `prepare` that rebuilds the tree
     with the options its manifest records."""
-    manifest = read_manifest(tree)
-    options = (manifest.get("options") if isinstance(manifest, dict) else None) or {}
-    same = "".join(f" {key}={options[k]}" for k, key in (("val", "val_size"), ("seed", "split_seed")) if k in options)
+    args = prepare_args(read_manifest(tree))
+    same = "".join(f" {key}={args[key]}" for key in ("val_size", "split_seed") if key in args)
     rebuild = f"`fmnist-yolo prepare force=True out={tree}{same}` rebuilds it"
     return rebuild if listed else f"`fmnist-yolo check {tree}` lists the damage; {rebuild}"
 

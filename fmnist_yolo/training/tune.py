@@ -222,7 +222,7 @@ def tune(**kwargs: Any) -> pd.DataFrame:
         written as RUN_DIR/tune_results.csv, with the best configuration as RUN_DIR/best_hyperparameters.yaml.
     """
     from ..data.prepare import ensure_tree
-    from ..data.tree import content_checksum, read_manifest
+    from ..data.tree import content_checksum, prepare_args, read_manifest
     from .args import check_keys, device_count, resolve_args, valid_keys
     from .train import project_dir
 
@@ -245,9 +245,8 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     manifest = read_manifest(tree)
     # What a node's copy of the tree must hold, and how a node without one prepares it (None: the user's own tree,
     # without a manifest, used as it is at the same path on every node)
-    options = (manifest or {}).get("options", {})
-    want = manifest and {"checksum": content_checksum(tree), "val_size": options.get("val"),
-                         "split_seed": options.get("seed"), "verify": bool(manifest.get("verified"))}  # fmt: skip
+    rebuild = {"val_size": None, "split_seed": None, "verify": False, **prepare_args(manifest)}
+    want = manifest and {"checksum": content_checksum(tree), **rebuild}
     out = _unique_dir(project / name, bool(kwargs.pop("exist_ok", False)))
     kwargs.pop("evaluate_test", None)  # trials never evaluate on test
     base = _absolute({**kwargs, "data": tree, "project": out / "trials"})
