@@ -28,7 +28,7 @@ from ..errors import ConfigError, DataError, FmnistError
 from ..files import naming
 from ..version import __version__
 from .sources import Arrays, Source, load, resolve_source
-from .tree import CHECKSUMS, FORMAT, MANIFEST, read_manifest
+from .tree import CHECKSUMS, FORMAT, MANIFEST, find_tree, read_manifest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -346,11 +346,7 @@ def ensure_tree(data: str | Path | None) -> Path:
     if data is None or Path(data).absolute() == DEFAULTS.out.absolute():
         tree = DEFAULTS.out.absolute()
         return tree if read_manifest(tree) else prepare()
-    tree = Path(data)
-    if not tree.is_dir():
-        from ultralytics.utils import DATASETS_DIR
-
-        if (DATASETS_DIR / tree).is_dir():
-            return (DATASETS_DIR / tree).resolve()
+    tree = find_tree(data)
+    if tree is None:
         raise ConfigError(f"{data}: dataset directory not found (run `fmnist-yolo prepare` or pass data=DIR)")
-    return tree.absolute()
+    return tree

@@ -87,6 +87,16 @@ def val_split(tree: Path) -> Path | None:
     return next((Path(tree) / d for d in VAL_DIRS if (Path(tree) / d).is_dir()), None)
 
 
+def find_tree(data: str | Path) -> Path | None:
+    """A tree as a command or a run names it, where it is: a path, or a name under Ultralytics' datasets_dir (resolved
+    the way Ultralytics resolves `data=`); None when neither is a folder. Nothing is prepared here."""
+    if Path(data).is_dir():
+        return Path(data).absolute()
+    from ultralytics.utils import DATASETS_DIR
+
+    return (DATASETS_DIR / data).resolve() if (DATASETS_DIR / data).is_dir() else None
+
+
 def prepare_args(manifest: dict | None) -> dict:
     """The `prepare` arguments that rebuild a tree as its manifest records it (val_size, split_seed, verify; only
     those the manifest holds): the manifest's own names, `val` and `seed`, are older than prepare's."""

@@ -13,7 +13,7 @@ import pandas as pd
 from .. import compat
 from ..checkpoints import check_classifier, load_checkpoint, warn_if_untrusted
 from ..config import CLASS_DIRS, DEFAULTS, check_options
-from ..data.tree import manifest_checksum, val_split
+from ..data.tree import find_tree, manifest_checksum, val_split
 from ..errors import ConfigError, RunError
 from ..files import atomic_path, read_csv
 from ..rundir import paths, predictions_current, read_args, read_provenance
@@ -296,13 +296,7 @@ def stored_test(run_dir: str | Path) -> Evaluation | None:
 
 def _folder(data: str | Path | None) -> Path | None:
     """A tree as a run names it (a path, or a name under Ultralytics' datasets_dir), if it is there; never prepared."""
-    if data is None:
-        return None
-    if Path(data).is_dir():
-        return Path(data).absolute()
-    from ultralytics.utils import DATASETS_DIR
-
-    return (DATASETS_DIR / data).resolve() if (DATASETS_DIR / data).is_dir() else None
+    return None if data is None else find_tree(data)
 
 
 def _own_tree(run_dir: Path, record) -> tuple[str | Path | None, str | None]:
