@@ -411,7 +411,7 @@ def _close(a, b) -> bool:
     return a is None and b is None or (a is not None and b is not None and bool(np.isclose(a, b, rtol=RTOL, atol=ATOL)))
 
 
-def _number(x):
+def _float_or_none(x):
     return None if x is None else float(x)
 
 
@@ -454,7 +454,7 @@ def compare_runs(original: str | Path, reproduction: str | Path, epochs: int | N
     best0, best1 = best_epoch(h0, rec0.select_on), best_epoch(h1, rec1.select_on)
     best_all = best_epoch(full, rec0.select_on)
     whole = best_all == best0  # the original's best.pt is from the epochs reproduced
-    val = [_number((r.metrics.get("val") or {}).get("top1")) for r in records]
+    val = [_float_or_none((r.metrics.get("val") or {}).get("top1")) for r in records]
     note = None
     if not whole:
         note = (f"the original's best.pt is epoch {best_all}, after the {n} epochs reproduced: val top-1 at each best "
@@ -464,10 +464,10 @@ def compare_runs(original: str | Path, reproduction: str | Path, epochs: int | N
             "a best.pt not validated after training (interrupted, or stopped by a search): val top-1 from results.csv"
         )
     if note:
-        val = [_number(h.loc[e, "val_top1"]) if e is not None else None for h, e in ((h0, best0), (h1, best1))]
+        val = [_float_or_none(h.loc[e, "val_top1"]) if e is not None else None for h, e in ((h0, best0), (h1, best1))]
     test, predictions = [None, None], None
     if whole and rec0.test and rec1.test:
-        test = [_number(r.test.get("top1")) for r in records]
+        test = [_float_or_none(r.test.get("top1")) for r in records]
         evaluations = [_test_evaluation(original, rec0), _test_evaluation(reproduction, rec1)]
         predictions = _predictions(*evaluations) if None not in evaluations else None
 

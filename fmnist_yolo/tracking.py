@@ -154,7 +154,7 @@ class Tracker:
             with contextlib.nullcontext() if still_ours else mlflow.start_run(run_id=self.run_id):
                 mlflow.log_params({f"fmnist.{k}": _short(v) for k, v in _flat(record).items()})
                 mlflow.set_tags({f"fmnist.{k}": _short(row.get(k)) for k in ROW_TAGS if row.get(k) is not None})
-                mlflow.log_metrics({k: float(row[k]) for k in ROW_METRICS if _number(row.get(k))})
+                mlflow.log_metrics({k: float(row[k]) for k in ROW_METRICS if _loggable_number(row.get(k))})
                 if evaluation is not None:
                     import tempfile
 
@@ -237,7 +237,8 @@ def _short(v) -> str:
     return str(v)[:500]  # MLflow's limit for a parameter value (6000 in newer stores; 500 everywhere)
 
 
-def _number(v) -> bool:
+def _loggable_number(v) -> bool:
+    """A number MLflow can log as a metric: not a bool, not NaN."""
     import math
 
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)

@@ -73,7 +73,7 @@ def resolve_args(overrides: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def _number(args: dict, key: str) -> float | None:
+def _numeric_value(args: dict, key: str) -> float | None:
     value = args.get(key)
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -104,7 +104,7 @@ def check_values(args: dict[str, Any]) -> None:
     """ConfigError naming the key and its accepted range for an Ultralytics value out of range, or a combination
     that cannot work."""
     for key, (ok, accepted) in RANGES.items():
-        value = _number(args, key)
+        value = _numeric_value(args, key)
         if value is not None and not ok(value):
             raise ConfigError(f"{key}={args[key]} is out of range: {key} must be {accepted}")
     imgsz = args.get("imgsz")

@@ -91,7 +91,7 @@ def search_space(space: dict | str | Path | None = None, fast: bool = False) -> 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # what YAML 1.1 leaves a string: 1e-4, 5E3
 
 
-def _number(v):
+def _yaml_number(v):
     """A number as written in a space file: PyYAML (YAML 1.1) reads `1e-4` (no dot) as the string '1e-4'."""
     if isinstance(v, str) and _NUMBER.fullmatch(v.strip()):
         f = float(v)
@@ -109,10 +109,10 @@ def _entry(key: str, value, where: str | None = None) -> tuple[str, list]:
     if kind in ("choice", "grid"):
         if len(rest) != 1 or not isinstance(rest[0], (list, tuple)) or not rest[0]:
             raise ConfigError(f"{name}: expected [{kind}, [values]] with at least one value, found {value!r}")
-        return kind, [_number(v) for v in rest[0]]
+        return kind, [_yaml_number(v) for v in rest[0]]
     if kind not in ("uniform", "loguniform", "randint"):
         raise ConfigError(f"{name}: unknown kind '{kind}' (uniform, loguniform, randint, choice, grid)")
-    bounds = [_number(v) for v in rest]
+    bounds = [_yaml_number(v) for v in rest]
     if len(bounds) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds):
         raise ConfigError(f"{name}: expected [{kind}, low, high] with two numbers, found {value!r}")
     low, high = bounds
