@@ -79,7 +79,7 @@ class Option:
         if self.kinds and (not isinstance(value, self.kinds) or (isinstance(value, bool) and bool not in self.kinds)):
             raise ConfigError(f"{self.key}={value!r}: expected {_kinds_in_words(self.kinds)}")
         if self.ok is not None and value is not None and not self.ok(value):
-            raise ConfigError(f"{self.key}={value!r} is out of range: {self.key} must be {self.accepted}")
+            raise out_of_range(self.key, repr(value), self.accepted)
 
     def usage(self) -> str:
         """How a command line writes it: `key=VALUE` (VALUE: the default where no metavar says more), or `VALUE`."""
@@ -214,6 +214,11 @@ def unknown_key(keys: Iterable[str], allowed: Iterable[str], what: str = "argume
     for key in keys:
         if key not in allowed:
             raise ConfigError(unknown(key, allowed, what, otherwise))
+
+
+def out_of_range(key: str, written: str, accepted: str) -> ConfigError:
+    """The one wording of a value out of its range, for fmnist-yolo's options and Ultralytics' keys alike."""
+    return ConfigError(f"{key}={written} is out of range: {key} must be {accepted}")
 
 
 def unknown(key: str, allowed: Iterable[str], what: str, otherwise: str = "") -> str:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_RECIPE, DEFAULTS, OWN_TRAIN_KEYS, RECIPES_DIR, check_options, options, unknown, unknown_key
+from ..config import (
+    DEFAULT_RECIPE,
+    DEFAULTS,
+    OWN_TRAIN_KEYS,
+    RECIPES_DIR,
+    check_options,
+    options,
+    out_of_range,
+    unknown,
+    unknown_key,
+)
 from ..errors import ConfigError
 from ..files import read_yaml
 
@@ -106,7 +116,7 @@ def check_values(args: dict[str, Any]) -> None:
     for key, (ok, accepted) in RANGES.items():
         value = _numeric_value(args, key)
         if value is not None and not ok(value):
-            raise ConfigError(f"{key}={args[key]} is out of range: {key} must be {accepted}")
+            raise out_of_range(key, str(args[key]), accepted)
     imgsz = args.get("imgsz")
     if isinstance(imgsz, (list, tuple)):
         raise ConfigError(f"imgsz={imgsz}: classification trains square images; give one integer")
