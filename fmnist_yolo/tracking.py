@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import RUNS_DIR
 from .errors import ConfigError, warn
+from .rundir import paths
 
 EXPERIMENT = "fmnist-yolo"  # unless MLFLOW_EXPERIMENT_NAME says otherwise
 STORE = "mlflow.db"  # under the project's runs/
@@ -161,7 +162,7 @@ class Tracker:
                     with tempfile.TemporaryDirectory() as tmp:
                         for f in evaluation.to_csv(tmp):
                             mlflow.log_artifact(str(f), artifact_path="test")
-                mlflow.log_artifact(str(Path(run_dir) / "fmnist_yolo.json"))
+                mlflow.log_artifact(str(paths(run_dir).provenance))
             mlflow.end_run(status=status)
         except Exception as e:
             _warn_once("logging the run's results", e)

@@ -1,4 +1,5 @@
-"""Ultralytics' ClassificationTrainer with the one seam fmnist-yolo adds on every path: how best.pt is chosen.
+"""Ultralytics' ClassificationTrainer with what fmnist-yolo adds on every path: how best.pt is chosen, and the check
+that training uses every image of the tree.
 
 Ultralytics keeps as best.pt the epoch with the highest (top-1 + top-5) / 2 on val. On Fashion-MNIST top-5 sits near
 0.999 from the first epochs, so it mostly adds noise to the choice; `select_on="top1"` chooses on val top-1 alone.
