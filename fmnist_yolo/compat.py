@@ -348,8 +348,9 @@ def muon_update_unpadded(grads, momentums, beta: float = 0.95, nesterov: bool = 
 
 def muon_momentum_then_orthogonalise(grads: list, momentums: list, beta, nesterov: bool) -> list:
     """muon_update's two halves: the momentum (in place) and its Nesterov blend, then each same-shape group of the
-    updates orthogonalised together. `beta` is a number (stock's arithmetic) or a device tensor (the captured step's:
-    the same values to rounding, read from the device at each replay)."""
+    updates orthogonalised together. `beta` is a number (stock's arithmetic, bit for bit: the momentum buffers equal
+    Ultralytics', which tests/test_compat.py holds) or a device tensor (the captured step's: the same values to
+    rounding, read from the device at each replay)."""
     import torch
 
     if isinstance(beta, torch.Tensor):
