@@ -362,6 +362,7 @@ def recorded_row(run_dir: str | Path) -> dict:
         "epochs": args.get("epochs"),
         "epochs_completed": len(history) if history is not None else 0,
         "imgsz": trained_imgsz(imgsz),
+        "loader": "stock",  # Ultralytics' own runs: its loader
         "best_epoch": best,
         "best_val_top1": history.loc[best, "val_top1"] if best is not None else None,
         "train_time_s": training_seconds(history),
@@ -376,7 +377,8 @@ def recorded_row(run_dir: str | Path) -> dict:
             model=Path(str(record.model.get("used", row["model"]))).name,
             pretrained=record.model.get("pretrained", row["pretrained"]),
             epochs=record.args.get("epochs", row["epochs"]),
-            imgsz=record.imgsz.get("effective") or row["imgsz"], test_top1=test.get("top1"), test_top5=test.get("top5"),
+            imgsz=record.imgsz.get("effective") or row["imgsz"], loader="fast" if record.args.get("fast") else "stock",
+            test_top1=test.get("top1"), test_top5=test.get("top5"),
             macro_f1=test.get("macro_f1"), ece=test.get("ece"), parameters=record.model.get("parameters"),
             device=record.device, status=record.status, recorded_by="fmnist-yolo",
         )  # fmt: skip

@@ -26,7 +26,7 @@ EXPERIMENT = "fmnist-yolo"  # unless MLFLOW_EXPERIMENT_NAME says otherwise
 STORE = "mlflow.db"  # under the project's runs/
 ARTIFACTS = "mlartifacts"  # under the project's runs/: MLflow's default for a SQLite store is ./mlruns in the cwd
 PARENT_ENV = "FMNIST_YOLO_MLFLOW_PARENT"  # set by `tune` in its trials: the search's MLflow run, their parent
-ROW_TAGS = ("model", "pretrained", "epochs", "imgsz", "device", "status", "recorded_by", "name", "path")
+ROW_TAGS = ("model", "pretrained", "epochs", "imgsz", "loader", "device", "status", "recorded_by", "name", "path")
 ROW_METRICS = ("epochs_completed", "best_epoch", "best_val_top1", "test_top1", "test_top5", "macro_f1", "ece",
                "parameters", "train_time_s")  # fmt: skip
 _WARNED: set[str] = set()

@@ -196,7 +196,8 @@ def _plain_run(d, epochs=3, rows=3, **args):
 def test_recorded_row_of_a_plain_ultralytics_run(tmp_path):
     row = recorded_row(_plain_run(tmp_path / "plain"))
     assert row == {"name": "plain", "model": "yolo11n-cls.pt", "pretrained": True, "epochs": 3, "epochs_completed": 3,
-                   "imgsz": 32, "best_epoch": 3, "best_val_top1": 0.69, "train_time_s": 31.0, "device": "cpu",
+                   "imgsz": 32, "loader": "stock", "best_epoch": 3, "best_val_top1": 0.69, "train_time_s": 31.0,
+                   "device": "cpu",
                    "status": "finished", "recorded_by": "ultralytics", "path": str(tmp_path / "plain")}  # fmt: skip
     short = recorded_row(_plain_run(tmp_path / "short", epochs=5, model="cfg/yolo11n-cls.yaml", imgsz=None))
     assert short["status"] == "incomplete" and short["pretrained"] is False and short["model"] == "yolo11n-cls.yaml"
@@ -213,14 +214,16 @@ def test_recorded_row_of_a_plain_ultralytics_run(tmp_path):
 
 def test_recorded_row_of_a_recorded_run_takes_the_record(tmp_path):
     d = _plain_run(tmp_path / "ours", epochs=5)
-    record = Provenance(status="finished", args={"epochs": 3, "select_on": "top1"}, imgsz={"effective": 64},
-                        model={"used": "/w/yolo11s-cls.pt", "pretrained": False, "parameters": 1234}, device="cuda:0",
+    record = Provenance(status="finished", args={"epochs": 3, "select_on": "top1", "fast": True},
+                        imgsz={"effective": 64}, device="cuda:0",
+                        model={"used": "/w/yolo11s-cls.pt", "pretrained": False, "parameters": 1234},
                         metrics={"test": {"top1": 0.9, "top5": 0.99, "macro_f1": 0.88, "ece": 0.01}})  # fmt: skip
     Recorder(record, d).add()
     row = recorded_row(d)
     assert row["best_epoch"] == 2 and row["best_val_top1"] == 0.70  # the record's select_on=top1
-    assert {k: row[k] for k in ("model", "pretrained", "epochs", "imgsz", "device", "status", "recorded_by")} == {
-        "model": "yolo11s-cls.pt", "pretrained": False, "epochs": 3, "imgsz": 64, "device": "cuda:0",
+    assert {k: row[k] for k in ("model", "pretrained", "epochs", "imgsz", "loader", "device", "status",
+                                "recorded_by")} == {
+        "model": "yolo11s-cls.pt", "pretrained": False, "epochs": 3, "imgsz": 64, "loader": "fast", "device": "cuda:0",
         "status": "finished", "recorded_by": "fmnist-yolo"}  # fmt: skip
     assert (row["test_top1"], row["test_top5"], row["macro_f1"], row["ece"], row["parameters"]) == (
         0.9, 0.99, 0.88, 0.01, 1234)  # fmt: skip
@@ -228,6 +231,7 @@ def test_recorded_row_of_a_recorded_run_takes_the_record(tmp_path):
     row = recorded_row(d)
     assert row["model"] == "yolo11n-cls.pt" and row["pretrained"] is True and row["epochs"] == 5 and row["imgsz"] == 32
     assert row["status"] == "running" and row["test_top1"] is None and row["best_epoch"] == 3
+    assert row["loader"] == "stock"  # a record without args.fast: trained before fast= existed, or by stock
 
 
 def _on_disk(run_dir) -> dict:

@@ -113,6 +113,7 @@ def test_mlflow_run_logged_and_compared(server, tree, tmp_path, monkeypatch):
     from_mlflow = tracked.set_index("name").sort_index()
     for column in ("model", "pretrained", "epochs", "imgsz", "status", "best_epoch", "epochs_completed"):
         assert list(merged[column].astype(str)) == list(from_mlflow[column].astype(str)), column
+    assert list(merged["loader"]) == list(from_mlflow["loader"]) == ["fast", "stock"]  # second, tracked
     for column in ("best_val_top1", "test_top1", "test_top5", "macro_f1", "ece", "train_time_s"):
         assert list(merged[column]) == pytest.approx(list(from_mlflow[column])), column
 

@@ -13,7 +13,7 @@ from ..files import write_text
 from ..rundir import PROVENANCE, RESULTS, read_reproduction, recorded_row
 
 COLUMNS = [
-    "name", "model", "pretrained", "epochs", "epochs_completed", "imgsz", "best_epoch", "best_val_top1",
+    "name", "model", "pretrained", "epochs", "epochs_completed", "imgsz", "loader", "best_epoch", "best_val_top1",
     "test_top1", "test_top5", "macro_f1", "ece", "parameters", "train_time_s", "device", "status", "recorded_by",
     "reproduces", "verdict", "path",
 ]  # fmt: skip
