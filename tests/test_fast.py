@@ -468,12 +468,13 @@ def _steps(trainer_cls, tree, tmp_path, **kw):
     return steps, trainer
 
 
-def test_fast_takes_stock_steps_through_warm_up_and_epoch_boundaries(tree, tmp_path):
+@pytest.mark.parametrize("optimizer", ["SGD", "MuSGD"])  # MuSGD: every 100-epoch run's, 8 parameter groups
+def test_fast_takes_stock_steps_through_warm_up_and_epoch_boundaries(tree, tmp_path, optimizer):
     """60 images, batch 8, nbs 32: 8 micro-batches an epoch (the last of 4 images), accumulate 4 after a warm-up of
     one epoch that ramps it from 1; a step's micro-batches straddle epoch boundaries. Every step must be stock's."""
     from ultralytics.models.yolo.classify import ClassificationTrainer
 
-    kw = {"epochs": 3, "batch": 8, "nbs": 32, "warmup_epochs": 1, "optimizer": "SGD", "lr0": 0.02}
+    kw = {"epochs": 3, "batch": 8, "nbs": 32, "warmup_epochs": 1, "optimizer": optimizer, "lr0": 0.02}
     stock, _ = _steps(ClassificationTrainer, tree, tmp_path, **kw)
     fast, trainer = _steps(MemoryTrainer, tree, tmp_path, **kw)
     assert len(stock) > 3 * 2  # more steps than 3 epochs x 2 full groups: the warm-up's small steps are there
