@@ -3,10 +3,11 @@ each image), as tensor operations over the whole batch with a policy drawn per i
 
 torchvision 0.29's defaults, which Ultralytics 8.4 keeps: 2 operations an image, each drawn uniformly from the 14
 below, magnitude 9 of 31 bins, a random sign for the signed ones, fill 0 outside the image, bilinear interpolation.
-Each operation follows torchvision's tensor implementation on uint8 images (values 0-255, rounded after
-interpolation, truncated after blending), so one image's result equals `torchvision.transforms.functional` on it;
-stock applies them to PIL images, which differ from that only in rounding. On grey images `Color` (saturation) does
-nothing, as in torchvision.
+Stock hands torchvision PIL images, so torchvision calls PIL; each operation here computes what PIL computes (its
+sampling, float widths, rounding and truncation), so one image's result equals stock's pixel for pixel. torchvision's
+tensor implementation is not that: it rounds interpolated pixels where PIL truncates (RandAugment's shears and
+rotations came out +0.3 grey levels brighter on average) and blends in another order. On grey images `Color`
+(saturation) does nothing, as in PIL.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Br
 NUM_OPS = 2  # operations applied to each image, one after the other
 MAGNITUDE, BINS = 9, 31  # torchvision's defaults: the magnitude is bin 9 of each operation's 31-bin range
 _AT = MAGNITUDE / (BINS - 1)  # where bin 9 sits in a linspace(0, top, 31)
-SHEAR = 0.3 * _AT  # 0.09: the shear factor (tan of the angle)
-ROTATE = 30.0 * _AT  # 9 degrees
-ENHANCE = 0.9 * _AT  # 0.27: brightness, contrast and sharpness factors are 1 +- this
+
+
+def _bin(top: float) -> float:
+    """Bin MAGNITUDE of torchvision's float32 `linspace(0, top, BINS)`: the magnitude torchvision hands PIL."""
+    return float(torch.linspace(0.0, top, BINS)[MAGNITUDE])
+
+
+SHEAR = _bin(0.3)  # 0.09 in float32 (0.0900000036, which PIL's shears see): the shear factor (tan of the angle)
+ROTATE = _bin(30.0)  # 9 degrees
+ENHANCE = _bin(0.9)  # 0.27 in float32: brightness, contrast and sharpness factors are 1 +- this
 POSTERIZE_BITS = 8 - round(MAGNITUDE / ((BINS - 1) / 4))  # 7 bits kept
 SOLARIZE = 255.0 * (1 - _AT)  # 178.5: values at or above it are inverted
 
@@ -34,30 +42,69 @@ def translate_pixels(size: int) -> int:
     return int(150.0 / 331.0 * size * _AT)
 
 
-@lru_cache(maxsize=8)
-def _thetas(size: int, device: torch.device) -> torch.Tensor:
-    """(14, 2, 2, 3) on `device` (built once: no host-to-device copy per batch): each operation's affine_grid
-    matrix for sign - and +; identity for the non-geometric ones.
+def _pil_matrix(op: str, sign: float, size: int) -> list[float]:
+    """PIL's output-to-input coefficients (a, b, c, d, e, f) for one geometric operation at bin 9: x_in = a x + b y + c,
+    y_in = d x + e y + f at pixel centres. Shear (about the top-left corner) and translate as torchvision's `affine`
+    passes them to PIL; rotate as PIL's own `Image.rotate` builds it (about the centre, cos and sin to 15 places)."""
+    if op in ("ShearX", "ShearY"):
+        t = math.tan(math.radians(math.degrees(math.atan(sign * SHEAR))))  # torchvision's round trip
+        return [1.0, t, 0.0, 0.0, 1.0, 0.0] if op == "ShearX" else [1.0, 0.0, 0.0, t, 1.0, 0.0]
+    if op in ("TranslateX", "TranslateY"):
+        shift = -sign * translate_pixels(size)
+        return [1.0, 0.0, shift, 0.0, 1.0, 0.0] if op == "TranslateX" else [1.0, 0.0, 0.0, 0.0, 1.0, shift]
+    if op == "Rotate":
+        r = -math.radians((sign * ROTATE) % 360.0)
+        m = [round(math.cos(r), 15), round(math.sin(r), 15), 0.0, round(-math.sin(r), 15), round(math.cos(r), 15), 0.0]
+        c = size / 2
+        return [m[0], m[1], m[0] * -c + m[1] * -c + c, m[3], m[4], m[3] * -c + m[4] * -c + c]
+    return [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
-    torchvision's inverse affine matrices (output to input pixel, about the image centre; shear about the top-left
-    corner), with the translation column in affine_grid's units of half the side.
+
+@lru_cache(maxsize=8)
+def _samples(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where PIL's bilinear affine reads each output pixel, for every (operation, sign) (row op * 2 + (sign > 0);
+    identity for the non-geometric ones), built once in float64 as PIL computes it, then kept on `device` (no
+    host-to-device copy per batch): (28, 4, S*S) flat indices of the four neighbours, clamped to the edge as PIL clamps
+    them; (28, 2, S*S) float64 weights dx, dy; (28, S*S) whether the sample point lies inside the image (else fill 0).
     """
-    t = torch.eye(2, 3, dtype=torch.float64).repeat(len(OPS), 2, 1, 1)
-    half = size / 2
-    for s, sign in enumerate((-1.0, 1.0)):
-        m = sign * SHEAR  # about the top-left corner: the centred shift is m * half pixels, i.e. m half-sides
-        t[OPS.index("ShearX"), s, 0, 1:] = torch.tensor([m, m])  # x_in = x + m * y + m
-        t[OPS.index("ShearY"), s, 1, ::2] = torch.tensor([m, m])  # y_in = m * x + y + m
-        t[OPS.index("TranslateX"), s, 0, 2] = -sign * translate_pixels(size) / half
-        t[OPS.index("TranslateY"), s, 1, 2] = -sign * translate_pixels(size) / half
-        r = math.radians(-sign * ROTATE)  # torchvision rotates by -angle in image coordinates (y down)
-        t[OPS.index("Rotate"), s, :, :2] = torch.tensor([[math.cos(r), math.sin(r)], [-math.sin(r), math.cos(r)]])
-    return t.float().to(device)
+    y, x = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij"
+    )
+    x, y = x.flatten() + 0.5, y.flatten() + 0.5  # PIL samples at pixel centres
+    index, weight, inside = [], [], []
+    for op in OPS:
+        for sign in (-1.0, 1.0):
+            a, b, c, d, e, f = _pil_matrix(op, sign, size)
+            xin, yin = a * x + b * y + c, d * x + e * y + f
+            inside.append((xin >= 0) & (xin < size) & (yin >= 0) & (yin < size))
+            x0, y0 = (xin - 0.5).floor(), (yin - 0.5).floor()
+            weight.append(torch.stack([xin - 0.5 - x0, yin - 0.5 - y0]))
+            cx0, cx1 = x0.clamp(0, size - 1).long(), (x0 + 1).clamp(0, size - 1).long()
+            cy0, cy1 = y0.clamp(0, size - 1).long() * size, (y0 + 1).clamp(0, size - 1).long() * size
+            index.append(torch.stack([cy0 + cx0, cy0 + cx1, cy1 + cx0, cy1 + cx1]))
+    return torch.stack(index).to(device), torch.stack(weight).to(device), torch.stack(inside).to(device)
+
+
+def _geometric(k: torch.Tensor, op: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """The geometric operations on (B, 1, S, S) values 0-255 as PIL computes them on stock's images: bilinear in
+    float64, neighbours clamped at the edge, fill 0 where the sample point leaves the image, truncated to 8 bits.
+    Identical to PIL's pixels; in float32, or rounded as torchvision's tensor path rounds, the shears and rotations
+    part from them (float32: 0.13 % of pixels by one level; rounding: a third of them, +0.3 levels on average)."""
+    b, size = len(k), k.shape[-1]
+    index, weight, inside = _samples(size, k.device)
+    row = op * 2 + (sign > 0).long()
+    v = k.reshape(b, 1, -1).double().expand(b, 4, -1).gather(2, index[row])  # the four neighbours, (B, 4, S*S)
+    dx, dy = weight[row].unbind(1)
+    top, bottom = v[:, 0] + (v[:, 1] - v[:, 0]) * dx, v[:, 2] + (v[:, 3] - v[:, 2]) * dx
+    out = torch.where(inside[row], top + (bottom - top) * dy, 0.0).floor()
+    return out.float().view_as(k)
 
 
 def _blend(img: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """torchvision's _blend on uint8 values: ratio * img + (1 - ratio) * other, clamped, truncated."""
-    return (ratio * img + (1.0 - ratio) * other).clamp(0, 255).trunc()
+    """PIL's `Image.blend(other, img, ratio)` on 8-bit values: other + ratio * (img - other) in float32, clamped,
+    truncated. (torchvision's tensor form, ratio * img + (1 - ratio) * other, lands a hair below whole values and
+    truncates them one level down: 3-9 % of Contrast's pixels.)"""
+    return (other + ratio * (img - other)).clamp(0, 255).trunc()
 
 
 def _equalize(k: torch.Tensor) -> torch.Tensor:
@@ -75,7 +122,7 @@ def _equalize(k: torch.Tensor) -> torch.Tensor:
 
 
 def _sharpness(k: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """torchvision's adjust_sharpness: blend with a 3x3 smoothing of the interior (the border kept as it is)."""
+    """PIL's `ImageEnhance.Sharpness`: blend with its SMOOTH filter of the interior (the border kept as it is)."""
     kernel = torch.ones(1, 1, 3, 3, device=k.device)
     kernel[0, 0, 1, 1] = 5.0
     smooth = F.conv2d(k, kernel / kernel.sum()).round()
@@ -88,12 +135,16 @@ def _pointwise(k: torch.Tensor, op: torch.Tensor, sign: torch.Tensor) -> torch.T
     """The non-geometric operations, each image taking its own (op, sign)."""
     b = len(k)
     factor = (1.0 + sign * ENHANCE).view(b, 1, 1, 1)
-    lo, hi = k.amin((1, 2, 3), keepdim=True), k.amax((1, 2, 3), keepdim=True)
-    flat = hi == lo  # torchvision leaves a flat image as it is
-    stretched = ((k - lo) * (255.0 / (hi - lo).clamp(min=1))).clamp(0, 255).trunc()
+    lo, hi = k.amin((1, 2, 3), keepdim=True).double(), k.amax((1, 2, 3), keepdim=True).double()
+    flat = hi == lo  # PIL leaves a flat image as it is
+    # PIL's autocontrast table, in float64 as Python computes it; a true division (torch's 255.0 / t multiplies by
+    # 1 / t, a hair off: 248 maps to 254, not 255)
+    scale = torch.full_like(hi, 255.0) / (hi - lo).clamp(min=1)
+    stretched = (k.double() * scale - lo * scale).trunc().clamp(0, 255).float()
+    mean = (k.double().mean((1, 2, 3), keepdim=True) + 0.5).floor().float()  # PIL's Contrast: the mean, rounded
     results = {
         "Brightness": _blend(k, torch.zeros_like(k), factor),
-        "Contrast": _blend(k, k.mean((1, 2, 3), keepdim=True), factor),
+        "Contrast": _blend(k, mean.expand_as(k), factor),
         "Sharpness": _sharpness(k, factor),
         "Posterize": k - k.remainder(2 ** (8 - POSTERIZE_BITS)),
         "Solarize": torch.where(k >= SOLARIZE, 255.0 - k, k),
@@ -109,13 +160,8 @@ def _pointwise(k: torch.Tensor, op: torch.Tensor, sign: torch.Tensor) -> torch.T
 def rand_augment(x: torch.Tensor, ops: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
     """RandAugment on (B, 1, S, S) floats in [0, 1]: `ops` (B, NUM_OPS) indices into OPS, `signs` (B, NUM_OPS) of
     +-1, applied in order. Returns floats in [0, 1] on the 1/255 grid, as ToTensor gives after stock's uint8 ops."""
-    b, size = len(x), x.shape[-1]
     k = (x * 255).round()
-    thetas = _thetas(size, x.device)
     for i in range(ops.shape[1]):
         op, sign = ops[:, i], signs[:, i]
-        theta = thetas[op, (sign > 0).long()]
-        grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)
-        k = F.grid_sample(k, grid, mode="bilinear", padding_mode="zeros", align_corners=False).round()
-        k = _pointwise(k, op, sign)
+        k = _pointwise(_geometric(k, op, sign), op, sign)
     return k / 255
