@@ -41,12 +41,14 @@ def verdict(table: pd.DataFrame, window: tuple[int, int], loss_from: int) -> dic
     if len(w) < hi - lo + 1:
         raise ValueError(f"epochs {lo}-{hi} are not all in both runs (common epochs: {list(table.index)})")
     val = {"fast": float(w["val_top1_fast"].mean()), "stock": float(w["val_top1_stock"].mean())}
-    loss = table.loc[loss_from:, "train_loss_diff"].abs()
+    signed = table.loc[loss_from:, "train_loss_diff"]
+    loss = signed.abs()
     return {
         "mean_val_top1": val,
         "val_difference": val["fast"] - val["stock"],
         "val_holds": abs(val["fast"] - val["stock"]) <= VAL_TOLERANCE,
         "max_loss_difference": float(loss.max()),
+        "mean_loss_difference": float(signed.mean()),  # the bias, beside the per-epoch bar that seed noise can miss
         "loss_holds": bool((loss <= LOSS_TOLERANCE).all()),
     }
 
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{v['mean_val_top1']['stock']:.4f} ({100 * v['val_difference']:+.2f} points; within "
           f"{100 * VAL_TOLERANCE:.1f}: {'yes' if v['val_holds'] else 'NO'})")  # fmt: skip
     print(f"training loss from epoch {a.loss_from}: largest difference {v['max_loss_difference']:.4f} (within "
-          f"{LOSS_TOLERANCE}: {'yes' if v['loss_holds'] else 'NO'})")  # fmt: skip
+          f"{LOSS_TOLERANCE}: {'yes' if v['loss_holds'] else 'NO'}); mean difference "
+          f"{v['mean_loss_difference']:+.4f}")  # fmt: skip
     return 0 if v["val_holds"] and v["loss_holds"] else 1
 
 

@@ -32,7 +32,7 @@ def test_same_run_within_noise_holds(tmp_path):
     code, out, _ = _compare(tmp_path, (val_f, loss_f), (val_s, loss_s))
     assert code == 0, out
     assert "fast 0.8510, stock 0.8490 (+0.20 points; within 0.3: yes)" in out
-    assert "largest difference 0.0090 (within 0.01: yes)" in out
+    assert "largest difference 0.0090 (within 0.01: yes); mean difference -0.0090" in out
     assert out.count("\n|") >= 20  # one row per common epoch
 
 
