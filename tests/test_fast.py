@@ -17,6 +17,7 @@ from fmnist_yolo import config, prepare
 from fmnist_yolo.training.fast import (
     Augment,
     Chunk,
+    ChunkLoss,
     DeviceStep,
     MemoryDataset,
     MemoryLoader,
@@ -786,6 +787,36 @@ def test_the_progress_bar_counts_each_epochs_real_iterations(tree, tmp_path, mon
                       project=str(tmp_path), name="bar", evaluate_test=False, val=False)  # fmt: skip
     assert len(bars) == 2 and all(b.n == b.total for b in bars), [(b.n, b.total) for b in bars]
     assert bars[0].total > bars[1].total  # warm-up's epoch fuses fewer micro-batches a step
+
+
+def test_an_epochs_training_loss_is_stocks_mean_over_micro_batches(tree, tmp_path, monkeypatch):
+    """Stock's loop averages its iterations, micro-batches; this loop's are chunks of 1-4 of them during warm-up. The
+    epoch's recorded loss must be the mean over micro-batches (it read 0.11-0.13 high at the default recipe's epoch 1,
+    where the small early chunks carry the highest losses)."""
+    import fmnist_yolo
+    from fmnist_yolo.training.fast import loop
+
+    chunks = []  # per training chunk: (its summed micro-batch means, its micro-batches, its image mean)
+
+    class Recording(ChunkLoss):
+        def __call__(self, preds, batch):
+            loss, items = super().__call__(preds, batch)
+            chunks.append((float(loss.detach()), round(float(batch["weight"].sum())), float(items["loss"].value)))
+            return loss, items
+
+    monkeypatch.setattr(loop, "ChunkLoss", Recording)
+    ends = []
+    run = fmnist_yolo.train(**{**FAST, "epochs": 2, "batch": 8, "nbs": 32, "warmup_epochs": 1}, fast=True,
+                            data=str(tree), project=str(tmp_path), name="loss", evaluate_test=False, val=False,
+                            callbacks={"on_train_epoch_end": lambda t: ends.append(len(chunks))})  # fmt: skip
+    recorded = fmnist_yolo.load_history(run.dir)["train_loss"].tolist()
+    for epoch, (start, stop) in enumerate(zip([0, *ends[:-1]], ends)):
+        mine = chunks[start:stop]
+        micro = sum(c[0] for c in mine) / sum(c[1] for c in mine)
+        assert recorded[epoch] == pytest.approx(micro, rel=1e-4), epoch
+    warm = chunks[: ends[0]]
+    assert len({c[1] for c in warm}) > 1  # warm-up: chunks of different sizes, so the two means part
+    assert abs(recorded[0] - sum(c[2] for c in warm) / len(warm)) > 1e-3  # not the mean over chunks
 
 
 def test_bf16_on_a_cpu_where_it_is_slower_trains_fp32_and_says_why(tree, tmp_path, monkeypatch):

@@ -99,6 +99,8 @@ class MemoryTrainer(Trainer):
         if self.device.type == "cpu":  # Ultralytics leaves a core idle for loader workers that this path does not use
             torch.set_num_threads(os.cpu_count() or 1)
         self.add_callback("on_train_epoch_start", lambda t: setattr(t.train_loader, "epoch", t.epoch))
+        self.add_callback("on_train_epoch_start", MemoryTrainer._start_epoch_loss)
+        self.add_callback("on_train_epoch_end", MemoryTrainer._end_epoch_loss)
         self.add_callback("on_pretrain_routine_end", MemoryTrainer._start_plan)
         self._splits: dict[str, MemoryDataset] = {}
         self._chunk: Chunk | None = None
@@ -106,6 +108,7 @@ class MemoryTrainer(Trainer):
         self._micro_bn: MicroBatchNorm | None = None
         self._step: DeviceStep | None = None  # the whole optimizer step as device work (step.py); None under compile
         self.stock_accumulate, self.stock_warmup = 1, 0
+        self._epoch_loss: tuple[torch.Tensor | float, int] = (0.0, 0)  # this epoch's sum of micro-batch losses, count
 
     def get_dataloader(self, dataset_path, batch_size: int = 16, rank: int = 0, mode: str = "train"):
         key = f"{mode}:{dataset_path}"
@@ -240,8 +243,26 @@ class MemoryTrainer(Trainer):
             self._warmup(chunk.ni)
         return batch  # already on the device
 
+    def _start_epoch_loss(self) -> None:
+        self._epoch_loss = (0.0, 0)
+
+    def _end_epoch_loss(self) -> None:
+        """The epoch's training loss as stock's loop averages it: over micro-batches, not over this loop's chunks.
+
+        Ultralytics' running mean weighs every iteration alike. Here an iteration is a chunk of 1-4 micro-batches
+        during warm-up (more, smaller chunks early in the epoch, when the loss is highest), so that mean read 0.11-0.13
+        above stock's at epoch 1 of the default recipe; from the end of warm-up every chunk holds the same number
+        and the two means agree. results.csv and the loggers get this one; the progress bar shows the chunks' mean.
+        """
+        total, count = self._epoch_loss
+        if count and self.tloss:
+            (name,) = self.tloss  # ChunkLoss logs one item
+            self.tloss = {name: DeviceLoss(total / count)}
+
     def optimizer_step(self):
         """Step where stock steps (the device step has already stepped inside `self.model(batch)`)."""
+        total, count = self._epoch_loss  # the chunk's loss is the sum of its micro-batches' mean losses (ChunkLoss)
+        self._epoch_loss = (total + self.loss.detach(), count + max(len(self._micro_sizes), 1))
         chunk = self._chunk
         if self._step is not None or (chunk is not None and not chunk.steps):
             return  # stock adds this gradient to the next micro-batches' before stepping

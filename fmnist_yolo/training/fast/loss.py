@@ -76,7 +76,8 @@ class ChunkLoss:
     """Stock's classification loss summed over the micro-batches of a chunk.
 
     Each image weighs 1 / (its micro-batch's size), so the gradient is the sum of the micro-batch means that stock
-    accumulates before a step, the short last micro-batch of an epoch included. The logged loss is the chunk's mean.
+    accumulates before a step, the short last micro-batch of an epoch included. The logged loss is the chunk's mean
+    (the progress bar's); an epoch's recorded loss is the mean over its micro-batches, as stock's (MemoryTrainer).
     """
 
     def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict]:
