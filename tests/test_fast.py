@@ -791,8 +791,8 @@ def test_the_progress_bar_counts_each_epochs_real_iterations(tree, tmp_path, mon
 
 def test_an_epochs_training_loss_is_stocks_mean_over_micro_batches(tree, tmp_path, monkeypatch):
     """Stock's loop averages its iterations, micro-batches; this loop's are chunks of 1-4 of them during warm-up. The
-    epoch's recorded loss must be the mean over micro-batches (it read 0.11-0.13 high at the default recipe's epoch 1,
-    where the small early chunks carry the highest losses)."""
+    epoch's recorded loss must be the mean over micro-batches, not over chunks (which overweighs the small early
+    chunks, where the loss is highest)."""
     import fmnist_yolo
     from fmnist_yolo.training.fast import loop
 
