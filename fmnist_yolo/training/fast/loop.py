@@ -263,8 +263,9 @@ class MemoryTrainer(Trainer):
 
     def optimizer_step(self):
         """Step where stock steps (the device step has already stepped inside `self.model(batch)`)."""
-        total, count = self._epoch_loss  # the chunk's loss is the sum of its micro-batches' mean losses (ChunkLoss)
-        self._epoch_loss = (total + self.loss.detach(), count + max(len(self._micro_sizes), 1))
+        if self.loss is not None:  # the chunk's loss: the sum of its micro-batches' mean losses (ChunkLoss)
+            total, count = self._epoch_loss
+            self._epoch_loss = (total + self.loss.detach(), count + max(len(self._micro_sizes), 1))
         chunk = self._chunk
         if self._step is not None or (chunk is not None and not chunk.steps):
             return  # stock adds this gradient to the next micro-batches' before stepping
