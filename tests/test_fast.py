@@ -805,15 +805,21 @@ def test_an_epochs_training_loss_is_stocks_mean_over_micro_batches(tree, tmp_pat
             return loss, items
 
     monkeypatch.setattr(loop, "ChunkLoss", Recording)
-    ends = []
+    ends, seen = [], []  # chunks at each epoch's end; the loss a user's (or a logger's) callback sees there
+
+    def at_end(t):
+        ends.append(len(chunks))
+        seen.append(float(t.tloss["loss"].exact()))
+
     run = fmnist_yolo.train(**{**FAST, "epochs": 2, "batch": 8, "nbs": 32, "warmup_epochs": 1}, fast=True,
                             data=str(tree), project=str(tmp_path), name="loss", evaluate_test=False, val=False,
-                            callbacks={"on_train_epoch_end": lambda t: ends.append(len(chunks))})  # fmt: skip
+                            callbacks={"on_train_epoch_end": at_end})  # fmt: skip
     recorded = fmnist_yolo.load_history(run.dir)["train_loss"].tolist()
     for epoch, (start, stop) in enumerate(zip([0, *ends[:-1]], ends)):
         mine = chunks[start:stop]
         micro = sum(c[0] for c in mine) / sum(c[1] for c in mine)
-        assert recorded[epoch] == pytest.approx(micro, rel=1e-4), epoch
+        assert recorded[epoch] == pytest.approx(micro, rel=1e-4), epoch  # results.csv
+        assert seen[epoch] == pytest.approx(micro, rel=1e-6), epoch  # the epoch-end callbacks (MLflow, TensorBoard)
     warm = chunks[: ends[0]]
     assert len({c[1] for c in warm}) > 1  # warm-up: chunks of different sizes, so the two means part
     assert abs(recorded[0] - sum(c[2] for c in warm) / len(warm)) > 1e-3  # not the mean over chunks

@@ -135,3 +135,17 @@ def test_result_is_in_the_unit_range_on_the_uint8_grid():
     assert out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1  # as it came in: [0, 1]
     ref = _stock(_stock(x, "Rotate", 1.0), "Contrast", 1.0)
     assert torch.equal((out * 255).round(), ref.float())  # compared as floats, not through a uint8 cast
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_gpu_gives_the_same_pixels(size):
+    """On CUDA too (TF32 convolutions, another reduction order): every operation equals the CPU's, so stock's."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    x = _images(size=size)
+    for i, name in enumerate(ra.OPS):
+        for sign in (-1.0, 1.0):
+            op, signs = torch.tensor([[i, 0]] * len(x)), torch.full((len(x), 2), sign)
+            cpu = ra.rand_augment(x.float() / 255, op, signs)
+            gpu = ra.rand_augment(x.float().cuda() / 255, op.cuda(), signs.cuda()).cpu()
+            assert torch.equal(cpu, gpu), (name, sign)

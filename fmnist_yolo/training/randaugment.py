@@ -39,7 +39,7 @@ SOLARIZE = 255.0 * (1 - _AT)  # 178.5: values at or above it are inverted
 
 def translate_pixels(size: int) -> int:
     """The shift of TranslateX/Y for a `size`-pixel side: 150/331 of it at bin 9, truncated as torchvision does."""
-    return int(150.0 / 331.0 * size * _AT)
+    return int(_bin(150.0 / 331.0 * size))
 
 
 def _pil_matrix(op: str, sign: float, size: int) -> list[float]:
@@ -47,8 +47,10 @@ def _pil_matrix(op: str, sign: float, size: int) -> list[float]:
     y_in = d x + e y + f at pixel centres. Shear (about the top-left corner) and translate as torchvision's `affine`
     passes them to PIL; rotate as PIL's own `Image.rotate` builds it (about the centre, cos and sin to 15 places)."""
     if op in ("ShearX", "ShearY"):
-        t = math.tan(math.radians(math.degrees(math.atan(sign * SHEAR))))  # torchvision's round trip
-        return [1.0, t, 0.0, 0.0, 1.0, 0.0] if op == "ShearX" else [1.0, 0.0, 0.0, t, 1.0, 0.0]
+        s = math.radians(math.degrees(math.atan(sign * SHEAR)))  # torchvision's round trip through degrees
+        if op == "ShearX":  # torchvision's inverse affine matrix at angle 0: tan for x, sin / cos for y
+            return [1.0, math.tan(s), 0.0, 0.0, 1.0, 0.0]
+        return [1.0, 0.0, 0.0, math.sin(s) / math.cos(s), 1.0, 0.0]
     if op in ("TranslateX", "TranslateY"):
         shift = -sign * translate_pixels(size)
         return [1.0, 0.0, shift, 0.0, 1.0, 0.0] if op == "TranslateX" else [1.0, 0.0, 0.0, 0.0, 1.0, shift]
@@ -108,7 +110,7 @@ def _blend(img: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch
 
 
 def _equalize(k: torch.Tensor) -> torch.Tensor:
-    """torchvision's equalize on (B, 1, H, W) integer values 0-255, each image by its own histogram."""
+    """PIL's equalize (torchvision's tensor one computes the same) on (B, 1, H, W) values 0-255, per image."""
     b = len(k)
     flat = k.reshape(b, -1).long()
     hist = torch.zeros(b, 256, device=k.device).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
@@ -122,10 +124,11 @@ def _equalize(k: torch.Tensor) -> torch.Tensor:
 
 
 def _sharpness(k: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """PIL's `ImageEnhance.Sharpness`: blend with its SMOOTH filter of the interior (the border kept as it is)."""
+    """PIL's `ImageEnhance.Sharpness`: blend with its SMOOTH filter of the interior (the border kept as it is).
+    The integer kernel, then / 13: exact sums even where a GPU convolves in TF32 (weights of 1/13 would round)."""
     kernel = torch.ones(1, 1, 3, 3, device=k.device)
     kernel[0, 0, 1, 1] = 5.0
-    smooth = F.conv2d(k, kernel / kernel.sum()).round()
+    smooth = (F.conv2d(k, kernel) / 13).round()  # sum / 13 is never a half, so PIL's round-half-up agrees
     degenerate = k.clone()
     degenerate[..., 1:-1, 1:-1] = smooth
     return _blend(k, degenerate, ratio)
@@ -141,7 +144,7 @@ def _pointwise(k: torch.Tensor, op: torch.Tensor, sign: torch.Tensor) -> torch.T
     # 1 / t, a hair off: 248 maps to 254, not 255)
     scale = torch.full_like(hi, 255.0) / (hi - lo).clamp(min=1)
     stretched = (k.double() * scale - lo * scale).trunc().clamp(0, 255).float()
-    mean = (k.double().mean((1, 2, 3), keepdim=True) + 0.5).floor().float()  # PIL's Contrast: the mean, rounded
+    mean = (k.double().sum((1, 2, 3), keepdim=True) / k[0].numel() + 0.5).floor().float()  # PIL's, rounded
     results = {
         "Brightness": _blend(k, torch.zeros_like(k), factor),
         "Contrast": _blend(k, mean.expand_as(k), factor),

@@ -9,8 +9,8 @@ loader replays that schedule (`step_plan`) and fuses the micro-batches of one st
 is their sum (`ChunkLoss`), so the optimizer, the number of steps, the gradient, the warm-up and the learning rate
 of every step are stock's. BatchNorm normalises each micro-batch of the chunk on its own (`MicroBatchNorm`), as
 stock's separate forward passes do. What differs: the augmentations are batched re-implementations on tensors
-(RandAugment included, a policy drawn per image; stock's run on PIL images, so values differ by rounding), and the
-AugMix and AutoAugment policies are not reproduced.
+(stock's run on PIL images: the crop's resize differs by rounding; RandAugment, a policy drawn per image, gives PIL's
+pixels exactly), and the AugMix and AutoAugment policies are not reproduced.
 
 Device-agnostic: the split, the augmentation draws and the validator's results live on the training device, so the
 GPU path runs the same functions the CPU tests cover. On CPU the model trains channels_last, as on CUDA.

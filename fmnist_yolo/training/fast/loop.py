@@ -100,7 +100,8 @@ class MemoryTrainer(Trainer):
             torch.set_num_threads(os.cpu_count() or 1)
         self.add_callback("on_train_epoch_start", lambda t: setattr(t.train_loader, "epoch", t.epoch))
         self.add_callback("on_train_epoch_start", MemoryTrainer._start_epoch_loss)
-        self.add_callback("on_train_epoch_end", MemoryTrainer._end_epoch_loss)
+        # first: the integrations' and the user's on_train_epoch_end callbacks (added before this) read tloss too
+        self.callbacks["on_train_epoch_end"].insert(0, MemoryTrainer._end_epoch_loss)
         self.add_callback("on_pretrain_routine_end", MemoryTrainer._start_plan)
         self._splits: dict[str, MemoryDataset] = {}
         self._chunk: Chunk | None = None
@@ -252,9 +253,10 @@ class MemoryTrainer(Trainer):
         Ultralytics' running mean weighs every iteration alike. Here an iteration is a chunk of 1-4 micro-batches
         during warm-up (more, smaller chunks early in the epoch, when the loss is highest), so that mean overweighs
         the epoch's start: three fast runs of the default recipe recorded 1.70-1.71 at epoch 1 against stock's 1.58,
-        and agreed with it within seed noise from epoch 2. After warm-up every chunk holds the same number of
-        micro-batches and the two means are equal. results.csv and the loggers get this one; the progress bar shows
-        the chunks' mean.
+        and agreed with it within seed noise from epoch 2. After warm-up every chunk but an epoch's last holds the
+        same number of micro-batches, and the two means nearly agree. Runs first among the on_train_epoch_end
+        callbacks, so results.csv, the loggers and user callbacks all see this mean; the progress bar shows the
+        chunks'.
         """
         total, count = self._epoch_loss
         if count and self.tloss:
