@@ -178,10 +178,10 @@ def main() -> None:
         tree = fmnist_yolo.prepare(out=str(Path(ARGS.run_root) / "datasets" / "fashion-mnist"), progress=False)
     skip = set(ARGS.skip.split(",")) if ARGS.skip else set()
     py = sys.executable
-    if "tests" not in skip:  # the tests that need CUDA (skipped on a CPU): graph replays, the unpadded MuSGD on CUDA
+    if "tests" not in skip:  # the tests that need CUDA (skipped on a CPU): graph replays, MuSGD, RandAugment pixels
         summary["tests"] = subprocess_phase(
             "tests", [py, "-m", "pytest", "-q", "-k", "cuda and not device_step_trains", "tests/test_compat.py",
-                      "tests/test_fast.py"],
+                      "tests/test_fast.py", "tests/test_randaugment.py"],
             PHASE_CAPS["tests"])  # fmt: skip
         # the captured step (fast/step.py) first meets a GPU here: where its test against stock's step fails, the
         # run below trains with the eager step (the same computation) rather than prove nothing

@@ -138,7 +138,7 @@ def test_result_is_in_the_unit_range_on_the_uint8_grid():
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_a_gpu_gives_the_same_pixels(size):
+def test_cuda_gives_the_same_pixels(size):
     """On CUDA too (TF32 convolutions, another reduction order): every operation equals the CPU's, so stock's."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
