@@ -1092,8 +1092,13 @@ def _fake_cuda():
     machine (a CPU run cannot tell `device=x.device` from no device at all)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        yield torch.device("cuda")
+    from fmnist_yolo.training import randaugment
+
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            yield torch.device("cuda")
+    finally:  # tables cached for "cuda" in here are fake: a real GPU later in the session must not get them
+        randaugment._samples.cache_clear()
 
 
 def _on_cuda(*tensors) -> bool:

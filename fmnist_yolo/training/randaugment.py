@@ -39,7 +39,7 @@ SOLARIZE = 255.0 * (1 - _AT)  # 178.5: values at or above it are inverted
 
 def translate_pixels(size: int) -> int:
     """The shift of TranslateX/Y for a `size`-pixel side: 150/331 of it at bin 9, truncated as torchvision does."""
-    return int(_bin(150.0 / 331.0 * size))
+    return int(150.0 / 331.0 * size * _AT)  # Python floats: the same ints as torchvision's float32 (a test, 8-512 px)
 
 
 def _pil_matrix(op: str, sign: float, size: int) -> list[float]:
