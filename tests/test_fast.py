@@ -481,6 +481,9 @@ def test_fast_takes_stock_steps_through_warm_up_and_epoch_boundaries(tree, tmp_p
     assert len(stock) > 3 * 2  # more steps than 3 epochs x 2 full groups: the warm-up's small steps are there
     assert fast == stock  # the same number of steps, in the same epochs, with the same lr and momentum
     assert trainer.stock_accumulate == 4 and trainer.args.batch == 8  # the user's batch, not a fused one
+    logged = [pd.read_csv(tmp_path / c.__name__ / "results.csv").filter(like="lr/") for c in (ClassificationTrainer,
+                                                                                           MemoryTrainer)]  # fmt: skip
+    pd.testing.assert_frame_equal(logged[1], logged[0])  # results.csv's lr: where each epoch left it, as stock
 
 
 def test_step_plan_replays_ultralytics_accumulation():
