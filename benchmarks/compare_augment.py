@@ -72,7 +72,7 @@ def main() -> None:
     import cv2
     from PIL import Image
     from ultralytics.cfg import get_cfg
-    from ultralytics.data.augment import classify_augmentations
+    from ultralytics.data.dataset import ClassificationDataset
 
     from fmnist_yolo.cli import parse_overrides
     from fmnist_yolo.training.fast.augment import Augment
@@ -89,10 +89,8 @@ def main() -> None:
     images = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files[: a.images]]
     if a.per_op:
         return per_op(images)
-    stock_transform = classify_augmentations(
-        size=args.imgsz, scale=(1.0 - args.scale, 1.0), hflip=args.fliplr, vflip=args.flipud, erasing=args.erasing,
-        auto_augment=args.auto_augment, hsv_h=args.hsv_h, hsv_s=args.hsv_s, hsv_v=args.hsv_v,
-    )  # fmt: skip
+    # the transform Ultralytics' own training dataset builds from these arguments, not a copy of its call
+    stock_transform = ClassificationDataset(str(TREE / "train"), args, augment=True, prefix="train").torch_transforms
     torch.manual_seed(a.seed)
     rgb = (Image.fromarray(cv2.cvtColor(im, cv2.COLOR_GRAY2RGB)) for im in images)
     stock = torch.stack([stock_transform(im)[0] for im in rgb])  # grey: the three channels are equal
