@@ -2,14 +2,15 @@
 `classify_augmentations` (per PIL image, as Ultralytics' ClassificationDataset calls it) against the fast path's
 batched `Augment`, on the same training images with the same train arguments (the default recipe's unless given).
 
-    python benchmarks/compare_augment.py [--images 4000] [--seed 0] [--per-op] [key=value ...]
+    python benchmarks/compare_augment.py [--images 4000] [--seed 0] [--per-op] [--weights PT] [key=value ...]
 
 Prints, for per-image statistics of the augmented 32-px images (mean, standard deviation, share of black pixels:
 below half a grey level, share above mid-grey), each loader's mean and spread and their difference in standard
-errors. The two draw
-different random numbers, so single images differ; the distributions should not (|difference| of a few standard
-errors at most). --per-op compares each RandAugment operation at bin 9, both signs, on the same 32-px images:
-torchvision's operation on the PIL image (what stock calls) against `training/randaugment.py`'s, image by image.
+errors. The two draw different random numbers, so single images differ; the distributions should not (|difference|
+of a few standard errors at most). --weights adds the statistic a model sees: that checkpoint's loss (eval mode,
+cross-entropy) on each image, which a harder or easier augmentation moves even where pixel statistics agree.
+--per-op compares each RandAugment operation at bin 9, both signs, on the same 32-px images: torchvision's operation
+on the PIL image (what stock calls) against `training/randaugment.py`'s, image by image.
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ def per_image(x: torch.Tensor) -> dict[str, torch.Tensor]:
         "black": (x < 0.5 / 255).float().mean(1),
         "above 0.5": (x > 0.5).float().mean(1),
     }
+
+
+def model_loss(weights: str, x: torch.Tensor, classes: list[str]) -> torch.Tensor:
+    """(N, H, W) images in [0, 1] of these class folders -> the checkpoint's cross-entropy on each (eval mode, grey as
+    three channels)."""
+    from ultralytics import YOLO
+
+    model = YOLO(weights).model.float().eval()
+    index = {name: i for i, name in model.names.items()}
+    labels = torch.tensor([index[c] for c in classes])
+    out = []
+    with torch.no_grad():
+        for xs, ys in zip(x.split(500), labels.split(500)):
+            p = model(xs[:, None].expand(-1, 3, -1, -1).contiguous())  # eval mode: softmax probabilities
+            p = p[0] if isinstance(p, (tuple, list)) else p
+            out.append(-p.gather(1, ys[:, None]).clamp(min=1e-12).log()[:, 0])
+    return torch.cat(out)
 
 
 def per_op(images: list[np.ndarray]) -> None:
@@ -81,6 +99,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4000, help="training images sampled (default 4000)")
     ap.add_argument("--seed", type=int, default=0, help="the sample's and both loaders' seed")
     ap.add_argument("--per-op", action="store_true", help="each RandAugment operation, stock's against the fast path's")
+    ap.add_argument("--weights", help="also a checkpoint's loss on each loader's augmented images (eval mode)")
     ap.add_argument("overrides", nargs="*", help="train arguments, key=value (default: the default recipe's)")
     a = ap.parse_args()
     args = get_cfg(overrides={"imgsz": 32, **parse_overrides(a.overrides)})
@@ -98,7 +117,12 @@ def main() -> None:
     print(f"{len(images)} training images, {args.imgsz} px, auto_augment={args.auto_augment}, "
           f"scale={args.scale}, erasing={args.erasing}, fliplr={args.fliplr}")  # fmt: skip
     print("| statistic | stock | fast | difference / standard error |\n|---|---|---|---|")
-    for (name, s), f in zip(per_image(stock).items(), per_image(fast).values()):
+    stats = [per_image(stock), per_image(fast)]
+    if a.weights:
+        classes = [f.parent.name for f in files[: a.images]]
+        for x, st in zip((stock, fast), stats):
+            st["loss of --weights"] = model_loss(a.weights, x, classes)
+    for (name, s), f in zip(stats[0].items(), stats[1].values()):
         se = float(((s.var() + f.var()) / len(s)).sqrt())
         print(f"| {name} | {s.mean():.4f} ± {s.std():.4f} | {f.mean():.4f} ± {f.std():.4f} | "
               f"{(f.mean() - s.mean()) / se:+.1f} |")  # fmt: skip

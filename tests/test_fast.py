@@ -4,7 +4,6 @@ import contextlib
 import json
 import math
 import os
-from unittest import mock
 
 import cv2
 import numpy as np
@@ -28,6 +27,7 @@ from fmnist_yolo.training.fast import (
     step_plan,
 )
 from tests.conftest import cpu_flags_say_bf16
+from tests.stepprobe import first_epoch_update, probe_args, stock_class
 
 FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "plots": False, "workers": 0, "imgsz": 28}
 
@@ -325,94 +325,6 @@ def test_bf16_trains_on_a_cpu_that_has_it(tree, tmp_path, monkeypatch):
 # --- fast=True trains stock's recipe: one step agrees, and every step's schedule is stock's -------------------------
 
 
-class _Stop(Exception):
-    """Ends a probe run after its first epoch's optimizer steps."""
-
-
-def _probe_args(tmp_path, **kw):
-    return {"model": "yolo11n-cls.yaml", "imgsz": 32, "epochs": 1, "batch": 16, "nbs": 64, "warmup_epochs": 0,
-            "plots": False, "val": False, "workers": 0, "device": "cpu", "seed": 0, "deterministic": True,
-            "project": str(tmp_path), "exist_ok": True, "amp": False, **kw}  # fmt: skip
-
-
-class _Identity:
-    """No augmentation: the images as stock's fixed batches hold them."""
-
-    def draw(self, n, g, device):
-        return {}
-
-    def apply(self, x, r):
-        return x[:, None].float() / 255
-
-
-class _Fixed:
-    """A stock-format loader serving fixed batches in order (a stand-in for Ultralytics' shuffled loader)."""
-
-    num_workers, drop_last = 0, False
-
-    def __init__(self, batches: list[dict]):
-        self.batches, self.batch_size = batches, len(batches[0]["cls"])
-        self.dataset = self.sampler = range(sum(len(b["cls"]) for b in batches))
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter([dict(b) for b in self.batches])
-
-    def reset(self):
-        pass
-
-
-def _stock_class(optimizer) -> type:
-    """The optimizer class Ultralytics chose (the fast path steps with its device-tensor twin, a subclass)."""
-    return next(c for c in type(optimizer).__mro__ if not c.__module__.startswith("fmnist_yolo"))
-
-
-def _one_step_update(trainer_cls, tree, tmp_path, images, labels, **kw):
-    """The parameter update of the first epoch (one optimizer step here) from the trainer's initial weights."""
-    from ultralytics.models.yolo.classify import ClassificationTrainer
-
-    x = images.float()[:, None].expand(-1, 3, -1, -1) / 255
-    micro = [{"img": i.contiguous(), "cls": c} for i, c in zip(x.split(16), labels.split(16))]
-
-    class Probe(trainer_cls):
-        def get_dataloader(self, dataset_path, batch_size=16, rank=0, mode="train"):
-            if mode != "train":
-                return super().get_dataloader(dataset_path, batch_size, rank, mode)
-            if trainer_cls is ClassificationTrainer:  # stock: the 64 images as 4 micro-batches of 16, in order
-                return _Fixed(micro)
-            # fast: the same 64 images fused, placed so that the loader's seeded shuffle serves them in that order
-            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))  # seed 0, epoch 0
-            placed, placed_labels = torch.empty_like(images), torch.empty_like(labels)
-            placed[order], placed_labels[order] = images, labels
-            return MemoryLoader(MemoryDataset(placed, placed_labels, []), batch_size, 32, _Identity())
-
-    seen = {}
-
-    def start(t):
-        seen["before"] = {k: v.detach().clone() for k, v in t.model.named_parameters()}
-        seen["optimizer"] = _stock_class(t.optimizer).__name__
-
-    def end(t):
-        seen["after"] = {k: v.detach().clone() for k, v in t.model.named_parameters()}
-        raise _Stop
-
-    clip = torch.nn.utils.clip_grad_norm_
-
-    def recording_clip(parameters, *a, **k):  # Ultralytics clips at norm 10 (early steps reach ~200): record before
-        parameters = list(parameters)
-        seen["grad"] = [p.grad.detach().clone() for p in parameters]
-        return clip(parameters, *a, **k)
-
-    trainer = Probe(overrides={"data": str(tree), **_probe_args(tmp_path, name=trainer_cls.__name__, **kw)})
-    trainer.add_callback("on_train_start", start)
-    trainer.add_callback("on_train_epoch_end", end)
-    with pytest.raises(_Stop), mock.patch.object(torch.nn.utils, "clip_grad_norm_", recording_clip):
-        trainer.train()
-    return seen
-
-
 @pytest.mark.parametrize("optimizer", ["SGD", "MuSGD"])
 def test_one_fast_step_updates_the_weights_as_stock(tree, tmp_path, optimizer):
     """batch=16, nbs=64: stock adds 4 micro-batch gradients, fast=True fuses them; the update must be the same.
@@ -427,8 +339,8 @@ def test_one_fast_step_updates_the_weights_as_stock(tree, tmp_path, optimizer):
     images = (images.float() * torch.tensor([0.2, 0.5, 0.8, 1.0]).repeat_interleave(16).view(-1, 1, 1)).to(torch.uint8)
     labels = torch.arange(64) % 10
     kw = {"optimizer": optimizer, "lr0": 0.01, "momentum": 0.9}
-    stock = _one_step_update(ClassificationTrainer, tree, tmp_path, images, labels, **kw)
-    fast = _one_step_update(MemoryTrainer, tree, tmp_path, images, labels, **kw)
+    stock = first_epoch_update(ClassificationTrainer, tree, tmp_path, images, labels, **kw)
+    fast = first_epoch_update(MemoryTrainer, tree, tmp_path, images, labels, **kw)
     assert stock["optimizer"] == fast["optimizer"] == optimizer
     for g_stock, g_fast in zip(stock["grad"], fast["grad"], strict=True):  # the gradient stepped on, before clipping
         # fp32 summation order differs; a 4x scale (the old fast=True) is a relative difference of 0.75
@@ -463,7 +375,7 @@ def _steps(trainer_cls, tree, tmp_path, **kw):
 
         opt.step = recorded
 
-    trainer = trainer_cls(overrides={"data": str(tree), **_probe_args(tmp_path, name=trainer_cls.__name__, **kw)})
+    trainer = trainer_cls(overrides={"data": str(tree), **probe_args(tmp_path, name=trainer_cls.__name__, **kw)})
     trainer.add_callback("on_train_start", record)
     trainer.train()
     return steps, trainer
@@ -733,11 +645,11 @@ def test_a_fast_step_never_reads_the_device(tree, tmp_path, monkeypatch, optimiz
     from fmnist_yolo import compat
     from fmnist_yolo.training.fast import MemoryTrainer
 
-    args = _probe_args(tmp_path, name="nosync", epochs=100, nbs=64, batch=16, optimizer=optimizer)
+    args = probe_args(tmp_path, name="nosync", epochs=100, nbs=64, batch=16, optimizer=optimizer)
     with compat.training():
         trainer = MemoryTrainer(overrides={"data": str(tree), **args})
         trainer._setup_train()
-        assert _stock_class(trainer.optimizer).__name__ == optimizer
+        assert stock_class(trainer.optimizer).__name__ == optimizer
 
         def step():  # an epoch's first chunk: its order and augmentation draws are made here too
             batch = trainer.preprocess_batch(next(iter(trainer.train_loader)))
@@ -1034,7 +946,7 @@ def test_the_device_step_trains_as_stocks_step(tree, tmp_path, optimizer, device
         pytest.skip("no CUDA device")
     states = []
     for device_step in (False, True):
-        args = _probe_args(tmp_path, name=f"step{device_step}", epochs=100, nbs=64, batch=16, optimizer=optimizer,
+        args = probe_args(tmp_path, name=f"step{device_step}", epochs=100, nbs=64, batch=16, optimizer=optimizer,
                            device=0 if device == "cuda" else "cpu")  # fmt: skip
         with compat.training():
             t = MemoryTrainer(overrides={"data": str(tree), **args}, device_step=device_step)
