@@ -15,12 +15,14 @@ def _run_dir(path, val, loss):
     return path
 
 
-def _compare(tmp_path, fast, stock, *args):
-    f = _run_dir(tmp_path / "fast", *fast)
-    s = _run_dir(tmp_path / "stock", *stock)
-    r = subprocess.run([sys.executable, "benchmarks/compare_loaders.py", str(f), str(s), *args], cwd=ROOT,
+def _script(*args):
+    r = subprocess.run([sys.executable, "benchmarks/compare_loaders.py", *map(str, args)], cwd=ROOT,
                        capture_output=True, text=True)  # fmt: skip
     return r.returncode, r.stdout, r.stderr
+
+
+def _compare(tmp_path, fast, stock, *args):
+    return _script(_run_dir(tmp_path / "fast", *fast), _run_dir(tmp_path / "stock", *stock), *args)
 
 
 def test_same_run_within_noise_holds(tmp_path):
@@ -48,3 +50,31 @@ def test_a_gap_in_either_criterion_fails(tmp_path):
 def test_too_few_common_epochs_is_an_error(tmp_path):
     code, _, err = _compare(tmp_path, ([0.8] * 20, [0.5] * 20), ([0.8] * 15, [0.5] * 15))
     assert code == 2 and err.startswith("Error: epochs 11-20 are not all in both runs")
+
+
+def test_several_runs_a_side_compare_their_mean_curves_with_a_standard_error(tmp_path):
+    loss = [0.5] * 20
+    fast = [_run_dir(tmp_path / f"f{i}", [v] * 20, loss) for i, v in enumerate((0.850, 0.852, 0.854))]
+    stock = [_run_dir(tmp_path / f"s{i}", [v] * 20, [x + 0.004 for x in loss]) for i, v in enumerate((0.853, 0.855))]
+    code, out, _ = _script("--fast", *fast, "--stock", *stock)
+    assert code == 0, out
+    assert "fast runs, mean val top-1 over epochs 11-20: 0.8500, 0.8520, 0.8540" in out
+    assert "stock runs, mean val top-1 over epochs 11-20: 0.8530, 0.8550" in out
+    # pooled sd of the runs' means: sqrt((8e-6 + 2e-6) / 3) = 0.001826; SE = sd * sqrt(1/3 + 1/2) = 0.001667
+    assert "fast 0.8520, stock 0.8540 (-0.20 points, standard error 0.17; within 0.3: yes)" in out
+    assert "mean difference -0.0040" in out
+    code, out, _ = _script("--fast", *fast[:2], "--stock", stock[0])  # one stock run: the fast runs' spread serves
+    assert "(-0.20 points, standard error 0.17; within 0.3: yes)" in out
+
+
+def test_runs_with_different_epochs_compare_over_the_epochs_all_have(tmp_path):
+    fast = [_run_dir(tmp_path / "f0", [0.85] * 20, [0.5] * 20), _run_dir(tmp_path / "f1", [0.85] * 12, [0.5] * 12)]
+    code, _, err = _script("--fast", *fast, "--stock", _run_dir(tmp_path / "s", [0.85] * 20, [0.5] * 20))
+    assert code == 2 and "common epochs: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]" in err
+
+
+def test_a_pair_or_two_lists_not_both(tmp_path):
+    run = _run_dir(tmp_path / "r", [0.85] * 20, [0.5] * 20)
+    for args in ([run], [run, run, "--fast", run], ["--fast", run]):
+        code, _, err = _script(*args)
+        assert code == 2 and "give FAST_RUN STOCK_RUN, or --fast RUN ... --stock RUN ..." in err
