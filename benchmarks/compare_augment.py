@@ -36,12 +36,9 @@ def per_image(x: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def model_loss(weights: str, x: torch.Tensor, classes: list[str]) -> torch.Tensor:
-    """(N, H, W) images in [0, 1] of these class folders -> the checkpoint's cross-entropy on each (eval mode, grey as
+def model_loss(model, x: torch.Tensor, classes: list[str]) -> torch.Tensor:
+    """(N, H, W) images in [0, 1] of these class folders -> an eval-mode classifier's cross-entropy on each (grey as
     three channels)."""
-    from ultralytics import YOLO
-
-    model = YOLO(weights).model.float().eval()
     index = {name: i for i, name in model.names.items()}
     labels = torch.tensor([index[c] for c in classes])
     out = []
@@ -119,9 +116,11 @@ def main() -> None:
     print("| statistic | stock | fast | difference / standard error |\n|---|---|---|---|")
     stats = [per_image(stock), per_image(fast)]
     if a.weights:
-        classes = [f.parent.name for f in files[: a.images]]
+        from ultralytics import YOLO
+
+        model, classes = YOLO(a.weights).model.float().eval(), [f.parent.name for f in files[: a.images]]
         for x, st in zip((stock, fast), stats):
-            st["loss of --weights"] = model_loss(a.weights, x, classes)
+            st["loss of --weights"] = model_loss(model, x, classes)
     for (name, s), f in zip(stats[0].items(), stats[1].values()):
         se = float(((s.var() + f.var()) / len(s)).sqrt())
         print(f"| {name} | {s.mean():.4f} ± {s.std():.4f} | {f.mean():.4f} ± {f.std():.4f} | "

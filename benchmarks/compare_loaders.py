@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 
 import pandas as pd
@@ -76,8 +77,7 @@ def standard_error(fast: list[float], stock: list[float]) -> float | None:
     sides = [s for s in (fast, stock) if len(s) > 1]
     if not sides:
         return None
-    dof = sum(len(s) - 1 for s in sides)
-    pooled = sum(sum((x - sum(s) / len(s)) ** 2 for x in s) for s in sides) / dof
+    pooled = sum((len(s) - 1) * statistics.variance(s) for s in sides) / sum(len(s) - 1 for s in sides)
     return math.sqrt(pooled * (1 / len(fast) + 1 / len(stock)))
 
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", nargs=2, type=int, default=(11, 20), metavar=("FIRST", "LAST"))
     p.add_argument("--loss-from", type=int, default=5)
     a = p.parse_args(argv)
-    if a.pair and (a.fast or a.stock) or not a.pair and not (a.fast and a.stock) or len(a.pair) not in (0, 2):
+    if (len(a.pair), bool(a.fast), bool(a.stock)) not in {(2, False, False), (0, True, True)}:
         p.error("give FAST_RUN STOCK_RUN, or --fast RUN ... --stock RUN ...")
     fast_runs, stock_runs = (a.pair[:1], a.pair[1:]) if a.pair else (a.fast, a.stock)
     fast, stock = [load_history(r) for r in fast_runs], [load_history(r) for r in stock_runs]
