@@ -1,6 +1,7 @@
 """The fast data path (fast=True) against Ultralytics' stock loader: epoch time and accuracy, side by side.
 
     python benchmarks/bench_fast.py epoch    [--reps 2]      one full epoch each, alternating
+    python benchmarks/bench_fast.py epoch --planned 100 --args warmup_epochs=0   the epoch `make train` repeats
     python benchmarks/bench_fast.py accuracy [--epochs 10]   N epochs each from scratch, then test top-1
 
 Both arms are `fmnist_yolo.train` with identical arguments (yolo11n-cls.yaml, imgsz 28, the full 55k train
@@ -9,7 +10,10 @@ split, val 5k) and differ only in fast=True; bench_train.py shows the wrapper it
 validation). Accuracy: best.pt chosen on val, evaluated once on test (the 10k official test images).
 Targets: epoch time ratio <= 0.25 (issue 19; 0.3 in issue 8); 10-epoch test top-1 within 0.3 points of stock
 (issue 14). `--fast-args amp=bf16` adds train arguments to the fast arm; `--arms fast` runs one arm alone (runs
-are deterministic: a stock arm measured earlier on the same code stands).
+are deterministic: a stock arm measured earlier on the same code stands). `--planned N` plans each run for N epochs
+and stops it after the first, so that `optimizer=auto` picks what an N-epoch run trains with (MuSGD at 100: a 1-epoch
+run's AdamW step is cheaper); `--args` adds train arguments to both arms (`warmup_epochs=0`: the steady epoch's
+steps, not warm-up's smaller ones).
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ RUN = r"""
 import json, sys
 import fmnist_yolo
 kw = json.loads(sys.argv[1])
-run = fmnist_yolo.train(**kw)
+stop = kw.pop("stop_after", None)
+def stop_after(trainer):
+    trainer.stop = trainer.epoch + 1 >= stop
+run = fmnist_yolo.train(**kw, callbacks={"on_fit_epoch_end": stop_after} if stop else None)
 h = run.history
 print("RESULT", json.dumps({"epoch_s": h["time"].diff().fillna(h["time"]).tolist(), "val_top1": h["val_top1"].tolist(),
       "best_val": float(h["val_top1"].max()), "test_top1": run.test.top1 if run.test else None,
@@ -49,6 +56,11 @@ def one(kw: dict) -> dict:
     return {**result, "process_s": time.perf_counter() - t0}
 
 
+def key_values(words: list[str]) -> dict:
+    """KEY=VALUE words as train arguments, each value read as YAML (as the CLI reads it)."""
+    return {k: yaml.safe_load(v) for k, v in (w.split("=", 1) for w in words)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["epoch", "accuracy"])
@@ -58,18 +70,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fast-args", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra train arguments of the fast arm, e.g. amp=bf16")  # fmt: skip
+    parser.add_argument("--planned", type=int, default=1, metavar="N",
+                        help="epoch mode: plan N epochs (LR schedule, optimizer=auto), stop after one")  # fmt: skip
+    parser.add_argument("--args", nargs="*", default=[], metavar="KEY=VALUE", help="train arguments of both arms")
     parser.add_argument("--arms", default="fast,stock", help="accuracy mode: which arms (default: fast,stock)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-fast-"))
-    fast_args = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in args.fast_args)}
+    fast_args = key_values(args.fast_args)
     common = {"data": str(Path(args.data).absolute()), "model": "yolo11n-cls.yaml", "imgsz": 28, "seed": 0,
-              "device": args.device, "plots": False, "project": str(work)}  # fmt: skip
+              "device": args.device, "plots": False, "project": str(work), **key_values(args.args)}  # fmt: skip
     rows = []
     if args.mode == "epoch":
         for rep in range(args.reps):
             for fast in (False, True) if rep % 2 == 0 else (True, False):
                 extra = fast_args if fast else {}
-                r = one({**common, **extra, "epochs": 1, "fast": fast, "evaluate_test": False, "name": f"e{rep}{fast}"})
+                planned = {"epochs": args.planned, "stop_after": 1} if args.planned > 1 else {"epochs": 1}
+                r = one({**common, **extra, **planned, "fast": fast, "evaluate_test": False, "name": f"e{rep}{fast}"})
                 rows.append(
                     {
                         "rep": rep,

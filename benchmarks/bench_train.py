@@ -5,8 +5,8 @@ Each repetition runs four whole processes in alternating order and times each fr
 
   stock        yolo classify train ARGS
   stock_test   yolo classify val model=<stock best.pt> split=test    (what fmnist-yolo adds: one test pass)
-  ours_train   fmnist-yolo train ARGS evaluate_test=False              (the same work as `stock`)
-  ours         fmnist-yolo train ARGS                                  (train + test evaluation, the default)
+  ours_train   fmnist-yolo train ARGS fast=False evaluate_test=False   (the same work as `stock`: its loader)
+  ours         fmnist-yolo train ARGS fast=False                       (train + test evaluation, the default)
 
 and prints two medians of per-repetition ratios: ours_train/stock (the wrapper's own cost; target <= 1.05)
 and ours/(stock + stock_test) (the same deliverable: a trained model and its test score).
@@ -62,8 +62,8 @@ def main() -> None:
                                f"data={data}", "split=test", "imgsz=28", "device=cpu", f"project={work}",
                                f"name=stock_test{rep}"],
                 "ours_train": [str(BIN / "fmnist-yolo"), "train", *common, f"name=ours_train{rep}",
-                               "evaluate_test=False"],
-                "ours": [str(BIN / "fmnist-yolo"), "train", *common, f"name=ours{rep}"],
+                               "evaluate_test=False", "fast=False"],
+                "ours": [str(BIN / "fmnist-yolo"), "train", *common, f"name=ours{rep}", "fast=False"],
             }  # fmt: skip
             order = ["stock", "stock_test", "ours_train", "ours"]
             if rep % 2:  # alternate who goes first; stock_test needs stock's weights

@@ -181,7 +181,7 @@ def cmd_tune(words: list[str]) -> int:
     """Search hyperparameters on Ray Tune: each trial is one train run; ASHA stops weak trials early on val top-1.
 
     The default space (fmnist_yolo.training.tune.SPACE) samples the learning-rate schedule, momentum, weight decay,
-    warm-up, dropout and augmentation (not auto_augment with fast=True); trials never see test. Writes
+    warm-up, dropout and augmentation (auto_augment only with the stock loader); trials never see test. Writes
     tune_results.csv and best_hyperparameters.yaml (a train cfg=) into runs/classify/tune. Needs the tune extra:
     pip install 'fmnist-yolo[tune]'.
     """

@@ -123,8 +123,10 @@ OPTIONS: tuple[Option, ...] = (
     # --- training: the keys fmnist-yolo adds to Ultralytics' (any Ultralytics train key passes through) ---
     Option("recipe", DEFAULT_RECIPE, "a shipped recipe (`fmnist-yolo recipes`) or a recipe YAML path",
            ("train", "tune"), _PATH),
-    Option("fast", False, "True: the in-memory data path with batched augmentation on the device (same optimizer "
-           "steps as the stock loader)", ("train", "tune"), (bool,)),
+    Option("fast", None, "the in-memory data path with batched augmentation on the device, stock's optimizer steps "
+           "(default: wherever it serves, else the stock loader with a line saying why; False: Ultralytics' stock "
+           "loader; True: an error where it cannot serve)", ("train", "tune"), (bool, type(None)),
+           metavar="True|False"),
     Option("fused_bn", False, "with fast=True: BatchNorm over each fused step's images, not per micro-batch as "
            "stock (faster)", ("train", "tune"), (bool,)),
     Option("select_on", "top1_top5", "best.pt = the epoch with the best val top1_top5 (Ultralytics' mean of top-1 "

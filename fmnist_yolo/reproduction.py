@@ -334,6 +334,7 @@ def train_arguments(record: Provenance, tree: Path, original: Path, name: str | 
     recorded seed and deterministic flag, the checked tree, a new run directory beside the original."""
     args = {k: v for k, v in record.args.items() if k not in ("project", "name", "exist_ok", "data", "resume")}
     args.update({k: record.environment[k] for k in ("seed", "deterministic") if k in record.environment})
+    args["fast"] = bool(args.get("fast"))  # the recorded loader: a record without the key trained with stock's
     return {**args, "data": str(tree), "project": str(original.parent), "name": name or f"{original.name}-reproduce",
             "exist_ok": False, "device": _device(record) if device is None else device}  # fmt: skip
 

@@ -129,8 +129,10 @@ def test_select_on_is_one_rule(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("word, says", [
-    ("device=0,1", "fast=True trains on one device, found device=0,1; drop fast=True for multi-GPU (DDP) training"),
-    ("time=1", "fast=True plans its optimizer steps by epoch: give epochs=, not time="),
+    ("device=0,1", "fast=True: the fast path trains on one device, found device=0,1 (multi-GPU DDP); drop fast=True "
+                   "for the stock loader"),
+    ("time=1", "fast=True: the fast path plans its optimizer steps by epoch: give epochs=, not time=; drop "
+               "fast=True for the stock loader"),
 ])  # fmt: skip
 def test_fast_preconditions_are_one_rule(word, says, tree, tmp_path, capsys, monkeypatch):
     """`train fast=True` refuses several devices and time= in the words the fast trainer uses when it is reached
@@ -149,6 +151,41 @@ def test_fast_preconditions_are_one_rule(word, says, tree, tmp_path, capsys, mon
             overrides={**FAST, "data": str(tree), "project": str(tmp_path / "api"), key: yaml.safe_load(value)}
         )
     assert str(e.value) == says
+
+
+@pytest.mark.parametrize("given, fast, why", [
+    ({}, True, None),
+    ({"fast": False}, False, None),
+    ({"fast": True, "auto_augment": "augmix"}, True, None),  # as given: the fast trainer warns of augmix itself
+    ({"device": "0,1"}, False, "trains on one device, found device=0,1"),
+    ({"time": 1}, False, "give epochs=, not time="),
+    ({"auto_augment": "augmix"}, False, "does not apply auto_augment=augmix"),
+    ({"auto_augment": "autoaugment"}, False, "does not apply auto_augment=autoaugment"),
+])  # fmt: skip
+def test_the_fast_path_is_the_default_where_it_serves(given, fast, why):
+    """fast= unset trains the fast path unless it cannot serve (several devices, time=) or would train something else
+    (an auto_augment policy it does not apply): then the stock loader, with one line that says why."""
+    import warnings
+
+    from fmnist_yolo.errors import FmnistWarning
+    from fmnist_yolo.training.args import resolve_args
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        args = resolve_args(given)
+    lines = [str(w.message) for w in said if issubclass(w.category, FmnistWarning)]
+    assert args["fast"] is fast
+    assert lines == ([] if why is None else [lines[0]]) and (why is None or why in lines[0]), lines
+    assert all(line.startswith("training with the stock loader: ") for line in lines)
+    assert resolve_args({**given, "fast": args["fast"]})["fast"] is fast  # a record's args resolve to themselves
+
+
+def test_fused_bn_needs_the_fast_path_it_chose():
+    from fmnist_yolo.training.args import resolve_args
+
+    assert resolve_args({"fused_bn": True})["fast"] is True
+    with pytest.raises(ConfigError, match="fused_bn=True .* needs fast=True"):
+        resolve_args({"fused_bn": True, "time": 1})
 
 
 def test_fast_warns_of_the_augmentation_it_does_not_apply(tree, tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ def test_compare_lists_every_run(tiny_run, tmp_path, capsys):
     assert (ours["model"], ours["pretrained"], ours["epochs"], ours["imgsz"]) == ("yolo11n-cls.yaml", False, 2, 32)
     assert ours["parameters"] == p["model"]["parameters"] and ours["recorded_by"] == "fmnist-yolo"
     assert plain["recorded_by"] == "ultralytics" and pd.isna(plain["test_top1"]) and plain["imgsz"] == 32
-    assert (ours["loader"], plain["loader"]) == ("stock", "stock")  # the default loader; Ultralytics' own
+    assert (ours["loader"], plain["loader"]) == ("fast", "stock")  # the default loader; Ultralytics' own
     assert plain["best_val_top1"] == ours["best_val_top1"] and plain["epochs_completed"] == 2
     assert table["name"].iloc[0] == "classify/ours"  # runs with a test score rank first
 

@@ -324,7 +324,7 @@ def test_argument_values_are_checked(word, key, says, tree, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("words, says", [
-    (["fast=True", "device=0,1"], "fast=True trains on one device"),
+    (["fast=True", "device=0,1"], "fast=True: the fast path trains on one device"),
     (["fast=True", "time=1"], "give epochs=, not time="),
 ])  # fmt: skip
 def test_combinations_that_cannot_work(words, says, tree, capsys):

@@ -31,7 +31,7 @@ def _train(tree, name, **kw):
 
 @pytest.fixture(scope="module")
 def stock(tree):
-    return _train(tree, "stock")
+    return _train(tree, "stock", fast=False)
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +226,18 @@ def test_an_older_record_is_read_and_its_unknowns_said(stock, tree, tmp_path):
     fmnist_yolo.prepare(source=tree.parent / "src", out=moved, val_size=10, verify=False, workers=1, progress=False)
     with pytest.raises(DataError, match="its manifest differs .* the record holds no options to rebuild it"):
         recorded_tree(record, moved)
+
+
+def test_the_recorded_loader_is_reproduced(stock, tree):
+    """A record's loader is the reproduction's, whatever today's default; one from before fast= trained stock's."""
+    from dataclasses import replace
+
+    from fmnist_yolo.reproduction import train_arguments
+
+    assert stock.record.args["fast"] is False
+    for args, fast in (({**stock.record.args, "fast": True}, True), (stock.record.args, False),
+                       ({k: v for k, v in stock.record.args.items() if k != "fast"}, False)):  # fmt: skip
+        assert train_arguments(replace(stock.record, args=args), tree, stock.dir, None, "cpu")["fast"] is fast
 
 
 def test_warning_category(stock, monkeypatch):

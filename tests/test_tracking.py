@@ -86,7 +86,8 @@ def test_mlflow_run_logged_and_compared(server, tree, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fmnist-yolo-test")
     runs = tmp_path / "runs"
-    run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=2, data=str(tree), project=str(runs), name="tracked", mlflow=True)
+    run = fmnist_yolo.train(**SYNTHETIC_RUN, epochs=2, data=str(tree), project=str(runs), name="tracked", mlflow=True,
+                            fast=False)  # fmt: skip
     run_id = run.provenance["tracking"]["mlflow"]["run_id"]
     client = MlflowClient(server)
     logged = client.get_run(run_id)

@@ -40,7 +40,10 @@ def test_defaults_and_precedence(tmp_path):
         (["train", "model=nope/missing.pt"], "nope/missing.pt: model file not found"),
         (["train", "epochs=abc"], "'epochs' must be an int"),
         (["train", "justaword"], "expected key=value, found 'justaword'"),
-        (["train", "fused_bn=True"], "fused_bn=True changes how fast=True normalises its fused chunks; it needs fast"),
+        (
+            ["train", "fast=False", "fused_bn=True"],
+            "fused_bn=True changes how fast=True normalises its fused chunks; it needs fast",
+        ),
         (["train", "fast=True", "fused_bn=maybe"], "fused_bn='maybe': expected True or False"),
         (["train", "cfg=/does/not/exist.yaml"], "/does/not/exist.yaml: argument file not found"),
         (["val"], "val needs model=RUN_DIR|WEIGHTS.pt"),

@@ -49,6 +49,27 @@ def test_search_space_is_for_classification():
     assert not set(space) & {"box", "dfl", "cls", "mosaic", "mixup", "hsv_h", "hsv_s", "flipud", "degrees"}
 
 
+def test_a_space_sampling_what_the_fast_path_skips_chooses_stock(tmp_path):
+    """fast= unset: the fast path, unless the given space samples auto_augment; then stock, with one line. fast=True
+    with such a space is an error; a space without it keeps the fast path."""
+    import warnings
+
+    require("ray.tune")
+    f = tmp_path / "space.yaml"
+    f.write_text("lr0: [loguniform, 0.001, 0.1]\nauto_augment: [choice, [randaugment, augmix]]\n")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        fast, space = tune_module.loader_and_space(f, None, True)
+    assert fast is False and set(space) == {"lr0", "auto_augment"}
+    assert [str(w.message) for w in said] == [
+        "training with the stock loader: the search space samples auto_augment, which the fast path does not apply "
+        "(fast=False chooses it without this line)"]  # fmt: skip
+    with pytest.raises(ConfigError, match="'auto_augment': not searchable with fast=True"):
+        tune_module.loader_and_space(f, True, True)
+    fast, space = tune_module.loader_and_space(None, None, True)
+    assert fast is True and set(space) == CLASSIFICATION_KEYS - {"auto_augment"}
+
+
 def test_unknown_key_and_space_file(tmp_path):
     require("ray.tune")
     with pytest.raises(ConfigError, match="unknown argument 'iteration'; did you mean 'iterations'"):
@@ -120,11 +141,17 @@ def test_tiny_search_writes_table_and_a_best_config_that_trains(tree, tmp_path, 
     d = tmp_path / "t"
     table = pd.read_csv(d / "tune_results.csv")
     assert len(table) == 2 and (table["status"] == "completed").all() and table["best_val_top1"].between(0, 1).all()
-    assert set(CLASSIFICATION_KEYS) <= set(table.columns) and (table["epochs_run"] == 1).all()
+    # the fast path by default, so the space leaves out what it does not apply (auto_augment)
+    assert (
+        set(CLASSIFICATION_KEYS) - set(tune_module.FAST_NO_OP) <= set(table.columns)
+        and (table["epochs_run"] == 1).all()
+    )
+    assert not set(tune_module.FAST_NO_OP) & set(table.columns)
     assert table["best_val_top1"].is_monotonic_decreasing  # best first
     for run in table["run"]:
         p = json.loads((Path(run) / "fmnist_yolo.json").read_text())
         assert p["status"] == "finished" and p["metrics"]["test"] is None  # trials never touch test
+        assert p["args"]["fast"] is True
     best = yaml.safe_load((d / "best_hyperparameters.yaml").read_text())
     assert best["lr0"] == pytest.approx(table["lr0"].iloc[0]) and best["model"] == "yolo11n-cls.yaml"
     run = fmnist_yolo.train(cfg=str(d / "best_hyperparameters.yaml"), data=str(tree), epochs=1, plots=False,
@@ -305,7 +332,7 @@ def test_device_list_passes_through_to_ultralytics(tree, tmp_path, monkeypatch, 
 
 def test_fast_refuses_several_devices(tree, capsys):
     code, _, err = run_cli(["train", "fast=True", "device=0,1", f"data={tree}", "model=yolo11n-cls.yaml"], capsys)
-    assert code == 1 and "fast=True trains on one device" in err and err.count("\n") == 1
+    assert code == 1 and "fast=True: the fast path trains on one device" in err and err.count("\n") == 1
 
 
 def test_provenance_records_world_size():

@@ -16,7 +16,7 @@ from ..config import (
     unknown,
     unknown_key,
 )
-from ..errors import ConfigError
+from ..errors import ConfigError, warn
 from ..files import read_yaml
 
 
@@ -79,8 +79,25 @@ def resolve_args(overrides: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError, SyntaxError) as e:
         raise ConfigError(str(e).splitlines()[0].strip()) from None
     check_options("train", args)
+    args["fast"], why = choose_loader(args)
+    if why:
+        warn(f"training with the stock loader: {why} (fast=False chooses it without this line)")
     check_values(args)
     return args
+
+
+def choose_loader(args: dict[str, Any]) -> tuple[bool, str | None]:
+    """(fast, why): the loader a run trains with, and where fast= was left unset and the fast path cannot serve, why
+    not. Unset means the fast path wherever it serves: it trains stock's optimizer steps (issue 28's runs at length,
+    benchmarks/RESULTS.md) in 0.5x stock's time on 2 CPU cores and far less on a GPU. True and False are kept as
+    given; True where it cannot serve is check_fast's error."""
+    if args.get("fast") is not None:
+        return bool(args["fast"]), None
+    if why := fast_blocker(args.get("device"), args.get("time")):
+        return False, why
+    if caveat := fast_caveat(args.get("auto_augment")):
+        return False, caveat
+    return True, None
 
 
 def _numeric_value(args: dict, key: str) -> float | None:
@@ -140,15 +157,28 @@ def check_fast(device: Any, time: Any, auto_augment: Any = None) -> str | None:
 
     Checked when the arguments are resolved and again by the fast trainer (a resume, or the Python API).
     """
-    if device_count(device) > 1:  # named as parse_device writes it: the same from the CLI, the API and the trainer
-        raise ConfigError(f"fast=True trains on one device, found device={','.join(devices(device))}; drop fast=True "
-                          "for multi-GPU (DDP) training")  # fmt: skip
-    if time:
-        raise ConfigError("fast=True plans its optimizer steps by epoch: give epochs=, not time=")
-    if auto_augment and auto_augment != "randaugment":
-        return (f"fast=True trains stock's optimizer steps, gradients and schedule, but does not apply "
-                f"auto_augment={auto_augment} (stock applies it per image; randaugment it does). Drop fast=True for "
+    if why := fast_blocker(device, time):
+        raise ConfigError(f"fast=True: {why}; drop fast=True for the stock loader")
+    if caveat := fast_caveat(auto_augment):
+        return (f"fast=True trains stock's optimizer steps, gradients and schedule, but {caveat}. Drop fast=True for "
                 "the stock loader.")  # fmt: skip
+    return None
+
+
+def fast_blocker(device: Any, time: Any) -> str | None:
+    """Why the fast path cannot train this run at all (several devices, a time= budget), or None."""
+    if device_count(device) > 1:  # named as parse_device writes it: the same from the CLI, the API and the trainer
+        return f"the fast path trains on one device, found device={','.join(devices(device))} (multi-GPU DDP)"
+    if time:
+        return "the fast path plans its optimizer steps by epoch: give epochs=, not time="
+    return None
+
+
+def fast_caveat(auto_augment: Any) -> str | None:
+    """What the fast path would train differently from stock (an auto_augment policy it does not apply), or None."""
+    if auto_augment and auto_augment != "randaugment":
+        return (f"the fast path does not apply auto_augment={auto_augment} (stock applies it per image; randaugment "
+                "it does)")  # fmt: skip
     return None
 
 

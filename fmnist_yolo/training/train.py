@@ -139,10 +139,10 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     """Train the Fashion-MNIST recipe; any Ultralytics train argument can be overridden.
 
     Defaults: the `default` recipe (training/recipes/default.yaml, Ultralytics' own) on the prepared tree. Also accepts
-    recipe=NAME, cfg=FILE.yaml (arguments from a file), fast=True (in-memory data path; fused_bn=True
-    normalises its fused chunks as one batch), select_on="top1" (choose best.pt on val top-1 alone),
-    evaluate_test=False, strict_weights=True (no from-scratch fallback) and resume=RUN_DIR (continue an
-    interrupted run from its last.pt to the planned epochs).
+    recipe=NAME, cfg=FILE.yaml (arguments from a file), fast=False (Ultralytics' stock loader; unset, the in-memory
+    fast path trains wherever it serves; fused_bn=True normalises its fused chunks as one batch), select_on="top1"
+    (choose best.pt on val top-1 alone), evaluate_test=False, strict_weights=True (no from-scratch fallback) and
+    resume=RUN_DIR (continue an interrupted run from its last.pt to the planned epochs).
 
     Args:
         callbacks: extra Ultralytics callbacks, event name -> function(trainer), e.g. {"on_fit_epoch_end": f}.

@@ -53,6 +53,20 @@ def _ray():
 FAST_NO_OP = ("auto_augment",)  # keys whose sampled values the fast loader does not all apply (not AugMix, AutoAugment)
 
 
+def loader_and_space(space: dict | str | Path | None, given: bool | None, resolved: bool) -> tuple[bool, dict]:
+    """(fast, the search space): the loader train's rule chose (`resolved`), unless fast= was not `given` and the
+    space samples what the fast path does not apply: then the stock loader, with a line that says why."""
+    try:
+        return resolved, search_space(space, fast=resolved)
+    except ConfigError:
+        if given is not None or not resolved:
+            raise
+        chosen = search_space(space, fast=False)  # any other fault of the space is raised again here
+        warn(f"training with the stock loader: the search space samples {', '.join(FAST_NO_OP)}, which the fast "
+             "path does not apply (fast=False chooses it without this line)")  # fmt: skip
+        return False, chosen
+
+
 def search_space(space: dict | str | Path | None = None, fast: bool = False) -> dict[str, Any]:
     """Ray Tune domains from SPACE, or from a dict / YAML file of the same form (key: [kind, low, high]).
 
@@ -238,7 +252,8 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     project = Path(project_dir(kwargs.pop("project", None)))  # as train resolves it
     name = kwargs.pop("name", None) or default("tune", "name")
     resolved = resolve_args(kwargs)  # validates everything up front, in this process, with clear errors
-    space = search_space(space_spec, fast=bool(resolved.get("fast")))
+    resolved["fast"], space = loader_and_space(space_spec, kwargs.get("fast"), resolved["fast"])
+    kwargs["fast"] = resolved["fast"]  # decided once, here: every trial trains with this loader
     if device_count(resolved.get("device")) > 1:
         raise ConfigError("tune: one device per trial (gpu_per_trial=1); drop the multi-GPU device= list")
     tree = ensure_tree(resolved["data"])
