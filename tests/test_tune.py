@@ -4,6 +4,7 @@ import builtins
 import importlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -117,8 +118,17 @@ def test_bad_space_entry_is_one_line_naming_the_key(entry, problem, tmp_path, mo
 
 def test_tune_refuses_a_device_list(tree):
     require("ray.tune")
+    with warnings.catch_warnings():  # refused before anything warns that DDP would train with the stock loader
+        warnings.simplefilter("error")
+        with pytest.raises(ConfigError, match="one device per trial"):
+            fmnist_yolo.tune(device="0,1", data=str(tree), iterations=1)
+
+
+def test_tune_refuses_a_device_list_from_a_cfg_file(tree, tmp_path):
+    require("ray.tune")
+    (tmp_path / "ddp.yaml").write_text("device: 0,1\n")
     with pytest.raises(ConfigError, match="one device per trial"):
-        fmnist_yolo.tune(device="0,1", data=str(tree), iterations=1)
+        fmnist_yolo.tune(cfg=str(tmp_path / "ddp.yaml"), data=str(tree), iterations=1)
 
 
 def test_trial_paths_are_absolute(tmp_path, monkeypatch):

@@ -67,6 +67,14 @@ def loader_and_space(space: dict | str | Path | None, given: bool | None, resolv
         return False, chosen
 
 
+def one_device(device) -> None:
+    """Refuse a multi-GPU device= list: each trial trains on one device (Ray gives it gpu_per_trial)."""
+    from .args import device_count
+
+    if device_count(device) > 1:
+        raise ConfigError("tune: one device per trial (gpu_per_trial=1); drop the multi-GPU device= list")
+
+
 def search_space(space: dict | str | Path | None = None, fast: bool = False) -> dict[str, Any]:
     """Ray Tune domains from SPACE, or from a dict / YAML file of the same form (key: [kind, low, high]).
 
@@ -237,7 +245,7 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     """
     from ..data.prepare import ensure_tree
     from ..data.tree import content_checksum, prepare_args, read_manifest
-    from .args import check_keys, device_count, resolve_args, valid_keys
+    from .args import check_keys, resolve_args, valid_keys
     from .train import project_dir
 
     ray, rt = _ray()
@@ -251,11 +259,11 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     space_spec = kwargs.pop("space", default("tune", "space"))
     project = Path(project_dir(kwargs.pop("project", None)))  # as train resolves it
     name = kwargs.pop("name", None) or default("tune", "name")
+    one_device(kwargs.get("device"))  # before resolve_args, which would first warn that DDP trains with stock's loader
     resolved = resolve_args(kwargs)  # validates everything up front, in this process, with clear errors
+    one_device(resolved.get("device"))  # a device list from cfg= or a recipe
     resolved["fast"], space = loader_and_space(space_spec, kwargs.get("fast"), resolved["fast"])
     kwargs["fast"] = resolved["fast"]  # decided once, here: every trial trains with this loader
-    if device_count(resolved.get("device")) > 1:
-        raise ConfigError("tune: one device per trial (gpu_per_trial=1); drop the multi-GPU device= list")
     tree = ensure_tree(resolved["data"])
     manifest = read_manifest(tree)
     # What a node's copy of the tree must hold, and how a node without one prepares it (None: the user's own tree,
