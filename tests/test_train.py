@@ -233,15 +233,16 @@ def test_run_load_evaluates_a_run_trained_without_test(source, tmp_path):
 
 
 def test_the_expected_end_is_said_after_the_first_epoch_and_recorded(small_tree, tmp_path, caplog):
-    """Ultralytics shows each epoch's progress, never the whole run's: one line after the first epoch, and the
-    record's `eta` kept current every epoch."""
+    """Ultralytics shows each epoch's progress, never the whole run's: one line after the first epoch, again after
+    the first past warm-up, and the record's `eta` kept current every epoch."""
     import logging
 
     with caplog.at_level(logging.INFO, logger="fmnist_yolo"):
-        run = fmnist_yolo.train(**{**FAST, "epochs": 3}, data=str(small_tree), project=str(tmp_path), name="eta",
-                                evaluate_test=False)  # fmt: skip
+        run = fmnist_yolo.train(**{**FAST, "epochs": 3}, warmup_epochs=1, data=str(small_tree), project=str(tmp_path),
+                                name="eta", evaluate_test=False)  # fmt: skip
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Expected end of the run")]
-    assert len(said) == 1 and said[0].startswith("Expected end of the run: 2 epochs left at ")
+    assert len(said) == 2 and said[0].startswith("Expected end of the run: 2 epochs left at ")
+    assert "revised after epoch 2" in said[0] and said[1].startswith("Expected end of the run after warm-up: 1 epoch ")
     eta = run.record.eta
     assert eta["after_epoch"] == 3 and eta["remaining_s"] == 0 and eta["epoch_s"] > 0
 
@@ -250,10 +251,52 @@ def test_expected_end_arithmetic_and_the_cpu_hint():
     from fmnist_yolo.training.train import expected_end
 
     now = time.mktime((2026, 11, 30, 10, 0, 0, 0, 0, -1))
-    eta, line = expected_end(1, 100, [200.0], "cpu", None, now=now)  # 99 epochs at 200 s: 5.5 h, lands 15:30
+    eta, line = expected_end(1, 100, [(0, 200.0)], "cpu", None, now=now)  # 99 epochs at 200 s: 5.5 h, lands 15:30
     assert eta["remaining_s"] == 19800 and eta["epoch_s"] == 200.0 and eta["ends_at"].startswith("2026-11-30T15:30")
     assert "99 epochs left at 200 s each, 5 h 30 min more, at about 15:30" in line and "recipe=cpu" in line
-    eta, line = expected_end(4, 100, [900.0, 60.0, 60.0, 30.0], "cpu", "cpu", now=now)  # the last 3: 50 s
-    assert eta["epoch_s"] == 50.0 and "recipe=cpu" not in line  # already the cpu recipe
-    assert "recipe=cpu" not in expected_end(1, 100, [200.0], "cuda:0", None, now=now)[1]  # a GPU: no hint
-    assert "at about Wed 17:00" in expected_end(1, 100, [2000.0], "cuda:0", None, now=now)[1]  # another day, named
+    paces = [(0, 900.0), (1, 60.0), (2, 60.0), (3, 30.0)]
+    eta, line = expected_end(4, 100, paces, "cpu", "cpu", now=now)  # the last 3: 50 s
+    assert eta["epoch_s"] == 50.0 and line is None  # said after the first epoch only (no warm-up)
+    assert "recipe=cpu" not in expected_end(1, 100, [(0, 200.0)], "cpu", "cpu", now=now)[1]  # already the cpu recipe
+    assert "recipe=cpu" not in expected_end(1, 100, [(0, 200.0)], "cuda:0", None, now=now)[1]  # a GPU: no hint
+    assert "at about Wed 17:00" in expected_end(1, 100, [(0, 2000.0)], "cuda:0", None, now=now)[1]  # another day
+    assert expected_end(100, 100, [(99, 50.0)], "cpu", None, now=now)[1] is None  # nothing left to announce
+
+
+def test_the_expected_end_is_revised_once_warm_up_ends():
+    """The cpu recipe's first (warm-up) epoch took 176 s against 46 s for its fourth: the first line says so, and the
+    line is said again, at the steady pace, after the first epoch past warm-up."""
+    from fmnist_yolo.training.train import expected_end
+
+    now = time.mktime((2026, 11, 30, 10, 0, 0, 0, 0, -1))
+    paces = [(0, 176.0)]
+    _, line = expected_end(1, 100, paces, "cpu", "cpu", warm=3, now=now)
+    assert line.startswith("Expected end of the run: 99 epochs left at 176 s each") and "revised after epoch 4" in line
+    paces += [(1, 71.0), (2, 56.0)]
+    eta, line = expected_end(3, 100, paces, "cpu", "cpu", warm=3, now=now)
+    assert line is None and eta["epoch_s"] == round((176 + 71 + 56) / 3, 1)  # warm-up only: its pace, unsaid
+    paces.append((3, 46.0))
+    eta, line = expected_end(4, 100, paces, "cpu", "cpu", warm=3, now=now)
+    assert eta["epoch_s"] == 46.0 and eta["remaining_s"] == 96 * 46  # the steady epochs alone
+    assert line.startswith("Expected end of the run after warm-up: 96 epochs left at 46 s each, 1 h 14 min more")
+    paces.append((4, 48.0))
+    eta, line = expected_end(5, 100, paces, "cpu", "cpu", warm=3, now=now)
+    assert line is None and eta["epoch_s"] == 47.0  # said twice at most
+    # a resume past warm-up: one line, at the steady pace, without the warm-up note
+    _, line = expected_end(51, 100, [(50, 46.0)], "cpu", "cpu", warm=3, now=now)
+    assert "49 epochs left at 46 s each" in line and "warm-up" not in line
+    # warm-up reaching the last epoch: no promise of a revision that never comes
+    assert "revised" not in expected_end(1, 3, [(0, 10.0)], "cpu", "cpu", warm=2, now=now)[1]
+
+
+def test_warmup_epochs_follows_stocks_cap():
+    from types import SimpleNamespace
+
+    from fmnist_yolo.training.train import warmup_epochs
+
+    def trainer(w, epochs):
+        return SimpleNamespace(args=SimpleNamespace(warmup_epochs=w), epochs=epochs)
+
+    assert warmup_epochs(trainer(3.0, 100)) == 3 and warmup_epochs(trainer(0.5, 100)) == 1
+    assert warmup_epochs(trainer(0, 100)) == 0 and warmup_epochs(trainer(3.0, 2)) == 1  # capped at epochs - 1
+    assert warmup_epochs(trainer(3.0, 1)) == 0

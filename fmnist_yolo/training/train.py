@@ -9,6 +9,7 @@ metrics), or when it fails before its first epoch (failed). resume= continues an
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import shutil
 import time
@@ -29,7 +30,7 @@ from .weights import Weights, starting_weights
 
 log = logging.getLogger(__name__)
 IMGSZ_NOTE = "Ultralytics rounds imgsz up to a multiple of the model stride (32)"
-ETA_RECENT = 3  # the expected end uses the mean pace of the last 3 epochs (warm-up's first epoch is slower)
+ETA_RECENT = 3  # the expected end uses the mean pace of the last 3 epochs past warm-up (else of any)
 CPU_HINT_S = 3600  # a CPU run planned for longer than an hour names the faster `cpu` recipe
 
 
@@ -180,15 +181,19 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     return _run(model, Recorder(record), tree, {**ultralytics_args, "data": str(tree)})
 
 
-def expected_end(done: int, planned: int, paces: list[float], device: str, recipe: str | None,
-                 now: float | None = None) -> tuple[dict, str]:  # fmt: skip
-    """When the whole run should end, at the pace of its recent epochs: (the record's `eta`, the line to print).
+def expected_end(done: int, planned: int, paces: list[tuple[int, float]], device: str, recipe: str | None,
+                 warm: int = 0, now: float | None = None) -> tuple[dict, str | None]:  # fmt: skip
+    """When the whole run should end, at the pace of its recent epochs: (the record's `eta`, the line to say or None).
 
-    Ultralytics shows each epoch's progress, never the whole run's. On a CPU, a run planned for more than
-    CPU_HINT_S names the faster recipe.
+    Ultralytics shows each epoch's progress, never the whole run's. `paces` are this process's (epoch index, seconds);
+    epochs before `warm` ramp up the learning rate and the images per optimizer step, so they are slower (the `cpu`
+    recipe's first epoch took 176 s against 46 s for its fourth): the pace counts them only until a later epoch ends.
+    The line is said after this process's first epoch, and once more after the first epoch past warm-up, at the pace
+    the rest of the run will go. On a CPU, a run planned for more than CPU_HINT_S names the faster recipe.
     """
     now = time.time() if now is None else now
-    recent = paces[-ETA_RECENT:]
+    steady = [t for epoch, t in paces if epoch >= warm]
+    recent = (steady or [t for _, t in paces])[-ETA_RECENT:]
     pace = sum(recent) / len(recent)
     left = max(planned - done, 0)
     remaining = left * pace
@@ -197,11 +202,23 @@ def expected_end(done: int, planned: int, paces: list[float], device: str, recip
     clock = time.strftime("%H:%M" if same_day else "%a %H:%M", ends)
     eta = {"after_epoch": done, "epoch_s": round(pace, 1), "remaining_s": round(remaining),
            "ends_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", ends)}  # fmt: skip
-    line = (f"Expected end of the run: {left} epoch{'s' * (left != 1)} left at {pace:.0f} s each, "
-            f"{_duration(remaining)} more, at about {clock}")  # fmt: skip
+    first, revised = len(paces) == 1, len(steady) == 1 and len(paces) > 1
+    if left == 0 or not (first or revised):
+        return eta, None
+    line = (f"Expected end of the run{' after warm-up' * revised}: {left} epoch{'s' * (left != 1)} left at "
+            f"{pace:.0f} s each, {_duration(remaining)} more, at about {clock}")  # fmt: skip
+    if first and not steady and warm + 1 < planned:  # the revised line comes before the run ends
+        line += f" (warm-up's epochs are slower: revised after epoch {warm + 1})"
     if device == "cpu" and planned * pace > CPU_HINT_S and recipe != "cpu":
         line += "; on a CPU, recipe=cpu (make train RECIPE=cpu) trains this model in fewer, larger steps"
     return eta, line
+
+
+def warmup_epochs(trainer) -> int:
+    """How many epochs ramp the learning rate up: stock's warm-up iterations over whole epochs (Ultralytics caps
+    warmup_epochs at epochs - 1, BaseTrainer._get_warmup_iterations)."""
+    w = min(float(trainer.args.warmup_epochs), max(int(trainer.epochs) - 1, 0))
+    return math.ceil(w) if w > 0 else 0
 
 
 def _duration(seconds: float) -> str:
@@ -223,16 +240,16 @@ def _run(model, recorder: Recorder, tree: Path, train_args: dict, start_fields: 
     def on_start(trainer) -> None:  # written at the start too: an interrupted run can be resumed with its history
         recorder.start(trainer.save_dir, **fields, **_trainer_fields(record, trainer))
 
-    paces: list[float] = []  # this process's epoch times: the expected end is said after its first epoch
+    paces: list[tuple[int, float]] = []  # this process's epochs and their times: the expected end's pace
 
     def on_epoch_end(trainer) -> None:  # a killed run keeps its wall time (a resume adds to it) and progress
         done = int(trainer.epoch) + 1
         progress = {"wall_time_s": round(previous_wall + time.time() - t0, 2), "epochs_completed": done}
         if trainer.epoch < trainer.epochs and trainer.epoch_time:  # not the final evaluation's (epoch N + 1)
-            paces.append(float(trainer.epoch_time))
+            paces.append((int(trainer.epoch), float(trainer.epoch_time)))
             progress["eta"], line = expected_end(done, int(trainer.epochs), paces, str(trainer.device),
-                                                 (record.recipe or {}).get("name"))  # fmt: skip
-            if len(paces) == 1 and done < trainer.epochs:
+                                                 (record.recipe or {}).get("name"), warmup_epochs(trainer))  # fmt: skip
+            if line:
                 log.info(line)
         recorder.epoch(**progress)
 
