@@ -36,7 +36,7 @@ import fmnist_yolo
 kw = json.loads(sys.argv[1])
 stop = kw.pop("stop_after", None)
 def stop_after(trainer):
-    trainer.stop = trainer.epoch + 1 >= stop
+    trainer.stop = trainer.stop or trainer.epoch + 1 >= stop
 run = fmnist_yolo.train(**kw, callbacks={"on_fit_epoch_end": stop_after} if stop else None)
 h = run.history
 print("RESULT", json.dumps({"epoch_s": h["time"].diff().fillna(h["time"]).tolist(), "val_top1": h["val_top1"].tolist(),

@@ -11,7 +11,7 @@ Warm-up is off (warmup_epochs=0) in every arm, so each measures the steady state
 - model: forward, loss, backward and optimizer step (clipping, EMA) of the trainer the fast path builds, on one
   fixed batch of 64 already on the device: the ceiling for any loader at this batch and precision.
 - fast: `fmnist_yolo.train(fast=True)`, timed inside Ultralytics' own loop (callbacks, logging) after warm batches.
-- stock: `fmnist_yolo.train()` (Ultralytics' loader with the workers it picks), timed the same way.
+- stock: `fmnist_yolo.train(fast=False)` (Ultralytics' loader with the workers it picks), timed the same way.
 
 A variant is a set of precision/compile choices applied to an arm: fp32 (amp=False), fp16 (amp=True: Ultralytics'
 default, GradScaler), bf16 (amp=bf16; on CPU too where it is native), +compile / +ro (torch.compile default /

@@ -10,7 +10,7 @@ import yaml
 import fmnist_yolo
 from fmnist_yolo import config, prepare
 from fmnist_yolo.errors import ConfigError
-from fmnist_yolo.training.args import recipe_path, recipes, resolve_args
+from fmnist_yolo.training.args import choose_loader, recipe_path, recipes, resolve_args, settle_loader
 from tests.conftest import ROOT, require, run_cli
 
 FAST = {"model": "yolo11n-cls.yaml", "epochs": 1, "batch": 32, "plots": False, "workers": 0}
@@ -173,19 +173,41 @@ def test_the_fast_path_is_the_default_where_it_serves(given, fast, why):
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         args = resolve_args(given)
+        assert args["fast"] is given.get("fast")  # unset stays None: decided once the tree is known
+        settle_loader(args)
     lines = [str(w.message) for w in said if issubclass(w.category, FmnistWarning)]
     assert args["fast"] is fast
     assert lines == ([] if why is None else [lines[0]]) and (why is None or why in lines[0]), lines
     assert all(line.startswith("training with the stock loader: ") for line in lines)
-    assert resolve_args({**given, "fast": args["fast"]})["fast"] is fast  # a record's args resolve to themselves
+    again = resolve_args({**given, "fast": args["fast"]})  # a record's args resolve to themselves
+    settle_loader(again)
+    assert again["fast"] is fast
 
 
-def test_fused_bn_needs_the_fast_path_it_chose():
-    from fmnist_yolo.training.args import resolve_args
+def test_a_tree_of_the_users_own_trains_with_stock(tree, tmp_path):
+    """The fast path holds Fashion-MNIST's 28x28 greyscale images: a tree without prepare's manifest (any size, any
+    colours) trains with the stock loader unless fast=True says otherwise."""
+    import shutil
 
-    assert resolve_args({"fused_bn": True})["fast"] is True
+    from fmnist_yolo.data.tree import MANIFEST
+
+    assert choose_loader({"fast": None}, tree) == (True, None)  # prepare's tree
+    own = tmp_path / "own"
+    shutil.copytree(tree, own)
+    (own / MANIFEST).unlink()
+    fast, why = choose_loader({"fast": None}, own)
+    assert fast is False and why.startswith(f"{own} has no {MANIFEST} from `fmnist-yolo prepare`")
+    assert choose_loader({"fast": True}, own) == (True, None)  # asked for: kept
+
+
+def test_fused_bn_asks_for_the_fast_path():
+    args = resolve_args({"fused_bn": True})
+    settle_loader(args)
+    assert args["fast"] is True
+    with pytest.raises(ConfigError, match="fused_bn=True needs the fast path, and the fast path plans its optimizer"):
+        settle_loader(resolve_args({"fused_bn": True, "time": 1}))
     with pytest.raises(ConfigError, match="fused_bn=True .* needs fast=True"):
-        resolve_args({"fused_bn": True, "time": 1})
+        resolve_args({"fused_bn": True, "fast": False})
 
 
 def test_fast_warns_of_the_augmentation_it_does_not_apply(tree, tmp_path, monkeypatch):

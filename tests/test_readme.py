@@ -87,7 +87,7 @@ def workplace(project, monkeypatch, real_tree):
     from fmnist_yolo.config import check_options
     from fmnist_yolo.evaluation.evaluate import Evaluation, _tta, check_ultralytics_keys, trained_model_file
     from fmnist_yolo.training.args import check_keys, resolve_args, valid_keys
-    from fmnist_yolo.training.tune import TUNE_KEYS, search_space
+    from fmnist_yolo.training.tune import TUNE_KEYS, loader_and_space
 
     calls = []
     real = {"prepare": prepare_mod.prepare, "compare": compare_mod.compare, "report": report_mod.report,
@@ -137,8 +137,8 @@ def workplace(project, monkeypatch, real_tree):
     def tune(**kw):
         calls.append(("tune", kw))
         check_keys(kw, valid_keys() | TUNE_KEYS)
-        search_space(kw.get("space"), fast=bool(kw.get("fast")))
-        resolve_args({k: v for k, v in kw.items() if k not in TUNE_KEYS})
+        resolved = resolve_args({k: v for k, v in kw.items() if k not in TUNE_KEYS})
+        loader_and_space(kw.get("space"), resolved)  # the loader and its space, as tune decides them
         table = pd.DataFrame({"lr0": [0.01], "best_val_top1": [0.9], "run": ["r"], "error": [None]})
         table.attrs["dir"] = "runs/classify/tune"
         return table

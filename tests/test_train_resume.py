@@ -58,6 +58,7 @@ def test_interrupt_then_resume(interrupted, capsys):
     assert raw_before == list(range(1, done + 1))
     before = json.loads((run_dir / PROVENANCE).read_text())
     assert before["status"] == "running" and before["model"]["pretrained"] is False  # written at the start
+    assert before["args"]["fast"] is True  # the default where it serves: the fast path
     assert before["wall_time_s"] > 0 and before["epochs_completed"] >= done - 1  # and kept current every epoch
     with pytest.raises(RunError, match="training has not finished"):
         fmnist_yolo.Run.load(run_dir)
@@ -78,6 +79,7 @@ def test_interrupt_then_resume(interrupted, capsys):
     assert len(raw) - EPOCHS == done - resumed["completed_epochs"] <= 1
     p = json.loads((run_dir / PROVENANCE).read_text())
     assert p["status"] == "finished" and p["epochs_completed"] == EPOCHS and p["epochs_planned"] == EPOCHS
+    assert p["args"]["fast"] is True  # the loader it was recorded with, which the resume's trainer is chosen by
     assert p["wall_time_s"] > before["wall_time_s"]  # the interrupted part's time is kept, not restarted
     (resumed,) = p["resumed"]
     assert resumed["checkpoint"] == str(run_dir / "weights" / "last.pt") and resumed["planned_epochs"] == EPOCHS

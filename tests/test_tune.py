@@ -60,15 +60,26 @@ def test_a_space_sampling_what_the_fast_path_skips_chooses_stock(tmp_path):
     f.write_text("lr0: [loguniform, 0.001, 0.1]\nauto_augment: [choice, [randaugment, augmix]]\n")
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        fast, space = tune_module.loader_and_space(f, None, True)
+        fast, space = tune_module.loader_and_space(f, {"fast": None})
     assert fast is False and set(space) == {"lr0", "auto_augment"}
     assert [str(w.message) for w in said] == [
         "training with the stock loader: the search space samples auto_augment, which the fast path does not apply "
         "(fast=False chooses it without this line)"]  # fmt: skip
-    with pytest.raises(ConfigError, match="'auto_augment': not searchable with fast=True"):
-        tune_module.loader_and_space(f, True, True)
-    fast, space = tune_module.loader_and_space(None, None, True)
+    for asked in ({"fast": True}, {"fast": None, "fused_bn": True}):  # set anywhere: a recipe, cfg=, or the call
+        with pytest.raises(ConfigError, match="'auto_augment': not searchable with fast=True"):
+            tune_module.loader_and_space(f, asked)
+    fast, space = tune_module.loader_and_space(None, {"fast": None})
     assert fast is True and set(space) == CLASSIFICATION_KEYS - {"auto_augment"}
+
+
+def test_a_recipe_that_sets_fast_is_kept_with_a_space_it_cannot_train(tree, tmp_path):
+    """recipe=cpu sets fast: true and fused_bn: true: a space sampling auto_augment is refused up front, not turned
+    into trials that each fail."""
+    require("ray.tune")
+    f = tmp_path / "space.yaml"
+    f.write_text("auto_augment: [choice, [randaugment, augmix]]\n")
+    with pytest.raises(ConfigError, match="'auto_augment': not searchable with fast=True"):
+        fmnist_yolo.tune(recipe="cpu", space=str(f), data=str(tree), iterations=1, project=str(tmp_path))
 
 
 def test_unknown_key_and_space_file(tmp_path):
@@ -127,8 +138,10 @@ def test_tune_refuses_a_device_list(tree):
 def test_tune_refuses_a_device_list_from_a_cfg_file(tree, tmp_path):
     require("ray.tune")
     (tmp_path / "ddp.yaml").write_text("device: 0,1\n")
-    with pytest.raises(ConfigError, match="one device per trial"):
-        fmnist_yolo.tune(cfg=str(tmp_path / "ddp.yaml"), data=str(tree), iterations=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ConfigError, match="one device per trial"):
+            fmnist_yolo.tune(cfg=str(tmp_path / "ddp.yaml"), data=str(tree), iterations=1)
 
 
 def test_trial_paths_are_absolute(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from ..config import (
     unknown,
     unknown_key,
 )
+from ..data.tree import MANIFEST, read_manifest
 from ..errors import ConfigError, warn
 from ..files import read_yaml
 
@@ -79,25 +80,42 @@ def resolve_args(overrides: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError, SyntaxError) as e:
         raise ConfigError(str(e).splitlines()[0].strip()) from None
     check_options("train", args)
-    args["fast"], why = choose_loader(args)
-    if why:
-        warn(f"training with the stock loader: {why} (fast=False chooses it without this line)")
     check_values(args)
-    return args
+    return args  # `fast` stays None where no source set it: settle_loader decides once the tree is known
 
 
-def choose_loader(args: dict[str, Any]) -> tuple[bool, str | None]:
+def choose_loader(args: dict[str, Any], tree: Path | None = None) -> tuple[bool, str | None]:
     """(fast, why): the loader a run trains with, and where fast= was left unset and the fast path cannot serve, why
     not. Unset means the fast path wherever it serves: it trains stock's optimizer steps (issue 28's runs at length,
     benchmarks/RESULTS.md) in 0.5x stock's time on 2 CPU cores and far less on a GPU. True and False are kept as
-    given; True where it cannot serve is check_fast's error."""
+    given (True where it cannot serve is check_fast's error); fused_bn=True asks for the fast path."""
     if args.get("fast") is not None:
         return bool(args["fast"]), None
-    if why := fast_blocker(args.get("device"), args.get("time")):
-        return False, why
+    blocker = fast_blocker(args.get("device"), args.get("time"))
+    if args.get("fused_bn"):
+        if blocker:
+            raise ConfigError(f"fused_bn=True needs the fast path, and {blocker}")
+        return True, None
+    if blocker:
+        return False, blocker
     if caveat := fast_caveat(args.get("auto_augment")):
         return False, caveat
+    if tree is not None and read_manifest(tree) is None:  # a tree of the user's own: any size, any colours
+        return False, (f"{tree} has no {MANIFEST} from `fmnist-yolo prepare` (the fast path holds Fashion-MNIST's "
+                       "28x28 greyscale images in memory)")  # fmt: skip
     return True, None
+
+
+def settle_loader(args: dict[str, Any], tree: Path | None = None) -> None:
+    """Set args["fast"] to the loader the run trains with (choose_loader), saying in one line why where it is stock."""
+    args["fast"], why = choose_loader(args, tree)
+    if why:
+        warn_stock(why)
+
+
+def warn_stock(why: str) -> None:
+    """The one line a run whose fast= was left unset gives when it trains with the stock loader."""
+    warn(f"training with the stock loader: {why} (fast=False chooses it without this line)")
 
 
 def _numeric_value(args: dict, key: str) -> float | None:
@@ -140,7 +158,7 @@ def check_values(args: dict[str, Any]) -> None:
     if imgsz is not None and (isinstance(imgsz, bool) or not isinstance(imgsz, (int, float))):
         raise ConfigError(f"imgsz={imgsz!r} is not a number: imgsz must be {RANGES['imgsz'][1]}")
     # fmnist-yolo's own keys' types and choices (mlflow, select_on, fused_bn, ...) are the schema's: check_options
-    if args.get("fused_bn") and not args.get("fast"):
+    if args.get("fused_bn") and args.get("fast") is False:
         raise ConfigError("fused_bn=True changes how fast=True normalises its fused chunks; it needs fast=True")
     if args.get("fast"):
         check_fast(args.get("device"), args.get("time"))  # its warning (auto_augment) is the fast trainer's to give

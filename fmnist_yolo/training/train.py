@@ -24,7 +24,7 @@ from ..errors import ConfigError, FmnistError, RunError, warn
 from ..files import atomic_path
 from ..rundir import Provenance, Recorder, best_epoch, load_history, paths, read_provenance, trained_imgsz
 from ..version import __version__
-from .args import check_keys, devices, recipe_path, resolve_args, valid_keys
+from .args import check_keys, devices, recipe_path, resolve_args, settle_loader, valid_keys
 from .environment import environment, file_sha256
 from .weights import Weights, starting_weights
 
@@ -164,6 +164,7 @@ def train(callbacks: dict[str, Any] | None = None, **overrides: Any) -> Run:
     args.pop("resume", None)
     tree = ensure_tree(args.pop("data"))
     check_counts(tree)
+    settle_loader(args, tree)
     if val_split(tree) is None:
         warn(
             f"{tree} has no val/ split, so Ultralytics selects best.pt on test/: the test score is then not an "

@@ -53,18 +53,24 @@ def _ray():
 FAST_NO_OP = ("auto_augment",)  # keys whose sampled values the fast loader does not all apply (not AugMix, AutoAugment)
 
 
-def loader_and_space(space: dict | str | Path | None, given: bool | None, resolved: bool) -> tuple[bool, dict]:
-    """(fast, the search space): the loader train's rule chose (`resolved`), unless fast= was not `given` and the
-    space samples what the fast path does not apply: then the stock loader, with a line that says why."""
+def loader_and_space(space: dict | str | Path | None, args: dict[str, Any], tree: Path | None = None
+                     ) -> tuple[bool, dict]:  # fmt: skip
+    """(fast, the search space): the loader train's rule chooses (choose_loader), unless fast= was left unset and the
+    space samples what the fast path does not apply: then the stock loader. Either way, one line says why where the
+    loader is stock without fast=False."""
+    from .args import choose_loader, warn_stock
+
+    fast, why = choose_loader(args, tree)
     try:
-        return resolved, search_space(space, fast=resolved)
+        chosen = search_space(space, fast=fast)
     except ConfigError:
-        if given is not None or not resolved:
+        if args.get("fast") is not None or args.get("fused_bn") or not fast:
             raise
         chosen = search_space(space, fast=False)  # any other fault of the space is raised again here
-        warn(f"training with the stock loader: the search space samples {', '.join(FAST_NO_OP)}, which the fast "
-             "path does not apply (fast=False chooses it without this line)")  # fmt: skip
-        return False, chosen
+        fast, why = False, f"the search space samples {', '.join(FAST_NO_OP)}, which the fast path does not apply"
+    if why:
+        warn_stock(why)
+    return fast, chosen
 
 
 def one_device(device) -> None:
@@ -259,12 +265,12 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     space_spec = kwargs.pop("space", default("tune", "space"))
     project = Path(project_dir(kwargs.pop("project", None)))  # as train resolves it
     name = kwargs.pop("name", None) or default("tune", "name")
-    one_device(kwargs.get("device"))  # before resolve_args, which would first warn that DDP trains with stock's loader
     resolved = resolve_args(kwargs)  # validates everything up front, in this process, with clear errors
-    one_device(resolved.get("device"))  # a device list from cfg= or a recipe
-    resolved["fast"], space = loader_and_space(space_spec, kwargs.get("fast"), resolved["fast"])
-    kwargs["fast"] = resolved["fast"]  # decided once, here: every trial trains with this loader
+    one_device(resolved.get("device"))  # before the loader's choice, which would first say DDP trains with stock's
+    search_space(space_spec)  # the space's own faults, before the tree (which may prepare the data)
     tree = ensure_tree(resolved["data"])
+    resolved["fast"], space = loader_and_space(space_spec, resolved, tree)
+    kwargs["fast"] = resolved["fast"]  # decided once, here: every trial trains with this loader
     manifest = read_manifest(tree)
     # What a node's copy of the tree must hold, and how a node without one prepares it (None: the user's own tree,
     # without a manifest, used as it is at the same path on every node)

@@ -1,7 +1,8 @@
 """The fast data path (`fast=True`): the split decoded once into one uint8 tensor, augmented in batches on the device.
 
 `MemoryTrainer` is Ultralytics' ClassificationTrainer with the data loaders replaced: model, optimizer, schedule,
-EMA, validator, checkpoints, results.csv and callbacks stay Ultralytics'. Selected by `fast=True`.
+EMA, validator, checkpoints, results.csv and callbacks stay Ultralytics'. Selected by `fast=True`, and by default
+wherever it serves (training/args.py, `choose_loader`).
 
 It trains the recipe it is given. Stock Ultralytics adds the gradients of `accumulate = nbs / batch` micro-batches
 (each a mean over `batch` images) before each optimizer step, and ramps `accumulate` from 1 during warm-up. The fast
