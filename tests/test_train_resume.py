@@ -95,6 +95,9 @@ def test_resume_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # runs/ below is the project's own: no untrusted-checkpoint warning
     code, _, err = run_cli(["train", "resume=runs/nope"], capsys)
     assert code == 1 and err == "Error: runs/nope: run directory not found\n"
+    for key in ("fast=False", "recipe=cpu", "evaluate_test=False"):  # fmnist-yolo's own keys: fixed by the record
+        code, _, err = run_cli(["train", "resume=runs/nope", key], capsys)
+        assert code == 1 and err.startswith(f"Error: {key.split('=')[0]}= cannot be given with resume=: "), err
     (tmp_path / "runs" / "r" / "weights").mkdir(parents=True)
     code, _, err = run_cli(["train", "resume=runs/r"], capsys)
     assert code == 1 and "no checkpoint to resume from" in err

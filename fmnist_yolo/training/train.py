@@ -433,6 +433,9 @@ def _resume(target: str | Path | bool, overrides: dict[str, Any], callbacks: dic
     from ..data.tree import manifest_checksum
 
     check_keys(overrides, valid_keys())
+    if own := [k for k in OWN_TRAIN_KEYS if k in overrides]:  # Ultralytics would take them as unknown: a failed run
+        raise ConfigError(f"{own[0]}= cannot be given with resume=: a run resumes with the loader, recipe and choices "
+                          "it was recorded with (train afresh to change them)")  # fmt: skip
     run_dir, last, ckpt = resume_checkpoint(target)
     train_args = ckpt["train_args"]
     tree = ensure_tree(overrides.pop("data", None) or train_args["data"])
