@@ -73,14 +73,6 @@ def loader_and_space(space: dict | str | Path | None, args: dict[str, Any], tree
     return fast, chosen
 
 
-def one_device(device) -> None:
-    """Refuse a multi-GPU device= list: each trial trains on one device (Ray gives it gpu_per_trial)."""
-    from .args import device_count
-
-    if device_count(device) > 1:
-        raise ConfigError("tune: one device per trial (gpu_per_trial=1); drop the multi-GPU device= list")
-
-
 def search_space(space: dict | str | Path | None = None, fast: bool = False) -> dict[str, Any]:
     """Ray Tune domains from SPACE, or from a dict / YAML file of the same form (key: [kind, low, high]).
 
@@ -251,7 +243,7 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     """
     from ..data.prepare import ensure_tree
     from ..data.tree import content_checksum, prepare_args, read_manifest
-    from .args import check_keys, resolve_args, valid_keys
+    from .args import check_keys, device_count, resolve_args, valid_keys
     from .train import project_dir
 
     ray, rt = _ray()
@@ -266,7 +258,8 @@ def tune(**kwargs: Any) -> pd.DataFrame:
     project = Path(project_dir(kwargs.pop("project", None)))  # as train resolves it
     name = kwargs.pop("name", None) or default("tune", "name")
     resolved = resolve_args(kwargs)  # validates everything up front, in this process, with clear errors
-    one_device(resolved.get("device"))  # before the loader's choice, which would first say DDP trains with stock's
+    if device_count(resolved.get("device")) > 1:  # before the loader's choice, which would say DDP trains with stock's
+        raise ConfigError("tune: one device per trial (gpu_per_trial=1); drop the multi-GPU device= list")
     search_space(space_spec)  # the space's own faults, before the tree (which may prepare the data)
     tree = ensure_tree(resolved["data"])
     resolved["fast"], space = loader_and_space(space_spec, resolved, tree)
